@@ -124,6 +124,75 @@ describe('streaming Gaussian statistics', () => {
   });
 });
 
+/** Float64 Gauss–Jordan inverse with partial pivoting (reference only). */
+function inverse64(a: Float64Array, d: number): Float64Array {
+  const w = 2 * d;
+  const m = new Float64Array(d * w);
+  for (let i = 0; i < d; i++) {
+    for (let j = 0; j < d; j++) m[i * w + j] = a[i * d + j]!;
+    m[i * w + d + i] = 1;
+  }
+  for (let c = 0; c < d; c++) {
+    let piv = c;
+    for (let r = c + 1; r < d; r++) if (Math.abs(m[r * w + c]!) > Math.abs(m[piv * w + c]!)) piv = r;
+    for (let j = 0; j < w; j++) [m[c * w + j], m[piv * w + j]] = [m[piv * w + j]!, m[c * w + j]!];
+    const pv = m[c * w + c]!;
+    for (let j = 0; j < w; j++) m[c * w + j]! /= pv;
+    for (let r = 0; r < d; r++) {
+      const f = m[r * w + c]!;
+      if (r !== c && f !== 0) for (let j = c; j < w; j++) m[r * w + j]! -= f * m[c * w + j]!;
+    }
+  }
+  const out = new Float64Array(d * d);
+  for (let i = 0; i < d; i++) for (let j = 0; j < d; j++) out[i * d + j] = m[i * w + d + j]!;
+  return out;
+}
+
+describe('inverse covariances', () => {
+  it('match float64 on rank-deficient data whose channel scales span five orders of magnitude', async () => {
+    // Like PaDiM at d=550 with ~200 images: fewer images than channels (Σ rests on ε·I in the null
+    // space), channels of very different variance, some dead (constant) channels.
+    const d = 120;
+    const n = 40;
+    const P = 3;
+    const k = await StatsKernels.create(d, 1);
+    try {
+      let seed = 7;
+      const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) - 0.5;
+      const scales = Array.from({ length: d }, (_, j) => (j % 17 === 0 ? 0 : 10 ** (-2 + (4 * j) / d)));
+      const latent = 15;
+      const samples = Array.from({ length: n }, () =>
+        Array.from({ length: P }, () => {
+          const z = Array.from({ length: latent }, rand);
+          return scales.map((s, j) => s * (z[j % latent]! + 0.3 * z[(j * 7) % latent]! + 0.05 * rand()));
+        }),
+      );
+      const acc = new GaussianAccumulator(P, d);
+      await acc.add(toBatch(samples.slice(0, 25), P, d), 25, k);
+      await acc.add(toBatch(samples.slice(25), P, d), n - 25, k);
+      const inv = await acc.inverseCovariances(k, 0.01);
+      const { cov } = referenceStats(samples, P, d);
+      const tri = packedSize(d);
+      for (let p = 0; p < P; p++) {
+        const sigma = cov.slice(p * d * d, (p + 1) * d * d);
+        for (let i = 0; i < d; i++) sigma[i * d + i]! += 0.01;
+        const ref = inverse64(sigma, d);
+        const got = new Float32Array(d * d);
+        unpackSymmetric(inv, p * tri, d, got, 0);
+        let num = 0;
+        let den = 0;
+        for (let i = 0; i < d * d; i++) {
+          num += (got[i]! - ref[i]!) ** 2;
+          den += ref[i]! ** 2;
+        }
+        expect(Math.sqrt(num / den)).toBeLessThan(1e-3);
+      }
+    } finally {
+      await k.dispose();
+    }
+  });
+});
+
 describe('embedding', () => {
   it('selectChannels is seeded, sorted, distinct and in range', () => {
     fc.assert(

@@ -53,14 +53,15 @@ export class GaussianAccumulator {
     const nA = this.count;
     const nB = batch;
     const n = nA + nB;
-    const cross = (nA * nB) / n;
+    // Chan's merge adds (nA·nB/n)·δδᵀ; as one extra row r = √(nA·nB/n)·δ of the batch it rides along
+    // in the same GEMM, so the whole update M2 += XᵀX + rᵀr is one ONNX Runtime call per chunk.
+    const rootCross = Math.sqrt((nA * nB) / n);
     const batchMean = new Float64Array(d);
-    const delta = new Float64Array(d);
     const chunk = positionsPerChunk(d, P);
+    const r = new Float32Array(Math.min(chunk, P) * d);
     for (let p0 = 0; p0 < P; p0 += chunk) {
       const pc = Math.min(chunk, P - p0);
-      // Centre the chunk on its batch mean; remember δ = batch mean − running mean per position.
-      const deltas = new Float64Array(pc * d);
+      // Centre the chunk on its batch mean; δ = batch mean − running mean per position.
       for (let p = p0; p < p0 + pc; p++) {
         batchMean.fill(0);
         const base = p * batch * d;
@@ -74,26 +75,15 @@ export class GaussianAccumulator {
           for (let j = 0; j < d; j++) x[o + j] = x[o + j]! - batchMean[j]!;
         }
         const mo = p * d;
+        const ro = (p - p0) * d;
         for (let j = 0; j < d; j++) {
-          delta[j] = batchMean[j]! - this.mean[mo + j]!;
-          deltas[(p - p0) * d + j] = delta[j]!;
-          this.mean[mo + j] = this.mean[mo + j]! + (delta[j]! * nB) / n;
+          const delta = batchMean[j]! - this.mean[mo + j]!;
+          r[ro + j] = rootCross * delta;
+          this.mean[mo + j] = this.mean[mo + j]! + (delta * nB) / n;
         }
       }
-      const s = await kernels.scatter(x.subarray(p0 * batch * d, (p0 + pc) * batch * d), pc, batch);
-      for (let q = 0; q < pc; q++) {
-        const sBase = q * d * d;
-        const mBase = (p0 + q) * tri;
-        const dq = q * d;
-        let k = 0;
-        for (let i = 0; i < d; i++) {
-          const di = deltas[dq + i]! * cross;
-          const row = sBase + i * d;
-          for (let j = 0; j <= i; j++, k++) {
-            this.m2[mBase + k] = this.m2[mBase + k]! + s[row + j]! + di * deltas[dq + j]!;
-          }
-        }
-      }
+      const m2 = this.m2.subarray(p0 * tri, (p0 + pc) * tri);
+      m2.set(await kernels.accumulate(m2, x.subarray(p0 * batch * d, (p0 + pc) * batch * d), r.subarray(0, pc * d), pc, batch));
     }
     this.count = n;
   }
@@ -106,14 +96,12 @@ export class GaussianAccumulator {
     const { positions: P, dim: d } = this;
     const tri = packedSize(d);
     const out = new Float32Array(P * tri);
-    const denom = this.count > 1 ? this.count - 1 : Infinity;
-    const chunk = positionsPerChunk(d, P, 64 * 1024 * 1024);
-    const full = new Float32Array(chunk * d * d);
+    const scale = this.count > 1 ? 1 / (this.count - 1) : 0;
+    // The block inversion holds a few full [chunk, d, d] intermediates at once: keep each one small.
+    const chunk = positionsPerChunk(d, P, 48 * 1024 * 1024);
     for (let p0 = 0; p0 < P; p0 += chunk) {
       const pc = Math.min(chunk, P - p0);
-      for (let q = 0; q < pc; q++) unpackSymmetric(this.m2, (p0 + q) * tri, d, full, q * d * d, 1 / denom, epsilon);
-      const inv = await kernels.inverse(full.subarray(0, pc * d * d), pc);
-      for (let q = 0; q < pc; q++) packLower(inv, q * d * d, d, out, (p0 + q) * tri);
+      out.set(await kernels.inversePacked(this.m2.subarray(p0 * tri, (p0 + pc) * tri), pc, scale, epsilon), p0 * tri);
     }
     return out;
   }
