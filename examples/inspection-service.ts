@@ -76,6 +76,15 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
+/** Parses the request target; one the URL parser refuses (e.g. `//[`) is the client's error (400), not a 500. */
+function requestUrl(req: http.IncomingMessage): URL {
+  try {
+    return new URL(req.url ?? '/', 'http://localhost');
+  } catch {
+    throw new HttpError(400, `Malformed request target: ${JSON.stringify(req.url)}.`, 'BAD_REQUEST');
+  }
+}
+
 /**
  * Creates (does not start) the inspection HTTP server around a loaded model. Call `listen(port,
  * '127.0.0.1')` on it; port 0 picks a free port. The caller owns the model (dispose it after closing).
@@ -84,7 +93,7 @@ export function createInspectionServer(model: Model, opts: InspectionServerOptio
   const limit = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   return http.createServer(async (req, res) => {
     try {
-      const url = new URL(req.url ?? '/', 'http://localhost');
+      const url = requestUrl(req);
       if (url.pathname === '/health') {
         if (req.method !== 'GET') throw new HttpError(405, 'Use GET /health.', 'METHOD');
         sendJson(res, 200, { ok: true, backbone: model.header.backbone.name, size: model.size, calibrated: model.header.thresholds !== undefined });
