@@ -578,7 +578,13 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
     );
     dataBytes = offset;
   }
-  await writeFileAtomic(outAbs, bytes);
+  try {
+    await writeFileAtomic(outAbs, bytes);
+  } catch (e) {
+    // No graph: do not leave its external data file behind as an orphan.
+    if (dataBytes !== undefined) await fs.rm(dataFile, { force: true }).catch(() => undefined);
+    throw e;
+  }
   return {
     file: outAbs,
     bytes: bytes.length,

@@ -153,7 +153,12 @@ export async function readModelFile(file: string, opts: { verify?: boolean } = {
     });
   }
   try {
-    const size = (await handle.stat()).size;
+    const st = await handle.stat();
+    // open() succeeds on a directory on Linux; reading it would throw a raw EISDIR.
+    if (!st.isFile()) {
+      throw formatError(file, st.isDirectory() ? 'it is a directory, not a model file' : 'it is not a regular file', 'give the path of a .partscan file');
+    }
+    const size = st.size;
     if (size < PREAMBLE) throw formatError(file, `only ${size} bytes (truncated?)`);
     const pre = new Uint8Array(PREAMBLE);
     await handle.read(pre, 0, PREAMBLE, 0);

@@ -40,7 +40,15 @@ export async function writeFileAtomic(
     if (typeof data === 'string' || data instanceof Uint8Array) {
       await handle.writeFile(data);
     } else {
-      for await (const chunk of data as AsyncIterable<Uint8Array>) await handle.write(chunk);
+      for await (const chunk of data as AsyncIterable<Uint8Array>) {
+        // One write(2) may take fewer bytes than asked (a disk filling up does that before it answers
+        // ENOSPC): loop until the whole chunk is out, or the file would be silently truncated.
+        for (let o = 0; o < chunk.byteLength; ) {
+          const { bytesWritten } = await handle.write(chunk, o, chunk.byteLength - o);
+          if (bytesWritten <= 0) throw new Error(`no progress writing ${tmp}`);
+          o += bytesWritten;
+        }
+      }
     }
     await handle.sync();
     await handle.close();
