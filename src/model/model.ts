@@ -30,6 +30,7 @@ import { fitDriftModel, driftScore, parseDriftModel, type DriftModel } from '../
 import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { readModelFile, writeModelFile, MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR, type SectionData } from './model-file.js';
+import { contaminationSuspects, leaveOneOutScores, scoreOutliers } from './contamination.js';
 
 const require = createRequire(import.meta.url);
 /** partscan's version, recorded in model files. */
@@ -868,8 +869,12 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     model.roi = await roiAtModelSize(opts.roi, fitFiles[0]!, model.size);
     header.roi = { width: model.size, height: model.size };
   }
+  // Leave-one-out scores of the training images: out-of-sample scores of good images, used to find
+  // contaminated training images and, pooled with the calibration scores, calibration outliers.
+  let looScores: number[] | undefined;
   if (opts.contaminationCheck !== false && !resumeFrom && fitFiles.length >= 8) {
-    report.suspects = await contaminationSuspects(model, fitFiles);
+    looScores = await leaveOneOutScores(model, fitFiles);
+    report.suspects = contaminationSuspects(fitFiles, looScores);
     for (const s of report.suspects) {
       warnings.push({
         code: 'CONTAMINATED_TRAINING_IMAGE',
@@ -878,7 +883,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       });
     }
   }
-  await calibrate(model, calibrationFiles, opts, warnings, resumeFrom?.header.thresholds);
+  await calibrate(model, calibrationFiles, opts, warnings, resumeFrom?.header.thresholds, looScores);
   header.fit.calibrationWarnings = warnings.map((w) => w.message);
   model.fitWarnings = warnings;
   model.fitReport = report;
@@ -941,53 +946,11 @@ async function flushEmbeddings(buf: EmbeddingBuffer, acc: GaussianAccumulator, k
   buf.count = 0;
 }
 
-/** Robust z-scores: (x − median) / (1.4826·MAD), with a tiny floor on the spread. */
-export function robustZ(xs: readonly number[]): number[] {
-  const sorted = [...xs].sort((a, b) => a - b);
-  const median = sorted[Math.floor(sorted.length / 2)]!;
-  const mad = xs.map((x) => Math.abs(x - median)).sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const spread = Math.max(1.4826 * mad, 1e-6 * Math.abs(median), 1e-12);
-  return xs.map((x) => (x - median) / spread);
-}
-
-/** Robust z above which a training image's in-sample score marks it as a likely contaminated "good" image. */
-export const CONTAMINATION_Z = 5;
-
-/**
- * Leave-one-out scores of the training images against the freshly fitted model, and their robust
- * outliers (z = (score − median) / (1.4826·MAD) > {@link CONTAMINATION_Z}): likely defects among the
- * "good" images. In-sample scores would hide them, since each image is part of its own Gaussian.
- */
-async function contaminationSuspects(model: Model, files: string[]): Promise<{ file: string; score: number; z: number }[]> {
-  // Leave-one-out distances without refitting. Removing x (δ = x − μ) from n samples moves the mean by
-  // −δ/(n−1) and gives Σ₋ ≈ ((n−1)/(n−2))·(Σ − c·δδᵀ) with c = n/(n−1)² (ε·I rescaled alongside, a slight
-  // over-regularisation), so by Sherman–Morrison d²_loo = (n/(n−1))²·((n−2)/(n−1))·m / (1 − c·m), with m
-  // the in-sample d² at that position. c·m < 1 always (m is below the leverage bound (n−1)²/n); an image
-  // that explains its own outlying features (a defect among the "good" set) has c·m → 1.
-  const n = model.header.gaussian.images;
-  const c = n / (n - 1) ** 2;
-  const k = (n / (n - 1)) ** 2 * ((n - 2) / (n - 1));
-  const loo = (m: number): number => (k * m) / Math.max(1e-6, 1 - c * m);
-  const scores: number[] = [];
-  const S = model.size;
-  for (let i = 0; i < files.length; i += 16) {
-    const part = files.slice(i, i + 16);
-    const b = await preprocessBatch(part, model.header.preprocess);
-    for (const map of await model.anomalyMaps({ data: b.tensor, dims: [part.length, 3, S, S] }, loo)) {
-      let max = -Infinity;
-      for (let j = 0; j < map.length; j++) if (map[j]! > max) max = map[j]!;
-      scores.push(max);
-    }
-  }
-  const z = robustZ(scores);
-  return files
-    .map((file, i) => ({ file, score: scores[i]!, z: z[i]! }))
-    .filter((s) => s.z > CONTAMINATION_Z)
-    .sort((a, b) => b.score - a.score);
-}
+// The contamination check lives in contamination.ts; re-exported here for existing importers.
+export { robustZ, CONTAMINATION_Z } from './contamination.js';
 
 /** Scores calibration images and stores thresholds in the model. */
-async function calibrate(model: Model, goodFiles: string[], opts: FitOptions, warnings: PartscanWarning[], previous?: Thresholds): Promise<void> {
+async function calibrate(model: Model, goodFiles: string[], opts: FitOptions, warnings: PartscanWarning[], previous?: Thresholds, looScores?: number[]): Promise<void> {
   const defects = opts.defects ?? [];
   if (goodFiles.length === 0 && !opts.manualThresholds) {
     if (previous) {
@@ -1020,9 +983,13 @@ async function calibrate(model: Model, goodFiles: string[], opts: FitOptions, wa
   const good = goodFiles.length ? await scoreAll(goodFiles) : { scores: [], maps: [], dims: [] };
   // A held-out "good" image that scores like a defect (robust outlier among the calibration scores)
   // would set the good-only threshold on its own: leave it out and say so.
-  if (good.scores.length >= 5) {
-    const z = robustZ(good.scores);
-    const keep = z.map((v) => v <= CONTAMINATION_Z);
+  // Judged pooled with the training images' leave-one-out scores when there are (the same out-of-sample
+  // score distribution, a larger sample), else among the calibration scores alone.
+  const pool = [...(looScores ?? []), ...good.scores];
+  if (good.scores.length > 0 && pool.length >= 5) {
+    const pooled = scoreOutliers(pool);
+    const z = pooled.z.slice(pool.length - good.scores.length);
+    const keep = pooled.outlier.slice(pool.length - good.scores.length).map((o) => !o);
     if (keep.some((k) => !k) && keep.filter(Boolean).length >= 3) {
       goodFiles.forEach((f, i) => {
         if (!keep[i]) {
