@@ -265,3 +265,37 @@ describe('normalizeScore / normalizeMap', () => {
     );
   });
 });
+
+describe('upsample + blur as an ONNX graph (scoring and export)', () => {
+  it('equals the JS reference (resizeBilinear + gaussianBlur) and applies √max(0, d²)', async () => {
+    const { UpsampleBlurSession, graphCanBlur } = await import('../src/postprocess/upsample-blur-graph.js');
+    for (const [gw, gh, S] of [
+      [56, 56, 224],
+      [14, 10, 64],
+    ] as const) {
+      const session = await UpsampleBlurSession.create(gw, gh, S, 4, 1);
+      try {
+        const n = 3;
+        const d2 = new Float32Array(n * gw * gh);
+        for (let i = 0; i < d2.length; i++) d2[i] = ((Math.sin(i * 12.9898) * 43758.5453) % 1) * 50 - 5; // some negatives
+        const maps = await session.run(d2, n);
+        expect(maps.length).toBe(n * S * S);
+        for (let k = 0; k < n; k++) {
+          const g = Float32Array.from(d2.subarray(k * gw * gh, (k + 1) * gw * gh), (v) => Math.sqrt(Math.max(0, v)));
+          const ref = gaussianBlur(resizeBilinear(g, gw, gh, S, S), S, S, 4);
+          let maxErr = 0;
+          let maxRef = 0;
+          for (let i = 0; i < ref.length; i++) {
+            maxErr = Math.max(maxErr, Math.abs(maps[k * S * S + i]! - ref[i]!));
+            maxRef = Math.max(maxRef, Math.abs(ref[i]!));
+          }
+          expect(maxErr / maxRef).toBeLessThan(1e-5);
+        }
+      } finally {
+        await session.dispose();
+      }
+    }
+    expect(graphCanBlur(16, 4)).toBe(false); // radius 16: ONNX reflect padding needs pad < side
+    expect(graphCanBlur(17, 4)).toBe(true);
+  });
+});

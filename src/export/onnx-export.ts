@@ -17,7 +17,7 @@ import type { onnx as OnnxTypes } from 'onnx-proto';
 import { PartscanError } from '../errors.js';
 import { channelSources } from '../embedding/embedding.js';
 import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
-import { gaussianKernel1d } from '../postprocess/blur.js';
+import { blurRadius, graphCanBlur, upsampleBlurNodes, type GraphSink } from '../postprocess/upsample-blur-graph.js';
 import { littleEndianBytes, makeNode, tensorValueInfo, type OnnxAttributeValue } from '../backbone/onnx-builder.js';
 import { writeFileAtomic, outputError } from '../util/atomic-write.js';
 import { PARTSCAN_VERSION, type Model } from '../model/model.js';
@@ -284,9 +284,8 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
   const { gridH, gridW } = header.embedding;
   const P = gridH * gridW;
   const d = model.dim;
-  const kernel = gaussianKernel1d(header.postprocess.blurSigma);
-  const radius = (kernel.length - 1) / 2;
-  if (radius >= S) {
+  const radius = blurRadius(header.postprocess.blurSigma);
+  if (!graphCanBlur(S, header.postprocess.blurSigma)) {
     // ONNX Pad 'reflect' needs pad < side; partscan's own blur keeps reflecting periodically instead.
     throw new PartscanError('OPTIONS', `The ${S}×${S} map is too small for ONNX reflect padding of ${radius} px (blur σ ${header.postprocess.blurSigma}).`, {
       remedy: `use an image size above ${radius} px`,
@@ -404,25 +403,13 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
   node('Transpose', ['partscan/dist.PN'], ['partscan/dist.NP'], { perm: [1, 0] });
   node('Reshape', ['partscan/dist.NP', 'partscan/shape.grid'], ['partscan/dist']);
 
-  // Upsample to S×S: bilinear, half-pixel centres (PyTorch align_corners=False); sizes keep N dynamic.
-  add(int64Spec('partscan/slice.start', [1], [0]));
-  add(int64Spec('partscan/slice.end', [1], [2]));
-  add(int64Spec('partscan/size.SS', [2], [S, S]));
-  node('Shape', ['partscan/dist'], ['partscan/dist.shape']);
-  node('Slice', ['partscan/dist.shape', 'partscan/slice.start', 'partscan/slice.end'], ['partscan/dist.N1']);
-  node('Concat', ['partscan/dist.N1', 'partscan/size.SS'], ['partscan/up.sizes'], { axis: 0 });
-  node('Resize', ['partscan/dist', '', '', 'partscan/up.sizes'], ['partscan/up'], {
-    coordinate_transformation_mode: 'half_pixel',
-    mode: 'linear',
-  });
-
-  // Gaussian blur: reflect-pad both axes by the radius, then a 1×K and a K×1 convolution.
-  add(int64Spec('partscan/blur.pads', [8], [0, 0, radius, radius, 0, 0, radius, radius]));
-  add(floatSpec('partscan/blur.kx', [1, 1, 1, kernel.length], kernel));
-  add(floatSpec('partscan/blur.ky', [1, 1, kernel.length, 1], kernel));
-  node('Pad', ['partscan/up', 'partscan/blur.pads'], ['partscan/up.padded'], { mode: 'reflect' });
-  node('Conv', ['partscan/up.padded', 'partscan/blur.kx'], ['partscan/blur.x'], { kernel_shape: [1, kernel.length] });
-  node('Conv', ['partscan/blur.x', 'partscan/blur.ky'], ['partscan/raw_map'], { kernel_shape: [kernel.length, 1] });
+  // Upsample to S×S and blur: the same nodes partscan's own scoring runs.
+  const sink: GraphSink = {
+    float: (name, dims, data) => add(floatSpec(name, dims, data)),
+    int64: (name, dims, values) => add(int64Spec(name, dims, values)),
+    node: (op, inputs, outputs, attrs) => node(op, inputs, outputs, attrs),
+  };
+  upsampleBlurNodes(sink, 'partscan/dist', 'partscan/raw_map', S, header.postprocess.blurSigma, 'partscan/map');
 
   // Image score: the raw map's maximum (normalised below with the image statistics).
   if (defaultOpset >= 18) {
@@ -475,7 +462,7 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
     'partscan.backbone': { ...header.backbone, embedded: undefined },
     'partscan.embedding': header.embedding,
     'partscan.gaussian': header.gaussian,
-    'partscan.postprocess': { ...header.postprocess, blurKernelSize: kernel.length, blurPadding: 'reflect' },
+    'partscan.postprocess': { ...header.postprocess, blurKernelSize: 2 * radius + 1, blurPadding: 'reflect' },
     'partscan.normalized': normalized,
     'partscan.thresholds': t ?? null,
     'partscan.band': t?.band ?? null,

@@ -99,7 +99,7 @@ export async function scoreToRunDir(
   opts: ScoreRunOptions = {},
 ): Promise<ScoredRunManifest> {
   await ensureOutputDir(outDir);
-  const bs = Math.max(1, opts.batchSize ?? 8);
+  const bs = Math.max(1, opts.batchSize ?? model.defaultScoreBatchSize);
   const scoreOpts = { batchSize: bs, ...(opts.minArea !== undefined ? { minArea: opts.minArea } : {}) };
   const stems = uniqueStems(inputs);
   const exported: ImageResult[] = [];

@@ -32,7 +32,7 @@ export async function evaluateModel(
       remedy: 'use an MVTec-style folder with test/<type>/ images, or a labelled CSV list',
     });
   }
-  const bs = opts.batchSize ?? 8;
+  const bs = opts.batchSize ?? model.defaultScoreBatchSize;
   const evalItems: EvaluationItem[] = [];
   const items: Evaluation['items'] = [];
   // Several batches per call so the model can overlap decoding with inference.

@@ -6,11 +6,12 @@ import { loadBackbone, type BackboneSpec } from '../../models/registry.js';
 import { loadDataset } from '../../datasets/loaders.js';
 import { channelSources, gatherEmbedding, selectChannels, type ChannelSource } from '../embedding/embedding.js';
 import { GaussianAccumulator, packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
-import { StatsKernels, positionsPerChunk } from '../stats/ort-kernels.js';
+import { StatsKernels, defaultThreads, positionsPerChunk } from '../stats/ort-kernels.js';
 import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
 import { preprocessBatch, preprocessTiles, type TileBox } from '../preprocess/preprocess.js';
 import { resizeBilinear, mapToOriginal } from '../postprocess/resize.js';
 import { gaussianBlur } from '../postprocess/blur.js';
+import { graphCanBlur, UpsampleBlurSession } from '../postprocess/upsample-blur-graph.js';
 import { normalizeMap, normalizeScore } from '../postprocess/normalize.js';
 import { extractRegions, type Region } from '../postprocess/regions.js';
 import {
@@ -170,7 +171,7 @@ export interface ScoreResult {
 
 /** Options of {@link Model.score}. */
 export interface ScoreOptions {
-  /** Images per backbone batch (default 8). */
+  /** Images per backbone batch (default {@link Model.defaultScoreBatchSize}: 8, up to 32 for large d). */
   batchSize?: number;
   /** Minimum region area in pixels at model resolution (default 0). */
   minArea?: number;
@@ -240,6 +241,7 @@ export class Model {
   private backbone: Backbone | undefined;
   private backbonePromise: Promise<Backbone> | undefined;
   private kernelsPromise: Promise<StatsKernels> | undefined;
+  private upsampleBlurPromise: Promise<UpsampleBlurSession> | undefined;
   private fullInversePromise: Promise<Float32Array[]> | undefined;
   private readonly threads: number | undefined;
 
@@ -376,6 +378,22 @@ export class Model {
     return this.kernelsPromise;
   }
 
+  /**
+   * Default images per scoring batch. Every batch streams all P inverse covariances (d=550 at 224 px:
+   * 3.8 GB) through the Mahalanobis GEMMs, so large d wants larger batches: about 32 MB of inverse
+   * per image, between 8 and 32 images (d=100 → 8, d=550 → 32).
+   */
+  get defaultScoreBatchSize(): number {
+    const inverseBytes = this.positions * this.dim * this.dim * 4;
+    return Math.min(32, Math.max(8, Math.ceil(inverseBytes / (32 * 1024 * 1024))));
+  }
+
+  private upsampleBlur(): Promise<UpsampleBlurSession> {
+    const { gridW, gridH } = this.header.embedding;
+    this.upsampleBlurPromise ??= UpsampleBlurSession.create(gridW, gridH, this.size, this.header.postprocess.blurSigma, this.threads ?? defaultThreads());
+    return this.upsampleBlurPromise;
+  }
+
   /** Full (unpacked) inverse covariances in position chunks, expanded once on first score. */
   private fullInverses(): Promise<Float32Array[]> {
     this.fullInversePromise ??= Promise.resolve().then(() => {
@@ -412,13 +430,27 @@ export class Model {
     const { gridH, gridW } = this.header.embedding;
     const d2 = await grid;
     const P = this.positions;
+    const sigma = this.header.postprocess.blurSigma;
+    // Image-major squared distances [N, P] (optionally transformed, e.g. leave-one-out rescaling).
+    const byImage = new Float32Array(n * P);
+    for (let i = 0; i < n; i++) {
+      const o = i * P;
+      if (transformSquared) for (let p = 0; p < P; p++) byImage[o + p] = transformSquared(d2[p * n + i]!);
+      else for (let p = 0; p < P; p++) byImage[o + p] = d2[p * n + i]!;
+    }
     const out: Float32Array[] = [];
+    const SS = this.size * this.size;
+    if (graphCanBlur(this.size, sigma)) {
+      const maps = await (await this.upsampleBlur()).run(byImage, n);
+      for (let i = 0; i < n; i++) out.push(maps.slice(i * SS, (i + 1) * SS));
+      return out;
+    }
+    // Maps smaller than the blur kernel: the JS blur reflects periodically where ONNX Pad cannot.
     for (let i = 0; i < n; i++) {
       const g = new Float32Array(P);
-      if (transformSquared) for (let p = 0; p < P; p++) g[p] = Math.sqrt(Math.max(0, transformSquared(d2[p * n + i]!)));
-      else for (let p = 0; p < P; p++) g[p] = Math.sqrt(Math.max(0, d2[p * n + i]!));
+      for (let p = 0; p < P; p++) g[p] = Math.sqrt(Math.max(0, byImage[i * P + p]!));
       const up = resizeBilinear(g, gridW, gridH, this.size, this.size);
-      out.push(gaussianBlur(up, this.size, this.size, this.header.postprocess.blurSigma));
+      out.push(gaussianBlur(up, this.size, this.size, sigma));
     }
     return out;
   }
@@ -464,7 +496,7 @@ export class Model {
   }
 
   private async scoreMany(inputs: ScoreInput[], opts: ScoreOptions): Promise<ScoreResult[]> {
-    const bs = Math.max(1, opts.batchSize ?? 8);
+    const bs = Math.max(1, opts.batchSize ?? this.defaultScoreBatchSize);
     const results: ScoreResult[] = [];
     if (this.header.tiling) {
       for (const input of inputs) results.push(await this.scoreTiled(input, bs, opts));
@@ -607,6 +639,9 @@ export class Model {
     const k = this.kernelsPromise;
     this.kernelsPromise = undefined;
     if (k) await (await k).dispose();
+    const u = this.upsampleBlurPromise;
+    this.upsampleBlurPromise = undefined;
+    if (u) await (await u).dispose();
     if (this.backbone) await this.backbone.dispose();
     this.backbone = undefined;
     this.backbonePromise = undefined;
@@ -913,7 +948,7 @@ async function roiAtModelSize(file: string, reference: string, size: number): Pr
 /**
  * Bytes of embeddings buffered between statistics updates during fit. Each update streams the whole
  * packed scatter matrix (d=550 at 224 px: 1.9 GB) through memory, so fewer, larger updates are much
- * faster (bottle, d=550: one update of 209 images instead of six of 37). The buffer is still bounded:
+ * faster (bottle, d=550 at 224 px: two updates of ≤155 images instead of six of 37). The buffer is bounded:
  * fitting 10 000 images needs no more memory than fitting 150.
  */
 export const STATS_BUFFER_BYTES = 1024 * 1024 * 1024;
