@@ -2,7 +2,7 @@
  * partscan benchmark: fits and scores a dataset and prints one JSON object.
  *
  *   npm run bench -- [--data ../shared/datasets/mvtec_bottle] [--channels 100] [--image-size 224]
- *                    [--batch 16] [--score-batch 8] [--threads N] [--latency-samples 20] [--out model.partscan]
+ *                    [--batch 16] [--score-batch N (default: the model's, 8 … 32 by d)] [--threads N] [--latency-samples 20] [--out model.partscan]
  *
  * Figures: fit images/s, score ms/image (batch 1 and batched), p50/p95 single-image latency through the
  * public API, peak RSS after fit and at the end (process maxRSS), model file bytes, and the AUROCs so
@@ -22,7 +22,7 @@ const { values } = parseArgs({
     channels: { type: 'string', default: '100' },
     'image-size': { type: 'string', default: '224' },
     batch: { type: 'string', default: '16' },
-    'score-batch': { type: 'string', default: '8' },
+    'score-batch': { type: 'string' },
     threads: { type: 'string' },
     backbone: { type: 'string', default: 'resnet50' },
     weights: { type: 'string', default: path.resolve(process.cwd(), '..', 'shared', 'reference', 'resnet50-random-seed0.safetensors') },
@@ -68,7 +68,7 @@ async function main(): Promise<void> {
   const rssAfterFit = process.resourceUsage().maxRSS;
 
   // Batched scoring over the test split (scoring only), then accuracy (scoring + metrics).
-  const scoreBatch = Number(values['score-batch']);
+  const scoreBatch = values['score-batch'] ? Number(values['score-batch']) : model.defaultScoreBatchSize;
   const testFiles = ds.test.map((s) => s.path);
   // Warm-up: the first score expands the packed inverse covariances and creates the ORT sessions.
   const tw = performance.now();

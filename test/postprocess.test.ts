@@ -268,10 +268,11 @@ describe('normalizeScore / normalizeMap', () => {
 
 describe('upsample + blur as an ONNX graph (scoring and export)', () => {
   it('equals the JS reference (resizeBilinear + gaussianBlur) and applies √max(0, d²)', async () => {
-    const { UpsampleBlurSession, graphCanBlur } = await import('../src/postprocess/upsample-blur-graph.js');
+    const { UpsampleBlurSession } = await import('../src/postprocess/upsample-blur-graph.js');
     for (const [gw, gh, S] of [
       [56, 56, 224],
       [14, 10, 64],
+      [4, 3, 12], // smaller than the 33-tap kernel: periodic reflection, as the JS blur does
     ] as const) {
       const session = await UpsampleBlurSession.create(gw, gh, S, 4, 1);
       try {
@@ -295,7 +296,5 @@ describe('upsample + blur as an ONNX graph (scoring and export)', () => {
         await session.dispose();
       }
     }
-    expect(graphCanBlur(16, 4)).toBe(false); // radius 16: ONNX reflect padding needs pad < side
-    expect(graphCanBlur(17, 4)).toBe(true);
   });
 });

@@ -5,6 +5,7 @@
  */
 import os from 'node:os';
 import ort from 'onnxruntime-node';
+import { ortSessionOptions } from '../util/ort-options.js';
 import { PartscanError } from '../errors.js';
 import type { Tensor4D } from '../types.js';
 import type { Backbone, BackboneIdentity } from './types.js';
@@ -57,12 +58,7 @@ export class OrtBackbone implements Backbone {
     }
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(onnx, {
-        intraOpNumThreads: threads,
-        interOpNumThreads: 1,
-        executionMode: 'sequential',
-        graphOptimizationLevel: 'all',
-      });
+      session = await ort.InferenceSession.create(onnx, ortSessionOptions(threads));
     } catch (e) {
       throw new PartscanError('ONNX_FORMAT', `ONNX Runtime cannot load the graph of backbone ${identity.name}: ${describe(e)}.`, {
         remedy: 'the ONNX file is corrupt or uses unsupported operators; rebuild it or delete the cached graph',

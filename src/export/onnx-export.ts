@@ -17,7 +17,8 @@ import type { onnx as OnnxTypes } from 'onnx-proto';
 import { PartscanError } from '../errors.js';
 import { channelSources } from '../embedding/embedding.js';
 import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
-import { blurRadius, graphCanBlur, upsampleBlurNodes, type GraphSink } from '../postprocess/upsample-blur-graph.js';
+import { upsampleBlurNodes, type GraphSink } from '../postprocess/upsample-blur-graph.js';
+import { gaussianKernel1d } from '../postprocess/blur.js';
 import { littleEndianBytes, makeNode, tensorValueInfo, type OnnxAttributeValue } from '../backbone/onnx-builder.js';
 import { writeFileAtomic, outputError } from '../util/atomic-write.js';
 import { PARTSCAN_VERSION, type Model } from '../model/model.js';
@@ -284,13 +285,6 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
   const { gridH, gridW } = header.embedding;
   const P = gridH * gridW;
   const d = model.dim;
-  const radius = blurRadius(header.postprocess.blurSigma);
-  if (!graphCanBlur(S, header.postprocess.blurSigma)) {
-    // ONNX Pad 'reflect' needs pad < side; partscan's own blur keeps reflecting periodically instead.
-    throw new PartscanError('OPTIONS', `The ${S}×${S} map is too small for ONNX reflect padding of ${radius} px (blur σ ${header.postprocess.blurSigma}).`, {
-      remedy: `use an image size above ${radius} px`,
-    });
-  }
 
   // Decode the backbone graph and find each layer's grid by running it once on a blank image.
   const backbone = await model.getBackbone();
@@ -409,7 +403,7 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
     int64: (name, dims, values) => add(int64Spec(name, dims, values)),
     node: (op, inputs, outputs, attrs) => node(op, inputs, outputs, attrs),
   };
-  upsampleBlurNodes(sink, 'partscan/dist', 'partscan/raw_map', S, header.postprocess.blurSigma, 'partscan/map');
+  upsampleBlurNodes(sink, 'partscan/dist', 'partscan/raw_map', { gridW, gridH }, S, header.postprocess.blurSigma, 'partscan/map');
 
   // Image score: the raw map's maximum (normalised below with the image statistics).
   if (defaultOpset >= 18) {
@@ -462,7 +456,7 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
     'partscan.backbone': { ...header.backbone, embedded: undefined },
     'partscan.embedding': header.embedding,
     'partscan.gaussian': header.gaussian,
-    'partscan.postprocess': { ...header.postprocess, blurKernelSize: 2 * radius + 1, blurPadding: 'reflect' },
+    'partscan.postprocess': { ...header.postprocess, blurKernelSize: gaussianKernel1d(header.postprocess.blurSigma).length, blurPadding: 'reflect' },
     'partscan.normalized': normalized,
     'partscan.thresholds': t ?? null,
     'partscan.band': t?.band ?? null,

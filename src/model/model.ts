@@ -10,8 +10,7 @@ import { StatsKernels, defaultThreads, positionsPerChunk } from '../stats/ort-ke
 import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
 import { preprocessBatch, preprocessTiles, type TileBox } from '../preprocess/preprocess.js';
 import { resizeBilinear, mapToOriginal } from '../postprocess/resize.js';
-import { gaussianBlur } from '../postprocess/blur.js';
-import { graphCanBlur, UpsampleBlurSession } from '../postprocess/upsample-blur-graph.js';
+import { UpsampleBlurSession } from '../postprocess/upsample-blur-graph.js';
 import { normalizeMap, normalizeScore } from '../postprocess/normalize.js';
 import { extractRegions, type Region } from '../postprocess/regions.js';
 import {
@@ -427,10 +426,8 @@ export class Model {
     const backbone = await this.getBackbone();
     const maps = await backbone.extract(batch);
     const grid = this.gridDistances(maps, n);
-    const { gridH, gridW } = this.header.embedding;
     const d2 = await grid;
     const P = this.positions;
-    const sigma = this.header.postprocess.blurSigma;
     // Image-major squared distances [N, P] (optionally transformed, e.g. leave-one-out rescaling).
     const byImage = new Float32Array(n * P);
     for (let i = 0; i < n; i++) {
@@ -438,20 +435,10 @@ export class Model {
       if (transformSquared) for (let p = 0; p < P; p++) byImage[o + p] = transformSquared(d2[p * n + i]!);
       else for (let p = 0; p < P; p++) byImage[o + p] = d2[p * n + i]!;
     }
-    const out: Float32Array[] = [];
     const SS = this.size * this.size;
-    if (graphCanBlur(this.size, sigma)) {
-      const maps = await (await this.upsampleBlur()).run(byImage, n);
-      for (let i = 0; i < n; i++) out.push(maps.slice(i * SS, (i + 1) * SS));
-      return out;
-    }
-    // Maps smaller than the blur kernel: the JS blur reflects periodically where ONNX Pad cannot.
-    for (let i = 0; i < n; i++) {
-      const g = new Float32Array(P);
-      for (let p = 0; p < P; p++) g[p] = Math.sqrt(Math.max(0, byImage[i * P + p]!));
-      const up = resizeBilinear(g, gridW, gridH, this.size, this.size);
-      out.push(gaussianBlur(up, this.size, this.size, sigma));
-    }
+    const flat = await (await this.upsampleBlur()).run(byImage, n);
+    const out: Float32Array[] = [];
+    for (let i = 0; i < n; i++) out.push(flat.slice(i * SS, (i + 1) * SS));
     return out;
   }
 
@@ -856,7 +843,9 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     // Merge several backbone batches per statistics update: the per-position outer products then run as
     // GEMMs with a deeper inner dimension and the packed scatter matrices are swept fewer times. The
     // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
-    const cap = Math.max(n, Math.floor(STATS_BUFFER_BYTES / (P * d * 4)));
+    // Never larger than the samples still to come (estimated from this batch's samples per image).
+    const samplesLeft = Math.ceil((n / batches[b]!.length) * (fitFiles.length - done));
+    const cap = Math.max(n, Math.min(samplesLeft, Math.floor(STATS_BUFFER_BYTES / (P * d * 4))));
     if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
       if (pendingEmb && pendingEmb.count > 0) await flushEmbeddings(pendingEmb, acc, kernels);
       if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };

@@ -2,6 +2,7 @@ import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { floatInitializer, int64Initializer, makeNode, tensorValueInfo } from '../backbone/onnx-builder.js';
 import os from 'node:os';
+import { ortSessionOptions } from '../util/ort-options.js';
 
 const { onnx } = onnxProto;
 
@@ -62,14 +63,9 @@ export class StatsKernels {
 
   /** Creates the three sessions for embedding size `dim`. */
   static async create(dim: number, threads = defaultThreads()): Promise<StatsKernels> {
-    const opts: ort.InferenceSession.SessionOptions = {
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      graphOptimizationLevel: 'all',
-      // These sessions move hundreds of MB per call (d=550: [P, d, d] blocks); ORT's arena would keep
-      // the largest block of every session alive for the model's lifetime, so allocate per call.
-      enableCpuMemArena: false,
-    };
+    // These sessions move hundreds of MB per call (d=550: [P, d, d] blocks); ORT's arena would keep
+    // the largest block of every session alive for the model's lifetime, so allocate per call.
+    const opts = ortSessionOptions(threads, { enableCpuMemArena: false });
     const d = dim;
     const tri = (d * (d + 1)) / 2;
     const lower = int64Initializer('lower', [tri], lowerTriangleIndices(d));
