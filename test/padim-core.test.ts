@@ -104,9 +104,12 @@ describe('streaming Gaussian statistics', () => {
         // Distances: zero at the mean, positive elsewhere (random directions).
         const diff = new Float32Array(P * 2 * D);
         for (let p = 0; p < P; p++) for (let j = 0; j < D; j++) diff[(p * 2 + 1) * D + j] = Math.sin(7 * j + p + 1);
-        const d2 = await kernels.mahalanobisSquared(diff, full, P, 2);
+        // The kernel centres on the mean itself: feed x = μ + Δ with a non-zero μ.
+        const mu = Float32Array.from({ length: P * D }, (_, k) => Math.round(10 * Math.cos(k)) / 4);
+        const x = Float32Array.from(diff, (v, k) => v + mu[Math.floor(k / (2 * D)) * D + (k % D)]!);
+        const d2 = await kernels.mahalanobisSquared(x, mu, full, P, 2);
         for (let p = 0; p < P; p++) {
-          expect(d2[p * 2]).toBe(0);
+          expect(Math.abs(d2[p * 2]!)).toBeLessThan(1e-9);
           expect(d2[p * 2 + 1]!).toBeGreaterThan(0);
         }
       }),

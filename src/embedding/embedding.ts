@@ -57,19 +57,34 @@ export function gatherEmbedding(maps: readonly Tensor4D[], sources: readonly Cha
   // Per-layer nearest-neighbour row/column lookup tables.
   const rowMaps = maps.map((m) => Int32Array.from({ length: gridH }, (_, y) => Math.min(m.dims[2] - 1, Math.floor((y * m.dims[2]) / gridH))));
   const colMaps = maps.map((m) => Int32Array.from({ length: gridW }, (_, x) => Math.min(m.dims[3] - 1, Math.floor((x * m.dims[3]) / gridW))));
-  for (let j = 0; j < d; j++) {
-    const { layer, channel } = sources[j]!;
-    const m = maps[layer]!;
-    const [, C, H, W] = m.dims;
-    const rows = rowMaps[layer]!;
-    const cols = colMaps[layer]!;
-    for (let n = 0; n < batch; n++) {
-      const plane = (n * C + channel) * H * W;
-      for (let y = 0; y < gridH; y++) {
-        const rowBase = plane + rows[y]! * W;
-        let o = (y * gridW * batch + n) * d + j;
-        const stride = batch * d;
-        for (let x = 0; x < gridW; x++, o += stride) out[o] = m.data[rowBase + cols[x]!]!;
+  // One image row at a time, channel after channel: reads run along plane rows, and the gridW output
+  // rows being filled (gridW × d floats, ~120 KB at d=550) stay in cache while all d channels are
+  // written into them. Channel by channel over the whole grid instead missed the cache on every
+  // write (d=550, batch 32: 430 ms → 275 ms per batch).
+  const groups = maps.map((m, layer) => {
+    const js: number[] = [];
+    const offsets: number[] = [];
+    sources.forEach((s, j) => {
+      if (s.layer === layer) {
+        js.push(j);
+        offsets.push(s.channel * m.dims[2] * m.dims[3]);
+      }
+    });
+    return { j: Int32Array.from(js), offset: Int32Array.from(offsets), imageStride: m.dims[1] * m.dims[2] * m.dims[3], data: m.data, W: m.dims[3] };
+  });
+  const rowStride = batch * d;
+  for (let n = 0; n < batch; n++) {
+    for (let y = 0; y < gridH; y++) {
+      const rowOut = (y * gridW * batch + n) * d;
+      for (let l = 0; l < groups.length; l++) {
+        const g = groups[l]!;
+        const cols = colMaps[l]!;
+        const rowIn = n * g.imageStride + rowMaps[l]![y]! * g.W;
+        for (let t = 0; t < g.j.length; t++) {
+          const src = rowIn + g.offset[t]!;
+          let o = rowOut + g.j[t]!;
+          for (let x = 0; x < gridW; x++, o += rowStride) out[o] = g.data[src + cols[x]!]!;
+        }
       }
     }
   }

@@ -241,6 +241,8 @@ export class Model {
   private backbonePromise: Promise<Backbone> | undefined;
   private kernelsPromise: Promise<StatsKernels> | undefined;
   private upsampleBlurPromise: Promise<UpsampleBlurSession> | undefined;
+  /** The means in float32, as the scoring kernel takes them (made on first score). */
+  private mean32: Float32Array | undefined;
   private fullInversePromise: Promise<Float32Array[]> | undefined;
   private readonly threads: number | undefined;
 
@@ -454,19 +456,14 @@ export class Model {
     const emb = gatherEmbedding(maps, this.sources).data;
     const P = this.positions;
     const d = this.dim;
-    for (let p = 0; p < P; p++) {
-      const mo = p * d;
-      for (let i = 0; i < n; i++) {
-        const o = (p * n + i) * d;
-        for (let j = 0; j < d; j++) emb[o + j] = emb[o + j]! - this.mean[mo + j]!;
-      }
-    }
+    this.mean32 ??= Float32Array.from(this.mean);
+    const mean = this.mean32;
     const [kernels, inverses] = await Promise.all([this.kernels(), this.fullInverses()]);
     const out = new Float32Array(P * n);
     let p0 = 0;
     for (const inv of inverses) {
       const pc = inv.length / (d * d);
-      const r = await kernels.mahalanobisSquared(emb.subarray(p0 * n * d, (p0 + pc) * n * d), inv, pc, n);
+      const r = await kernels.mahalanobisSquared(emb.subarray(p0 * n * d, (p0 + pc) * n * d), mean.subarray(p0 * d, (p0 + pc) * d), inv, pc, n);
       out.set(r, p0 * n);
       p0 += pc;
     }

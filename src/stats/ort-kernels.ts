@@ -14,7 +14,7 @@ const { onnx } = onnxProto;
  *   update of the centred scatter matrices (r carries Chan's between-batch correction term);
  * - inverse: (M2 packed [P, T], scale, ε) ↦ lower((scale·M2 + ε·I)⁻¹) (com.microsoft Inverse, i.e.
  *   Eigen's partial-pivot LU, batched over positions, on the Jacobi-equilibrated matrix);
- * - mahalanobis: (Δ [P, N, d], Σ⁻¹ [P, d, d]) ↦ Σ_j (ΔΣ⁻¹)_j·Δ_j [P, N].
+ * - mahalanobis: (X [P, N, d], μ [P, d], Σ⁻¹ [P, d, d]) ↦ Σ_j (ΔΣ⁻¹)_j·Δ_j [P, N] with Δ = X − μ.
  */
 
 const FLOAT = 1;
@@ -136,12 +136,13 @@ export class StatsKernels {
     const mahalanobis = modelBytes({
       name: 'mahalanobis',
       node: [
+        makeNode('Sub', ['x', 'mean'], ['diff'], 'centre'),
         makeNode('MatMul', ['diff', 'inv'], ['y'], 'matmul'),
         makeNode('Mul', ['y', 'diff'], ['z'], 'mul'),
         makeNode('ReduceSum', ['z', 'axes'], ['d2'], 'sum', { keepdims: 0 }),
       ],
       initializer: [int64Initializer('axes', [1], [2])],
-      input: [tensorValueInfo('diff', FLOAT, ['P', 'N', d]), tensorValueInfo('inv', FLOAT, ['P', d, d])],
+      input: [tensorValueInfo('x', FLOAT, ['P', 'N', d]), tensorValueInfo('mean', FLOAT, ['P', 1, d]), tensorValueInfo('inv', FLOAT, ['P', d, d])],
       output: [tensorValueInfo('d2', FLOAT, ['P', 'N'])],
     });
     const [s, i, m] = await Promise.all([
@@ -177,10 +178,14 @@ export class StatsKernels {
     return out['inv.packed']!.data as Float32Array;
   }
 
-  /** Squared Mahalanobis distances [P, N] of `diff` [P, N, d] under per-position inverses `inv` [P, d, d]. */
-  async mahalanobisSquared(diff: Float32Array, inv: Float32Array, positions: number, n: number): Promise<Float32Array> {
+  /**
+   * Squared Mahalanobis distances [P, N] of embeddings `x` [P, N, d] from per-position means `mean`
+   * [P, d] under per-position inverse covariances `inv` [P, d, d].
+   */
+  async mahalanobisSquared(x: Float32Array, mean: Float32Array, inv: Float32Array, positions: number, n: number): Promise<Float32Array> {
     const out = await this.mahalanobisSession.run({
-      diff: new ort.Tensor('float32', diff, [positions, n, this.dim]),
+      x: new ort.Tensor('float32', x, [positions, n, this.dim]),
+      mean: new ort.Tensor('float32', mean, [positions, 1, this.dim]),
       inv: new ort.Tensor('float32', inv, [positions, this.dim, this.dim]),
     });
     return out.d2!.data as Float32Array;
