@@ -3,6 +3,7 @@
  *
  *   npm run bench -- [--data ../shared/datasets/mvtec_bottle] [--channels 100] [--image-size 224]
  *                    [--batch 16] [--score-batch N (default: the model's, 8 … 32 by d)] [--threads N] [--latency-samples 20] [--out model.partscan]
+ *                    [--no-huge-pages]
  *
  * Figures: fit images/s, score ms/image (batch 1 and batched), p50/p95 single-image latency through the
  * public API, peak RSS after fit and at the end (process maxRSS), model file bytes, and the AUROCs so
@@ -15,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { fit, Model } from '../src/model/model.js';
 import { evaluateModel } from '../src/model/evaluate.js';
 import { loadDataset } from '../datasets/loaders.js';
+import { hugePagesEnabled, relaunchWithHugePages } from '../src/util/huge-pages.js';
 
 const { values } = parseArgs({
   options: {
@@ -29,8 +31,11 @@ const { values } = parseArgs({
     'latency-samples': { type: 'string', default: '20' },
     out: { type: 'string' },
     guards: { type: 'boolean', default: false },
+    // Measure without transparent huge pages (as an embedding program that does not set GLIBC_TUNABLES).
+    'no-huge-pages': { type: 'boolean', default: false },
   },
 });
+if (!values['no-huge-pages']) relaunchWithHugePages();
 
 const mb = (kb: number): number => Math.round(kb / 1024);
 const quantile = (xs: number[], q: number): number => {
@@ -92,7 +97,7 @@ async function main(): Promise<void> {
 
   const out = {
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version },
-    config: { data: values.data, backbone: values.backbone, channels, imageSize, fitBatch: Number(values.batch), scoreBatch, threads: threads ?? 'default' },
+    config: { hugePages: hugePagesEnabled(), data: values.data, backbone: values.backbone, channels, imageSize, fitBatch: Number(values.batch), scoreBatch, threads: threads ?? 'default' },
     fit: { images: model.header.gaussian.images, seconds: +fitSeconds.toFixed(2), imagesPerSecond: +(model.header.gaussian.images / fitSeconds).toFixed(2), saveSeconds: +saveSeconds.toFixed(2) },
     score: {
       images: testFiles.length,

@@ -8,4 +8,8 @@ if (!existsSync(entry)) {
   process.stderr.write('partscan: the compiled CLI is missing (dist/). Run `npm install` or `npm run build` in the partscan folder.\n');
   process.exit(2);
 }
+// Large buffers want transparent huge pages (see src/util/huge-pages.ts): re-run once with glibc's
+// tunable set, unless PARTSCAN_HUGE_PAGES=0.
+const hugePages = fileURLToPath(new URL('../dist/src/util/huge-pages.js', import.meta.url));
+if (existsSync(hugePages)) (await import(hugePages)).relaunchWithHugePages();
 await import(entry);

@@ -26,6 +26,11 @@ export interface Backbone {
   readonly inputName: string;
   /** Runs the network; returns one map per `identity.layers` entry, in that order. Safe to call concurrently. */
   extract(input: Tensor4D): Promise<Tensor4D[]>;
+  /**
+   * Optional: runs the network and hands the maps to `use`; they are valid only until `use` settles
+   * (their buffers are reused by later runs). Saves allocating fresh feature-map memory on every batch.
+   */
+  withFeatures?<T>(input: Tensor4D, use: (maps: Tensor4D[]) => T | Promise<T>): Promise<T>;
   /** Releases the ONNX Runtime session. */
   dispose(): Promise<void>;
 }

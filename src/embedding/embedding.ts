@@ -42,7 +42,12 @@ export function channelSources(indices: Int32Array, layerChannels: readonly numb
  * Position-major layout lets the statistics and Mahalanobis kernels treat positions as a batch of
  * independent small matrices.
  */
-export function gatherEmbedding(maps: readonly Tensor4D[], sources: readonly ChannelSource[]): {
+export function gatherEmbedding(
+  maps: readonly Tensor4D[],
+  sources: readonly ChannelSource[],
+  /** Where to write (P·N·d floats, e.g. a pooled buffer); a new array when omitted. */
+  into?: Float32Array,
+): {
   data: Float32Array;
   gridH: number;
   gridW: number;
@@ -53,7 +58,8 @@ export function gatherEmbedding(maps: readonly Tensor4D[], sources: readonly Cha
   const [batch, , gridH, gridW] = first.dims;
   const d = sources.length;
   const P = gridH * gridW;
-  const out = new Float32Array(P * batch * d);
+  if (into && into.length !== P * batch * d) throw new RangeError(`embedding buffer has ${into.length} floats, ${P * batch * d} needed`);
+  const out = into ?? new Float32Array(P * batch * d);
   // Per-layer nearest-neighbour row/column lookup tables.
   const rowMaps = maps.map((m) => Int32Array.from({ length: gridH }, (_, y) => Math.min(m.dims[2] - 1, Math.floor((y * m.dims[2]) / gridH))));
   const colMaps = maps.map((m) => Int32Array.from({ length: gridW }, (_, x) => Math.min(m.dims[3] - 1, Math.floor((x * m.dims[3]) / gridW))));

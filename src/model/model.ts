@@ -1,3 +1,4 @@
+import { BufferPool } from '../util/buffer-pool.js';
 import { createRequire } from 'node:module';
 import { PartscanError, type PartscanWarning } from '../errors.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
@@ -240,6 +241,8 @@ export class Model {
   private backbone: Backbone | undefined;
   private backbonePromise: Promise<Backbone> | undefined;
   private kernelsPromise: Promise<StatsKernels> | undefined;
+  /** Scratch embeddings for scoring, reused across batches. */
+  private readonly embeddingPool = new BufferPool();
   private upsampleBlurPromise: Promise<UpsampleBlurSession> | undefined;
   /** The means in float32, as the scoring kernel takes them (made on first score). */
   private mean32: Float32Array | undefined;
@@ -426,9 +429,9 @@ export class Model {
       });
     }
     const backbone = await this.getBackbone();
-    const maps = await backbone.extract(batch);
-    const grid = this.gridDistances(maps, n);
-    const d2 = await grid;
+    const d2 = backbone.withFeatures
+      ? await backbone.withFeatures(batch, (maps) => this.gridDistances(maps, n))
+      : await this.gridDistances(await backbone.extract(batch), n);
     const P = this.positions;
     // Image-major squared distances [N, P] (optionally transformed, e.g. leave-one-out rescaling).
     const byImage = new Float32Array(n * P);
@@ -453,19 +456,24 @@ export class Model {
         remedy: 'score with the backbone and image size the model was fitted with',
       });
     }
-    const emb = gatherEmbedding(maps, this.sources).data;
     const P = this.positions;
     const d = this.dim;
     this.mean32 ??= Float32Array.from(this.mean);
     const mean = this.mean32;
     const [kernels, inverses] = await Promise.all([this.kernels(), this.fullInverses()]);
     const out = new Float32Array(P * n);
-    let p0 = 0;
-    for (const inv of inverses) {
-      const pc = inv.length / (d * d);
-      const r = await kernels.mahalanobisSquared(emb.subarray(p0 * n * d, (p0 + pc) * n * d), mean.subarray(p0 * d, (p0 + pc) * d), inv, pc, n);
-      out.set(r, p0 * n);
-      p0 += pc;
+    // Pooled: a fresh [P, N, d] array per batch (220 MB at d=550, N=32) costs more in page faults than the gather.
+    const emb = gatherEmbedding(maps, this.sources, this.embeddingPool.acquire(P * n * d)).data;
+    try {
+      let p0 = 0;
+      for (const inv of inverses) {
+        const pc = inv.length / (d * d);
+        const r = await kernels.mahalanobisSquared(emb.subarray(p0 * n * d, (p0 + pc) * n * d), mean.subarray(p0 * d, (p0 + pc) * d), inv, pc, n);
+        out.set(r, p0 * n);
+        p0 += pc;
+      }
+    } finally {
+      this.embeddingPool.release(emb);
     }
     return out;
   }
@@ -628,6 +636,7 @@ export class Model {
     if (u) await (await u).dispose();
     if (this.backbone) await this.backbone.dispose();
     this.backbone = undefined;
+    this.embeddingPool.clear();
     this.backbonePromise = undefined;
   }
 }
@@ -825,6 +834,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   };
   let pending = batches.length ? prepare(batches[0]!) : undefined;
   let pendingEmb: EmbeddingBuffer | undefined;
+  const fitEmbeddings = new BufferPool(1);
   let done = 0;
   for (let b = 0; b < batches.length; b++) {
     const prepared = await pending!;
@@ -832,8 +842,12 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     pending?.catch(() => undefined);
     const n = prepared.n;
     if (!tiling) for (let k = 0; k < n; k++) descriptors.push(driftDescriptorFromTensor(prepared.tensor, k * 3 * size * size, size, preprocess));
-    const maps = await backbone.extract({ data: prepared.tensor, dims: [n, 3, size, size] });
-    const emb = gatherEmbedding(maps, sources);
+    const input = { data: prepared.tensor, dims: [n, 3, size, size] as [number, number, number, number] };
+    const embed = (maps: Tensor4D[]) => {
+      const P = maps[0]!.dims[2] * maps[0]!.dims[3];
+      return gatherEmbedding(maps, sources, fitEmbeddings.acquire(P * n * d));
+    };
+    const emb = backbone.withFeatures ? await backbone.withFeatures(input, embed) : embed(await backbone.extract(input));
     if (!grid) grid = { gridH: emb.gridH, gridW: emb.gridW };
     const P = emb.gridH * emb.gridW;
     acc ??= new GaussianAccumulator(P, d);
@@ -848,6 +862,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };
     }
     appendEmbeddings(pendingEmb, emb.data, n);
+    fitEmbeddings.release(emb.data);
     done += batches[b]!.length;
     opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
   }

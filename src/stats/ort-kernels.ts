@@ -1,6 +1,6 @@
 import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
-import { floatInitializer, int64Initializer, makeNode, tensorValueInfo } from '../backbone/onnx-builder.js';
+import { int64Initializer, makeNode, tensorValueInfo } from '../backbone/onnx-builder.js';
 import os from 'node:os';
 import { ortSessionOptions } from '../util/ort-options.js';
 
@@ -8,12 +8,10 @@ const { onnx } = onnxProto;
 
 /**
  * Small ONNX graphs that run the heavy per-position linear algebra in ONNX Runtime (MLAS GEMM kernels,
- * multi-threaded) instead of scalar JavaScript loops. Matrices cross the JS boundary packed (lower
- * triangle, d(d+1)/2 values), so packing and unpacking happen inside the graphs too:
+ * multi-threaded) instead of scalar JavaScript loops:
  * - accumulate: (M2 packed [P, T], X [P, B, d], r [P, 1, d]) ↦ M2 + lower(XᵀX + rᵀr): one streaming
  *   update of the centred scatter matrices (r carries Chan's between-batch correction term);
- * - inverse: (M2 packed [P, T], scale, ε) ↦ lower((scale·M2 + ε·I)⁻¹) (com.microsoft Inverse, i.e.
- *   Eigen's partial-pivot LU, batched over positions, on the Jacobi-equilibrated matrix);
+ * - inverse: A [P, d, d] ↦ A⁻¹ (com.microsoft Inverse: Eigen's partial-pivot LU, batched over positions);
  * - mahalanobis: (X [P, N, d], μ [P, d], Σ⁻¹ [P, d, d]) ↦ Σ_j (ΔΣ⁻¹)_j·Δ_j [P, N] with Δ = X − μ.
  */
 
@@ -39,21 +37,11 @@ function lowerTriangleIndices(d: number): number[] {
   return out;
 }
 
-/** For every (i, j) of a full d×d matrix, its index in the packed lower triangle: packed [T] → full [d·d]. */
-function symmetricExpansionIndices(d: number): number[] {
-  const out = new Array<number>(d * d);
-  for (let i = 0; i < d; i++) {
-    for (let j = 0; j < d; j++) {
-      const a = Math.max(i, j);
-      const b = Math.min(i, j);
-      out[i * d + j] = (a * (a + 1)) / 2 + b;
-    }
-  }
-  return out;
-}
-
 /** ONNX Runtime sessions for the statistics and scoring kernels of one embedding size `d`. */
 export class StatsKernels {
+  /** Reused output buffers (one per kernel), grown on demand. */
+  private readonly scratch = new Map<string, Float32Array>();
+
   private constructor(
     readonly dim: number,
     private readonly accumulateSession: ort.InferenceSession,
@@ -63,9 +51,11 @@ export class StatsKernels {
 
   /** Creates the three sessions for embedding size `dim`. */
   static async create(dim: number, threads = defaultThreads()): Promise<StatsKernels> {
-    // These sessions move hundreds of MB per call (d=550: [P, d, d] blocks); ORT's arena would keep
-    // the largest block of every session alive for the model's lifetime, so allocate per call.
-    const opts = ortSessionOptions(threads, { enableCpuMemArena: false });
+    // ORT's memory arena stays on: every call of a session has the same shapes (fixed position chunks),
+    // so the arena hands the same blocks back and no call pays for fresh pages (first touches of fresh
+    // memory dominated these kernels: ~4 ms per MB on the reference VM). Outputs go into buffers this
+    // object reuses, for the same reason. The sessions (and with them the arena) are released after fit.
+    const opts = ortSessionOptions(threads);
     const d = dim;
     const tri = (d * (d + 1)) / 2;
     const lower = int64Initializer('lower', [tri], lowerTriangleIndices(d));
@@ -83,53 +73,13 @@ export class StatsKernels {
       input: [tensorValueInfo('m', FLOAT, ['P', tri]), tensorValueInfo('x', FLOAT, ['P', 'B', d]), tensorValueInfo('r', FLOAT, ['P', 1, d])],
       output: [tensorValueInfo('m.next', FLOAT, ['P', tri])],
     });
-    // Jacobi scaling: invert D·Σ·D with D = diag(Σ)^(-1/2) (unit diagonal), then Σ⁻¹ = D·(DΣD)⁻¹·D.
-    // Channels of different layers differ in variance by orders of magnitude; equilibrated, the
-    // float32 LU inverse is 3–4× more accurate (bottle, d=550: median rel. error 2.5e-4 → 6e-5 vs float64).
-    const diagIndices = Array.from({ length: d }, (_, i) => (i * (i + 1)) / 2 + i);
+    // (Unpacking, equilibration and packing stay in JavaScript: ORT's Gather with d² int64 indices was slower.)
     const inverse = modelBytes(
       {
         name: 'inverse',
-        node: [
-          makeNode('Gather', ['m', 'expand'], ['m.full.flat'], 'unpack', { axis: 1 }),
-          makeNode('Reshape', ['m.full.flat', 'square'], ['m.full'], 'square'),
-          makeNode('Mul', ['m.full', 'scale'], ['cov.raw'], 'scale'),
-          makeNode('Mul', ['eye', 'epsilon'], ['eps.eye'], 'eps.eye'),
-          makeNode('Add', ['cov.raw', 'eps.eye'], ['cov'], 'regularise'),
-          makeNode('Gather', ['m', 'diag.index'], ['m.diag'], 'diag', { axis: 1 }),
-          makeNode('Mul', ['m.diag', 'scale'], ['var.raw'], 'var.scale'),
-          makeNode('Add', ['var.raw', 'epsilon'], ['var.eps'], 'var.eps'),
-          makeNode('Max', ['var.eps', 'tiny'], ['var'], 'var.floor'),
-          makeNode('Sqrt', ['var'], ['sd'], 'sd'),
-          makeNode('Reciprocal', ['sd'], ['d.vec'], 'd.vec'),
-          makeNode('Reshape', ['d.vec', 'col'], ['d.col'], 'd.col'),
-          makeNode('Reshape', ['d.vec', 'row'], ['d.row'], 'd.row'),
-          makeNode('Mul', ['cov', 'd.col'], ['cov.dc'], 'equilibrate.rows'),
-          makeNode('Mul', ['cov.dc', 'd.row'], ['cov.unit'], 'equilibrate.cols'),
-          { ...makeNode('Inverse', ['cov.unit'], ['inv.unit'], 'inverse'), domain: 'com.microsoft' },
-          makeNode('Mul', ['inv.unit', 'd.col'], ['inv.dc'], 'unscale.rows'),
-          makeNode('Mul', ['inv.dc', 'd.row'], ['inv'], 'unscale.cols'),
-          // Symmetrise (float rounding leaves Σ⁻¹ slightly asymmetric), then keep the lower triangle.
-          makeNode('Transpose', ['inv'], ['inv.t'], 'inv.t', { perm: [0, 2, 1] }),
-          makeNode('Add', ['inv', 'inv.t'], ['inv.2sym'], 'inv.2sym'),
-          makeNode('Mul', ['inv.2sym', 'half'], ['inv.sym'], 'inv.sym'),
-          makeNode('Reshape', ['inv.sym', 'flat'], ['inv.flat'], 'inv.flat'),
-          makeNode('Gather', ['inv.flat', 'lower'], ['inv.packed'], 'pack', { axis: 1 }),
-        ],
-        initializer: [
-          int64Initializer('expand', [d * d], symmetricExpansionIndices(d)),
-          int64Initializer('diag.index', [d], diagIndices),
-          int64Initializer('square', [3], [0, d, d]),
-          int64Initializer('col', [3], [0, d, 1]),
-          int64Initializer('row', [3], [0, 1, d]),
-          int64Initializer('flat', [2], [0, d * d]),
-          floatInitializer('eye', [d, d], Float32Array.from({ length: d * d }, (_, k) => (k % (d + 1) === 0 ? 1 : 0))),
-          floatInitializer('half', [], Float32Array.of(0.5)),
-          floatInitializer('tiny', [], Float32Array.of(1e-30)),
-          lower,
-        ],
-        input: [tensorValueInfo('m', FLOAT, ['P', tri]), tensorValueInfo('scale', FLOAT, []), tensorValueInfo('epsilon', FLOAT, [])],
-        output: [tensorValueInfo('inv.packed', FLOAT, ['P', tri])],
+        node: [{ ...makeNode('Inverse', ['a'], ['b'], 'inverse'), domain: 'com.microsoft' }],
+        input: [tensorValueInfo('a', FLOAT, ['P', d, d])],
+        output: [tensorValueInfo('b', FLOAT, ['P', d, d])],
       },
       true,
     );
@@ -155,27 +105,43 @@ export class StatsKernels {
 
   /**
    * One streaming update of packed scatter matrices: returns m + lower(Σ_b x_b x_bᵀ + r rᵀ) for each
-   * position of `m` [P, T], `x` [P, B, d] and `r` [P, 1, d].
+   * position of `m` [P, T], `x` [P, B, d] and `r` [P, 1, d]. The result lives in a buffer this object
+   * reuses: copy it out before the next call.
    */
   async accumulate(m: Float32Array, x: Float32Array, r: Float32Array, positions: number, batch: number): Promise<Float32Array> {
     const d = this.dim;
-    const out = await this.accumulateSession.run({
-      m: new ort.Tensor('float32', m, [positions, (d * (d + 1)) / 2]),
-      x: new ort.Tensor('float32', x, [positions, batch, d]),
-      r: new ort.Tensor('float32', r, [positions, 1, d]),
-    });
-    return out['m.next']!.data as Float32Array;
+    const tri = (d * (d + 1)) / 2;
+    const next = new ort.Tensor('float32', this.buffer('accumulate', positions * tri), [positions, tri]);
+    await this.accumulateSession.run(
+      {
+        m: new ort.Tensor('float32', m, [positions, tri]),
+        x: new ort.Tensor('float32', x, [positions, batch, d]),
+        r: new ort.Tensor('float32', r, [positions, 1, d]),
+      },
+      { 'm.next': next },
+    );
+    return next.data as Float32Array;
   }
 
-  /** Packed (scale·M + ε·I)⁻¹ for each of the `positions` packed symmetric matrices `m` [P, T]. */
-  async inversePacked(m: Float32Array, positions: number, scale: number, epsilon: number): Promise<Float32Array> {
+  /**
+   * Inverts each of the `positions` d×d matrices in `a` [P, d, d]. The result lives in a buffer this
+   * object reuses: copy it out before the next call.
+   */
+  async inverse(a: Float32Array, positions: number): Promise<Float32Array> {
     const d = this.dim;
-    const out = await this.inverseSession.run({
-      m: new ort.Tensor('float32', m, [positions, (d * (d + 1)) / 2]),
-      scale: new ort.Tensor('float32', Float32Array.of(scale), []),
-      epsilon: new ort.Tensor('float32', Float32Array.of(epsilon), []),
-    });
-    return out['inv.packed']!.data as Float32Array;
+    const out = new ort.Tensor('float32', this.buffer('inverse', positions * d * d), [positions, d, d]);
+    await this.inverseSession.run({ a: new ort.Tensor('float32', a, [positions, d, d]) }, { b: out });
+    return out.data as Float32Array;
+  }
+
+  /** A reused buffer of `length` floats (a view of a larger one when a later chunk is smaller). */
+  private buffer(name: string, length: number): Float32Array {
+    let b = this.scratch.get(name);
+    if (!b || b.length < length) {
+      b = new Float32Array(length);
+      this.scratch.set(name, b);
+    }
+    return b.subarray(0, length);
   }
 
   /**
@@ -193,6 +159,7 @@ export class StatsKernels {
 
   /** Releases the sessions. */
   async dispose(): Promise<void> {
+    this.scratch.clear();
     await Promise.all([this.accumulateSession.release(), this.inverseSession.release(), this.mahalanobisSession.release()]);
   }
 }
