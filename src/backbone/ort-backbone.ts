@@ -5,6 +5,7 @@
  */
 import os from 'node:os';
 import ort from 'onnxruntime-node';
+import { BufferPool } from '../util/buffer-pool.js';
 import { ortSessionOptions } from '../util/ort-options.js';
 import { PartscanError } from '../errors.js';
 import type { Tensor4D } from '../types.js';
@@ -40,14 +41,18 @@ export class OrtBackbone implements Backbone {
   private readonly running = new Set<Promise<unknown>>();
   /** Output dims per input shape, learnt from the first run at that shape. */
   private readonly outputDims = new Map<string, number[][]>();
-  /** Free output buffer sets per input shape, for {@link OrtBackbone.withFeatures}. */
-  private readonly freeOutputs = new Map<string, Float32Array[][]>();
+  /**
+   * One pool of output buffers per layer, for {@link OrtBackbone.withFeatures}; two kept per layer:
+   * enough for pipelined or concurrent scoring, bounded memory.
+   */
+  private readonly outputPools: BufferPool[];
 
   private constructor(session: ort.InferenceSession, onnx: Uint8Array, identity: BackboneIdentity, inputName: string) {
     this.session = session;
     this.onnx = onnx;
     this.identity = identity;
     this.inputName = inputName;
+    this.outputPools = identity.layers.map(() => new BufferPool(2));
   }
 
   /**
@@ -107,18 +112,16 @@ export class OrtBackbone implements Backbone {
       this.outputDims.set(key, maps.map((m) => [...m.dims]));
       return use(maps);
     }
-    const free = this.freeOutputs.get(key) ?? [];
-    this.freeOutputs.set(key, free);
-    const buffers = free.pop() ?? dims.map((d) => new Float32Array(d.reduce((a, b) => a * b, 1)));
+    const buffers = dims.map((d, i) => this.outputPools[i]!.acquire(d.reduce((a, b) => a * b, 1)));
     try {
-      return await use(await this.run(input, buffers));
+      return await use(await this.run(input, { buffers, dims }));
     } finally {
-      // Keep a couple of sets per shape: enough for pipelined or concurrent scoring, bounded memory.
-      if (free.length < 2) free.push(buffers);
+      buffers.forEach((b, i) => this.outputPools[i]!.release(b));
     }
   }
 
-  private async run(input: Tensor4D, into?: Float32Array[]): Promise<Tensor4D[]> {
+  /** Runs the session; with `into`, ORT writes the outputs (of the given dims) into those buffers. */
+  private async run(input: Tensor4D, into?: { buffers: Float32Array[]; dims: number[][] }): Promise<Tensor4D[]> {
     const session = this.session;
     if (!session) {
       throw new PartscanError('OPTIONS', `Backbone ${this.identity.name} was disposed.`, { remedy: 'create a new backbone before extracting features' });
@@ -140,7 +143,7 @@ export class OrtBackbone implements Backbone {
     try {
       const feed = new ort.Tensor('float32', input.data, [...dims]);
       const fetches = into
-        ? Object.fromEntries(this.identity.layers.map((layer, i) => [layer, new ort.Tensor('float32', into[i]!, this.outputDims.get(dims.join('x'))![i]!)]))
+        ? Object.fromEntries(this.identity.layers.map((layer, i) => [layer, new ort.Tensor('float32', into.buffers[i]!, into.dims[i]!)]))
         : this.identity.layers;
       const run = session.run({ [this.inputName]: feed }, fetches);
       this.running.add(run);
@@ -173,7 +176,7 @@ export class OrtBackbone implements Backbone {
   async dispose(): Promise<void> {
     const s = this.session;
     this.session = undefined;
-    this.freeOutputs.clear();
+    for (const pool of this.outputPools) pool.clear();
     await Promise.allSettled([...this.running]);
     await s?.release();
   }

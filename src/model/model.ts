@@ -1,4 +1,3 @@
-import { BufferPool } from '../util/buffer-pool.js';
 import { createRequire } from 'node:module';
 import { PartscanError, type PartscanWarning } from '../errors.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
@@ -7,6 +6,7 @@ import { loadBackbone, type BackboneSpec } from '../../models/registry.js';
 import { loadDataset } from '../../datasets/loaders.js';
 import { channelSources, gatherEmbedding, selectChannels, type ChannelSource } from '../embedding/embedding.js';
 import { GaussianAccumulator, packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import { StatsKernels, defaultThreads, positionsPerChunk } from '../stats/ort-kernels.js';
 import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
 import { preprocessBatch, preprocessTiles, type TileBox } from '../preprocess/preprocess.js';

@@ -109,7 +109,8 @@ export class GaussianAccumulator {
       const pc = Math.min(chunk, P - p0);
       for (let q = 0; q < pc; q++) {
         const s = equilibration.subarray(q * d, (q + 1) * d);
-        unpackEquilibrated(this.m2, (p0 + q) * tri, d, scale, epsilon, full, q * d * d, s);
+        jacobiScaling(this.m2, (p0 + q) * tri, d, scale, epsilon, s);
+        unpackSymmetric(this.m2, (p0 + q) * tri, d, full, q * d * d, scale, epsilon, s);
       }
       const inv = await kernels.inverse(full.subarray(0, pc * d * d), pc);
       for (let q = 0; q < pc; q++) packLower(inv, q * d * d, d, out, (p0 + q) * tri, equilibration.subarray(q * d, (q + 1) * d));
@@ -119,36 +120,20 @@ export class GaussianAccumulator {
 }
 
 /**
- * Expands packed scatter M (lower triangle) into the equilibrated covariance D·(scale·M + ε·I)·D, with
- * D = diag(scale·M + ε·I)^(-1/2) written to `d` (so that Σ⁻¹ = D·(DΣD)⁻¹·D).
+ * Jacobi scaling of Σ = scale·M + ε·I from its packed lower triangle M: writes D = diag(Σ)^(-1/2) to `d`,
+ * so that D·Σ·D has a unit diagonal and Σ⁻¹ = D·(DΣD)⁻¹·D.
  */
-export function unpackEquilibrated(
-  packed: Float32Array,
-  packedOffset: number,
-  dim: number,
-  scale: number,
-  epsilon: number,
-  out: Float32Array,
-  outOffset: number,
-  d: Float64Array,
-): void {
+export function jacobiScaling(packed: Float32Array, packedOffset: number, dim: number, scale: number, epsilon: number, d: Float64Array): void {
   for (let i = 0; i < dim; i++) {
     const v = packed[packedOffset + (i * (i + 3)) / 2]! * scale + epsilon;
     d[i] = v > 0 ? 1 / Math.sqrt(v) : 1;
   }
-  let k = packedOffset;
-  for (let i = 0; i < dim; i++) {
-    const rowI = outOffset + i * dim;
-    const di = d[i]!;
-    for (let j = 0; j <= i; j++, k++) {
-      const v = (packed[k]! * scale + (i === j ? epsilon : 0)) * di * d[j]!;
-      out[rowI + j] = v;
-      out[outOffset + j * dim + i] = v;
-    }
-  }
 }
 
-/** Expands a packed lower triangle into a full symmetric matrix: out = scale·A + diag·I. */
+/**
+ * Expands a packed lower triangle into a full symmetric matrix: out = scale·A + diag·I, and, when
+ * `scaleBy` is given, entry (i, j) times scaleBy[i]·scaleBy[j] (D·(scale·A + diag·I)·D).
+ */
 export function unpackSymmetric(
   packed: Float32Array,
   packedOffset: number,
@@ -157,16 +142,18 @@ export function unpackSymmetric(
   outOffset: number,
   scale = 1,
   diag = 0,
+  scaleBy?: Float64Array,
 ): void {
   let k = packedOffset;
   for (let i = 0; i < d; i++) {
     const rowI = outOffset + i * d;
+    const si = scaleBy ? scaleBy[i]! : 1;
     for (let j = 0; j <= i; j++, k++) {
-      const v = packed[k]! * scale;
+      let v = packed[k]! * scale + (i === j ? diag : 0);
+      if (scaleBy) v *= si * scaleBy[j]!;
       out[rowI + j] = v;
       out[outOffset + j * d + i] = v;
     }
-    out[rowI + i] = out[rowI + i]! + diag;
   }
 }
 

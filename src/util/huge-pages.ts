@@ -47,7 +47,8 @@ function isGlibcLinux(): boolean {
 /** The environment a relaunch would use, or undefined when no relaunch is useful or wanted. */
 export function hugePagesEnvironment(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv | undefined {
   if (env[HUGE_PAGES_ENV] === '0' || hugePagesEnabled(env)) return undefined;
-  if (!isGlibcLinux() || !kernelOffersHugePages()) return undefined;
+  // The sysfs read first: it is cheap, the process report behind isGlibcLinux is not.
+  if (!kernelOffersHugePages() || !isGlibcLinux()) return undefined;
   const tunables = env.GLIBC_TUNABLES ? `${env.GLIBC_TUNABLES}:${HUGE_PAGES_TUNABLE}` : HUGE_PAGES_TUNABLE;
   // The marker stops a second relaunch even if glibc drops the variable (e.g. for setuid binaries).
   return { ...env, GLIBC_TUNABLES: tunables, [HUGE_PAGES_ENV]: '0' };
