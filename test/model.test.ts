@@ -127,6 +127,18 @@ describe('model file', () => {
     expect(compact).toBeLessThan(full / 2);
     const m = await Model.load(f, { backbone });
     expect(m.m2).toBeUndefined();
+    expect(m.samples).toBeUndefined();
+    await m.dispose();
+  });
+
+  it('a resumable file of a fit with at most d/2 images keeps the samples instead of scatter matrices', async () => {
+    // 10 images, d = 24: the low-rank fit; the samples (P·10·24 floats) are smaller than P·300 scatter values.
+    expect(model.header.gaussian.resumeState).toBe('samples');
+    const m = await Model.load(modelFile);
+    expect(m.header.gaussian).toMatchObject({ resumable: true, resumeState: 'samples', images: 10 });
+    expect(m.m2).toBeUndefined();
+    expect(m.samples?.length).toBe(m.positions * 10 * 24);
+    expect(m.samples).toEqual(model.samples);
     await m.dispose();
   });
 });
@@ -153,6 +165,33 @@ describe('incremental fit', () => {
     const [a, b] = [await model.score(img), await resumed.score(img)];
     expect(Math.abs(a.imageScore - b.imageScore) / a.imageScore).toBeLessThan(1e-3);
     await resumed.dispose();
+  });
+
+  it('resuming past d/2 images switches from kept samples to streaming scatter matrices, same result', async () => {
+    // d = 8: 4 images fit low-rank (samples kept); 4 + 6 = 10 > 4 stream from the resumed samples on.
+    const opts = { ...common, channels: 8, calibration: calib.slice(0, 2) };
+    const all = await fit(train, opts);
+    expect(all.header.gaussian.resumeState).toBe('scatter');
+    const first = await fit(train.slice(0, 4), opts);
+    expect(first.header.gaussian.resumeState).toBe('samples');
+    const f = path.join(tmp, 'first-low-rank.partscan');
+    await first.save(f);
+    await first.dispose();
+    const resumed = await fit(train.slice(4), { ...opts, resume: f });
+    expect(resumed.header.gaussian).toMatchObject({ images: 10, resumeState: 'scatter' });
+    expect(resumed.samples).toBeUndefined();
+    let maxMean = 0;
+    for (let i = 0; i < all.mean.length; i++) maxMean = Math.max(maxMean, Math.abs(resumed.mean[i]! - all.mean[i]!));
+    expect(maxMean).toBeLessThan(1e-4);
+    let num = 0;
+    let den = 0;
+    for (let i = 0; i < all.invCovPacked.length; i++) {
+      num += (resumed.invCovPacked[i]! - all.invCovPacked[i]!) ** 2;
+      den += all.invCovPacked[i]! ** 2;
+    }
+    expect(Math.sqrt(num / den)).toBeLessThan(1e-3);
+    for (let i = 0; i < all.m2!.length; i++) expect(Math.abs(resumed.m2![i]! - all.m2![i]!)).toBeLessThan(1e-3 * (1 + Math.abs(all.m2![i]!)));
+    await Promise.all([all.dispose(), resumed.dispose()]);
   });
 });
 

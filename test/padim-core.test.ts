@@ -1,6 +1,6 @@
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import fc from 'fast-check';
-import { GaussianAccumulator, packedSize, unpackSymmetric } from '../src/stats/gaussian-stats.js';
+import { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit, packedSize, unpackSymmetric } from '../src/stats/gaussian-stats.js';
 import { StatsKernels } from '../src/stats/ort-kernels.js';
 import { gatherEmbedding, selectChannels, channelSources } from '../src/embedding/embedding.js';
 import type { Tensor4D } from '../src/types.js';
@@ -174,25 +174,79 @@ describe('inverse covariances', () => {
       await acc.add(toBatch(samples.slice(0, 25), P, d), 25, k);
       await acc.add(toBatch(samples.slice(25), P, d), n - 25, k);
       const inv = await acc.inverseCovariances(k, 0.01);
-      const { cov } = referenceStats(samples, P, d);
+      // The same data through the low-rank (Woodbury) fit: n = 40 ≤ d/2 = 60.
+      expect(n).toBeLessThanOrEqual(lowRankSampleLimit(d));
+      const x = toBatch(samples, P, d);
+      const before = x.slice();
+      const lowRank = await fitGaussiansLowRank(x, n, P, d, k, 0.01);
+      expect(x).toEqual(before); // the samples are kept (resumable models store them): not modified
+      expect(lowRank.count).toBe(n);
+      const { mean, cov } = referenceStats(samples, P, d);
+      for (let i = 0; i < mean.length; i++) expect(Math.abs(lowRank.mean[i]! - mean[i]!)).toBeLessThan(1e-6 * (1 + Math.abs(mean[i]!)));
       const tri = packedSize(d);
-      for (let p = 0; p < P; p++) {
-        const sigma = cov.slice(p * d * d, (p + 1) * d * d);
-        for (let i = 0; i < d; i++) sigma[i * d + i]! += 0.01;
-        const ref = inverse64(sigma, d);
+      const relativeError = (packed: Float32Array, p: number, ref: Float64Array): number => {
         const got = new Float32Array(d * d);
-        unpackSymmetric(inv, p * tri, d, got, 0);
+        unpackSymmetric(packed, p * tri, d, got, 0);
         let num = 0;
         let den = 0;
         for (let i = 0; i < d * d; i++) {
           num += (got[i]! - ref[i]!) ** 2;
           den += ref[i]! ** 2;
         }
-        expect(Math.sqrt(num / den)).toBeLessThan(1e-3);
+        return Math.sqrt(num / den);
+      };
+      for (let p = 0; p < P; p++) {
+        const sigma = cov.slice(p * d * d, (p + 1) * d * d);
+        for (let i = 0; i < d; i++) sigma[i * d + i]! += 0.01;
+        const ref = inverse64(sigma, d);
+        expect(relativeError(inv, p, ref)).toBeLessThan(1e-3);
+        expect(relativeError(lowRank.invCov, p, ref)).toBeLessThan(1e-4);
       }
     } finally {
       await k.dispose();
     }
+  });
+});
+
+describe('low-rank (Woodbury) fit', () => {
+  it('Σ·Σ⁻¹ = I and the means match float64, for any 2 … d/2 samples', async () => {
+    const P = 2;
+    const d = 2 * D;
+    const k = await StatsKernels.create(d, 1);
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.array(fc.array(fc.double({ min: -5, max: 5, noNaN: true }), { minLength: d, maxLength: d }), { minLength: P, maxLength: P }), {
+            minLength: 2,
+            maxLength: lowRankSampleLimit(d),
+          }),
+          async (samples) => {
+            const n = samples.length;
+            const fitted = await fitGaussiansLowRank(toBatch(samples, P, d), n, P, d, k, 0.01);
+            const { mean, cov } = referenceStats(samples, P, d);
+            for (let i = 0; i < mean.length; i++) expect(Math.abs(fitted.mean[i]! - mean[i]!)).toBeLessThan(1e-5);
+            const inv = new Float32Array(d * d);
+            for (let p = 0; p < P; p++) {
+              unpackSymmetric(fitted.invCov, p * packedSize(d), d, inv, 0);
+              for (let i = 0; i < d; i++)
+                for (let j = 0; j < d; j++) {
+                  let s = 0;
+                  for (let m = 0; m < d; m++) s += (cov[(p * d + i) * d + m]! + (i === m ? 0.01 : 0)) * inv[m * d + j]!;
+                  expect(Math.abs(s - (i === j ? 1 : 0))).toBeLessThan(1e-3);
+                }
+            }
+          },
+        ),
+        { numRuns: 20 },
+      );
+    } finally {
+      await k.dispose();
+    }
+  });
+
+  it('refuses fewer than 2 samples and a wrongly sized batch', async () => {
+    await expect(fitGaussiansLowRank(new Float32Array(D), 1, 1, D, kernels)).rejects.toThrow(RangeError);
+    await expect(fitGaussiansLowRank(new Float32Array(3 * D), 2, 1, D, kernels)).rejects.toThrow(RangeError);
   });
 });
 

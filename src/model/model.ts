@@ -5,7 +5,7 @@ import { OrtBackbone } from '../backbone/ort-backbone.js';
 import { loadBackbone, type BackboneSpec } from '../../models/registry.js';
 import { loadDataset } from '../../datasets/loaders.js';
 import { channelSources, gatherEmbedding, selectChannels, type ChannelSource } from '../embedding/embedding.js';
-import { GaussianAccumulator, packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
+import { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit, packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { StatsKernels, defaultThreads, positionsPerChunk } from '../stats/ort-kernels.js';
 import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
@@ -196,7 +196,18 @@ export interface ModelHeader {
   /** Embedding: channel choice and grid. */
   embedding: { channels: number; seed: number; totalChannels: number; gridH: number; gridW: number };
   /** Gaussian statistics. */
-  gaussian: { images: number; epsilon: number; storage: 'float32-packed'; resumable: boolean };
+  gaussian: {
+    images: number;
+    epsilon: number;
+    storage: 'float32-packed';
+    resumable: boolean;
+    /**
+     * What a resumable file keeps for `fit --resume` (format 1.1; absent in 1.0 files, which keep
+     * 'scatter'): the centred scatter matrices (section 'm2'), or, for fits with at most d/2 samples,
+     * the samples themselves (section 'samples', smaller than the scatter matrices).
+     */
+    resumeState?: 'scatter' | 'samples';
+  };
   /** Post-processing recipe. */
   postprocess: { blurSigma: number; upsample: 'bilinear' };
   /** Decision thresholds and normalisation (absent until calibrated). */
@@ -217,6 +228,7 @@ interface ModelParts {
   mean: Float64Array;
   invCovPacked: Float32Array;
   m2?: Float32Array;
+  samples?: Float32Array;
   roi?: Uint8Array;
 }
 
@@ -233,8 +245,13 @@ export class Model {
   readonly mean: Float64Array;
   /** Per-position inverse covariances, packed lower triangles [P, d(d+1)/2]. */
   readonly invCovPacked: Float32Array;
-  /** Centred scatter matrices for resuming (absent in compact files). */
+  /** Centred scatter matrices for resuming (absent in compact files and in fits that keep samples). */
   readonly m2: Float32Array | undefined;
+  /**
+   * The fitted embeddings [P, N, d] for resuming, kept instead of `m2` by fits with at most d/2 samples
+   * (absent in compact files).
+   */
+  readonly samples: Float32Array | undefined;
   /** Region of interest at model resolution (1 = inspect), if any. */
   roi: Uint8Array | undefined;
   private readonly sources: ChannelSource[];
@@ -255,6 +272,7 @@ export class Model {
     this.mean = parts.mean;
     this.invCovPacked = parts.invCovPacked;
     this.m2 = parts.m2;
+    this.samples = parts.samples;
     this.roi = parts.roi;
     this.backbone = backbone;
     this.threads = threads;
@@ -307,11 +325,19 @@ export class Model {
     };
     const m2 = contents.sections.get('m2');
     if (m2) parts.m2 = m2 as Float32Array;
+    const samples = contents.sections.get('samples');
+    if (samples) parts.samples = samples as Float32Array;
     const roi = contents.sections.get('roi');
     if (roi) parts.roi = roi as Uint8Array;
     const P = header.embedding.gridH * header.embedding.gridW;
     const d = header.embedding.channels;
-    if (parts.mean.length !== P * d || parts.invCovPacked.length !== P * packedSize(d) || parts.channelIndices.length !== d) {
+    if (
+      parts.mean.length !== P * d ||
+      parts.invCovPacked.length !== P * packedSize(d) ||
+      parts.channelIndices.length !== d ||
+      (parts.m2 && parts.m2.length !== P * packedSize(d)) ||
+      (parts.samples && parts.samples.length !== P * header.gaussian.images * d)
+    ) {
       throw new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
         file,
         remedy: 're-fit the model',
@@ -338,16 +364,18 @@ export class Model {
   /**
    * Writes the model to `file` atomically. Same model → byte-identical file.
    * @param opts.embedBackbone put the backbone ONNX graph inside (default true: the file is self-contained).
-   * @param opts.resumable keep the scatter matrices so `fit --resume` can add images (default true).
+   * @param opts.resumable keep the statistics (scatter matrices or samples) so `fit --resume` can add
+   *   images (default true).
    */
   async save(file: string, opts: { embedBackbone?: boolean; resumable?: boolean } = {}): Promise<void> {
     const embed = opts.embedBackbone ?? true;
-    const resumable = (opts.resumable ?? true) && this.m2 !== undefined;
+    const resumable = (opts.resumable ?? true) && (this.m2 !== undefined || this.samples !== undefined);
     const backbone = embed ? await this.getBackbone() : undefined;
+    const { resumeState: _r, ...gaussian } = this.header.gaussian;
     const header: ModelHeader = {
       ...this.header,
       backbone: { ...this.header.backbone, embedded: embed },
-      gaussian: { ...this.header.gaussian, resumable },
+      gaussian: { ...gaussian, resumable, ...(resumable ? { resumeState: this.m2 ? 'scatter' : 'samples' } : {}) },
     };
     const P = this.positions;
     const d = this.dim;
@@ -356,7 +384,8 @@ export class Model {
       { name: 'mean', data: this.mean, shape: [P, d] },
       { name: 'invCov', data: this.invCovPacked, shape: [P, packedSize(d)] },
     ];
-    if (resumable) sections.push({ name: 'm2', data: this.m2!, shape: [P, packedSize(d)] });
+    if (resumable && this.m2) sections.push({ name: 'm2', data: this.m2, shape: [P, packedSize(d)] });
+    else if (resumable) sections.push({ name: 'samples', data: this.samples!, shape: [P, this.header.gaussian.images, d] });
     if (this.roi) sections.push({ name: 'roi', data: this.roi, shape: [this.size, this.size] });
     if (backbone) sections.push({ name: 'backbone.onnx', data: backbone.onnx, shape: [backbone.onnx.length] });
     await writeModelFile(file, header as unknown as Record<string, unknown>, sections);
@@ -759,7 +788,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   let preprocess: PreprocessOptions;
   let channelIndices: Int32Array;
   if (resumeFrom) {
-    if (!resumeFrom.m2) {
+    if (!resumeFrom.m2 && !resumeFrom.samples) {
       throw new PartscanError('OPTIONS', 'The model to resume from was saved without its statistics (compact file).', {
         file: resumeFrom.modelFile,
         remedy: 're-fit from all images, or save models with resumable statistics',
@@ -786,13 +815,15 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   const sources = channelSources(channelIndices, backbone.identity.channels);
   const kernels = await StatsKernels.create(d, opts.threads);
   const batchSize = Math.max(1, opts.batchSize ?? 16);
-  let acc: GaussianAccumulator | undefined = resumeFrom
+  let acc: GaussianAccumulator | undefined = resumeFrom?.m2
     ? new GaussianAccumulator(resumeFrom.positions, d, {
         count: resumeFrom.header.gaussian.images,
         mean: Float64Array.from(resumeFrom.mean),
-        m2: Float32Array.from(resumeFrom.m2!),
+        m2: Float32Array.from(resumeFrom.m2),
       })
     : undefined;
+  // A model that kept its samples resumes by fitting them again together with the new ones.
+  const priorSamples = resumeFrom?.samples ? { data: resumeFrom.samples, count: resumeFrom.header.gaussian.images } : undefined;
   let grid = resumeFrom ? { gridH: resumeFrom.header.embedding.gridH, gridW: resumeFrom.header.embedding.gridW } : undefined;
 
   const tiling = resumeFrom ? resumeFrom.header.tiling : opts.tile ? { tile: opts.tile.size, overlap: opts.tile.overlap } : undefined;
@@ -834,6 +865,8 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   };
   let pending = batches.length ? prepare(batches[0]!) : undefined;
   let pendingEmb: EmbeddingBuffer | undefined;
+  /** Whether all samples are kept and fitted at once ({@link fitGaussiansLowRank}); decided on the first batch. */
+  let lowRank: boolean | undefined;
   const fitEmbeddings = new BufferPool(1);
   let done = 0;
   for (let b = 0; b < batches.length; b++) {
@@ -850,35 +883,51 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     const emb = backbone.withFeatures ? await backbone.withFeatures(input, embed) : embed(await backbone.extract(input));
     if (!grid) grid = { gridH: emb.gridH, gridW: emb.gridW };
     const P = emb.gridH * emb.gridW;
-    acc ??= new GaussianAccumulator(P, d);
-    // Merge several backbone batches per statistics update: the per-position outer products then run as
-    // GEMMs with a deeper inner dimension and the packed scatter matrices are swept fewer times. The
-    // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
-    // Never larger than the samples still to come (estimated from this batch's samples per image).
-    const samplesLeft = Math.ceil((n / batches[b]!.length) * (fitFiles.length - done));
-    const cap = Math.max(n, Math.min(samplesLeft, Math.floor(STATS_BUFFER_BYTES / (P * d * 4))));
-    if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
-      if (pendingEmb && pendingEmb.count > 0) await flushEmbeddings(pendingEmb, acc, kernels);
-      if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };
+    if (lowRank === undefined) {
+      ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil((n / batches[b]!.length) * fitFiles.length), acc, priorSamples, kernels));
     }
-    appendEmbeddings(pendingEmb, emb.data, n);
+    if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
+    if (!lowRank) {
+      acc ??= new GaussianAccumulator(P, d);
+      // Merge several backbone batches per statistics update: the per-position outer products then run as
+      // GEMMs with a deeper inner dimension and the packed scatter matrices are swept fewer times. The
+      // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
+      // Never larger than the samples still to come (estimated from this batch's samples per image).
+      const samplesLeft = Math.ceil((n / batches[b]!.length) * (fitFiles.length - done));
+      const cap = Math.max(n, Math.min(samplesLeft, Math.floor(STATS_BUFFER_BYTES / (P * d * 4))));
+      if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
+        if (pendingEmb && pendingEmb.count > 0) await flushEmbeddings(pendingEmb, acc, kernels);
+        if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };
+      }
+    }
+    appendEmbeddings(pendingEmb!, emb.data, n);
     fitEmbeddings.release(emb.data);
     done += batches[b]!.length;
     opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
   }
-  if (pendingEmb && pendingEmb.count > 0 && acc) await flushEmbeddings(pendingEmb, acc, kernels);
+  if (lowRank === undefined && resumeFrom) {
+    // Resumed without new images.
+    ({ lowRank, pendingEmb, acc } = await startStatistics(resumeFrom.positions, d, 0, acc, priorSamples, kernels));
+  }
+  const epsilon = resumeFrom?.header.gaussian.epsilon ?? opts.epsilon ?? DEFAULT_EPSILON;
+  opts.onProgress?.({ stage: 'invert', done: 0, total: 1 });
+  let fitted: { count: number; mean: Float64Array; invCov: Float32Array; m2?: Float32Array; samples?: Float32Array } | undefined;
+  if (lowRank && pendingEmb) {
+    const samples = compactEmbeddings(pendingEmb);
+    fitted = { ...(await fitGaussiansLowRank(samples, pendingEmb.count, pendingEmb.P, d, kernels, epsilon)), samples };
+  } else {
+    if (pendingEmb && pendingEmb.count > 0 && acc) await flushEmbeddings(pendingEmb, acc, kernels);
+    if (acc) fitted = { count: acc.count, mean: acc.mean, invCov: await acc.inverseCovariances(kernels, epsilon), m2: acc.m2 };
+  }
   pendingEmb = undefined;
-  if (!acc || !grid) throw new PartscanError('DATASET', 'No training images could be used.', { remedy: 'check the training folder' });
-  if (acc.count < d) {
+  await kernels.dispose();
+  if (!fitted || !grid) throw new PartscanError('DATASET', 'No training images could be used.', { remedy: 'check the training folder' });
+  if (fitted.count < d) {
     warnings.push({
       code: 'FEW_IMAGES',
-      message: `Fitted on ${acc.count} images, fewer than the embedding size d=${d}: covariances rest on the ε·I regulariser. Scores will be less reliable; use more good images (≥ ${d}) or fewer --channels.`,
+      message: `Fitted on ${fitted.count} images, fewer than the embedding size d=${d}: covariances rest on the ε·I regulariser. Scores will be less reliable; use more good images (≥ ${d}) or fewer --channels.`,
     });
   }
-  opts.onProgress?.({ stage: 'invert', done: 0, total: 1 });
-  const epsilon = resumeFrom?.header.gaussian.epsilon ?? opts.epsilon ?? DEFAULT_EPSILON;
-  const invCovPacked = await acc.inverseCovariances(kernels, epsilon);
-  await kernels.dispose();
   opts.onProgress?.({ stage: 'invert', done: 1, total: 1 });
 
   const { embedded: _e, inputName: _i, ...resumeIdentity } = resumeFrom?.header.backbone ?? { embedded: false, inputName: '' };
@@ -889,14 +938,25 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     backbone: { ...(resumeFrom ? (resumeIdentity as BackboneIdentity) : backbone.identity), embedded: true, inputName: backbone.inputName },
     preprocess,
     embedding: { channels: d, seed, totalChannels: backbone.identity.channels.reduce((a, b) => a + b, 0), gridH: grid.gridH, gridW: grid.gridW },
-    gaussian: { images: acc.count, epsilon, storage: 'float32-packed', resumable: true },
+    gaussian: { images: fitted.count, epsilon, storage: 'float32-packed', resumable: true, resumeState: fitted.m2 ? 'scatter' : 'samples' },
     postprocess: { blurSigma: BLUR_SIGMA, upsample: 'bilinear' },
     fit: { calibrationImages: calibrationFiles.length, calibrationWarnings: [] },
     ...(tiling ? { tiling } : {}),
   };
   const drift = resumeFrom ? resumeFrom.header.drift : descriptors.length >= 5 ? fitDriftModel(descriptors, { names: [...GLOBAL_STATS_FEATURES] }) : undefined;
   if (drift) header.drift = drift;
-  const model = Model.fromParts({ header, channelIndices, mean: acc.mean, invCovPacked, m2: acc.m2 }, backbone, opts.threads);
+  const model = Model.fromParts(
+    {
+      header,
+      channelIndices,
+      mean: fitted.mean,
+      invCovPacked: fitted.invCov,
+      ...(fitted.m2 ? { m2: fitted.m2 } : {}),
+      ...(fitted.samples ? { samples: fitted.samples } : {}),
+    },
+    backbone,
+    opts.threads,
+  );
   if (resumeFrom?.roi) model.roi = resumeFrom.roi;
   if (opts.roi) {
     if (tiling) {
@@ -969,16 +1029,46 @@ function appendEmbeddings(buf: EmbeddingBuffer, emb: Float32Array, n: number): v
   buf.count += n;
 }
 
+/**
+ * Chooses how the statistics are gathered, once the grid (P) and the number of new samples are known:
+ * with at most d/2 samples in all (bottle at d=550: 209 images), every embedding is kept and fitted at
+ * once by the Woodbury identity ({@link fitGaussiansLowRank}); the samples then take no more memory
+ * than the scatter matrices of the streaming fit. Samples kept by a resumed model join either way.
+ */
+async function startStatistics(
+  P: number,
+  d: number,
+  newSamples: number,
+  acc: GaussianAccumulator | undefined,
+  prior: { data: Float32Array; count: number } | undefined,
+  kernels: StatsKernels,
+): Promise<{ lowRank: boolean; pendingEmb: EmbeddingBuffer | undefined; acc: GaussianAccumulator | undefined }> {
+  const total = newSamples + (prior?.count ?? 0);
+  if (!acc && total >= 2 && total <= lowRankSampleLimit(d)) {
+    const pendingEmb: EmbeddingBuffer = { data: new Float32Array(P * total * d), capacity: total, count: 0, P, d };
+    if (prior) appendEmbeddings(pendingEmb, prior.data, prior.count);
+    return { lowRank: true, pendingEmb, acc };
+  }
+  if (prior && !acc) {
+    acc = new GaussianAccumulator(P, d);
+    await acc.add(Float32Array.from(prior.data), prior.count, kernels);
+  }
+  return { lowRank: false, pendingEmb: undefined, acc };
+}
+
+/** The buffered embeddings as [P, count, d] (compacted in place from [P, capacity, d]). */
+function compactEmbeddings(buf: EmbeddingBuffer): Float32Array {
+  const { P, d, capacity, count } = buf;
+  const x = buf.data;
+  if (count === capacity) return x;
+  // Moving rows forward never overwrites unread data.
+  for (let p = 1; p < P; p++) x.copyWithin(p * count * d, p * capacity * d, (p * capacity + count) * d);
+  return x.subarray(0, P * count * d);
+}
+
 /** Folds the buffered embeddings into the statistics and empties the buffer. */
 async function flushEmbeddings(buf: EmbeddingBuffer, acc: GaussianAccumulator, kernels: StatsKernels): Promise<void> {
-  const { P, d, capacity, count } = buf;
-  let x = buf.data;
-  if (count < capacity) {
-    // Compact [P, capacity, d] to [P, count, d] in place (moving rows forward never overwrites unread data).
-    for (let p = 1; p < P; p++) x.copyWithin(p * count * d, p * capacity * d, (p * capacity + count) * d);
-    x = x.subarray(0, P * count * d);
-  }
-  await acc.add(x, count, kernels);
+  await acc.add(compactEmbeddings(buf), buf.count, kernels);
   buf.count = 0;
 }
 

@@ -120,6 +120,72 @@ export class GaussianAccumulator {
 }
 
 /**
+ * Largest number of samples for which {@link fitGaussiansLowRank} is used instead of streaming: up to
+ * d/2 samples, the samples [P, N, d] take no more memory than the packed scatter matrices the
+ * streaming fit keeps (so they are what a resumable model stores), and the Woodbury inverse (an N×N
+ * inverse and GEMMs) is much cheaper than the d×d one.
+ */
+export function lowRankSampleLimit(dim: number): number {
+  return Math.floor(dim / 2);
+}
+
+/**
+ * Fits the Gaussians of every position from all `n` samples at once (`x` [P, n, d], position-major,
+ * left unchanged): count, mean and the inverse covariances (packed lower triangles) by the Woodbury
+ * identity.
+ *
+ * With fewer samples than channels, Σ = XᵀX/c + ε·I (X the centred samples, c = n − 1) is ε·I plus a
+ * matrix of rank < n, and Σ⁻¹ = (I − Xᵀ(cε·I + XXᵀ)⁻¹X)/ε needs only an n×n inverse and GEMMs, no d×d
+ * inverse and no scatter matrices (bottle, d=550, 209 images: ~13 s for all 3136 positions instead of
+ * ~42 s for scatter accumulation and d×d inverses), and it is computed in float64, so it is also more
+ * accurate (distances within 2e-7 of a float64 reference; the float32 d×d inverse: 6e-5).
+ */
+export async function fitGaussiansLowRank(
+  x: Float32Array,
+  n: number,
+  positions: number,
+  dim: number,
+  kernels: StatsKernels,
+  epsilon = 0.01,
+): Promise<{ count: number; mean: Float64Array; invCov: Float32Array }> {
+  const P = positions;
+  const d = dim;
+  if (n < 2) throw new RangeError('the low-rank fit needs at least 2 samples');
+  if (x.length !== P * n * d) throw new RangeError(`embeddings have ${x.length} values, expected ${P * n * d}`);
+  const tri = packedSize(d);
+  const mean = new Float64Array(P * d);
+  const invCov = new Float32Array(P * tri);
+  const chunk = positionsPerChunk(d, P, 32 * 1024 * 1024);
+  const invEps = 1 / epsilon;
+  const unpack = (r: { mean: Float64Array; w: Float32Array }, p0: number, pc: number): void => {
+    mean.set(r.mean, p0 * d);
+    for (let q = 0; q < pc; q++) {
+      // Row-wise reads of the lower triangle (W is symmetric up to rounding).
+      const o = q * d * d;
+      let k = (p0 + q) * tri;
+      for (let i = 0; i < d; i++) {
+        const row = o + i * d;
+        // (0 − w), not −w: a dead channel gives w = 0, and −0 would differ from the streaming fit's +0.
+        for (let j = 0; j < i; j++, k++) invCov[k] = (0 - r.w[row + j]!) * invEps;
+        invCov[k++] = (1 - r.w[row + i]!) * invEps;
+      }
+    }
+  };
+  // Pipelined: ONNX Runtime works on chunk k (its own threads) while JavaScript unpacks chunk k − 1.
+  let previous: { r: { mean: Float64Array; w: Float32Array }; p0: number; pc: number } | undefined;
+  let slot: 0 | 1 = 0;
+  for (let p0 = 0; p0 < P; p0 += chunk) {
+    const pc = Math.min(chunk, P - p0);
+    const running = kernels.lowRank(x.subarray(p0 * n * d, (p0 + pc) * n * d), pc, n, epsilon, slot);
+    if (previous) unpack(previous.r, previous.p0, previous.pc);
+    previous = { r: await running, p0, pc };
+    slot = slot === 0 ? 1 : 0;
+  }
+  if (previous) unpack(previous.r, previous.p0, previous.pc);
+  return { count: n, mean, invCov };
+}
+
+/**
  * Jacobi scaling of Σ = scale·M + ε·I from its packed lower triangle M: writes D = diag(Σ)^(-1/2) to `d`,
  * so that D·Σ·D has a unit diagonal and Σ⁻¹ = D·(DΣD)⁻¹·D.
  */
