@@ -23,6 +23,9 @@ import {
   type ImageFingerprint,
 } from '../src/guards/index.js';
 import { BOTTLE } from './helpers/shared.js';
+import { driftDescriptorFromTensor } from '../src/guards/tensor-descriptor.js';
+import { preprocessBatch } from '../src/preprocess/preprocess.js';
+import { defaultPreprocessOptions } from '../src/preprocess/options.js';
 
 const TRAIN = path.join(BOTTLE, 'train', 'good');
 const TEST_GOOD = path.join(BOTTLE, 'test', 'good');
@@ -129,6 +132,20 @@ describe('globalImageStats', () => {
     const flat = globalImageStats({ data: new Uint8Array(50 * 40).fill(77), width: 50, height: 40, channels: 1 });
     expect([flat.brightness, flat.contrast, flat.sharpness, flat.r_b_ratio]).toEqual([77, 0, 0, 1]);
     expect(statsToDescriptor(flat)).toHaveLength(GLOBAL_STATS_FEATURES.length);
+  });
+
+  it('the drift descriptor of a network input equals the stats of the 8-bit image it encodes', async () => {
+    const pre = defaultPreprocessOptions({ imageSize: 64 });
+    const { tensor } = await preprocessBatch([path.join(BOTTLE, 'test', 'contamination', '000.png')], pre);
+    // Out-of-range values too: they clamp to 0 and 255.
+    for (const t of [tensor, Float32Array.from(tensor, (v, i) => (i % 97 === 0 ? v * 40 : v))]) {
+      const n = 64 * 64;
+      const rgb = new Uint8Array(n * 3);
+      for (let c = 0; c < 3; c++)
+        for (let i = 0; i < n; i++) rgb[i * 3 + c] = Math.min(255, Math.max(0, Math.round((t[c * n + i]! * pre.std[c]! + pre.mean[c]!) * 255)));
+      const expected = statsToDescriptor(globalImageStats({ data: rgb, width: 64, height: 64, channels: 3 }));
+      expect(driftDescriptorFromTensor(t, 0, 64, pre)).toEqual(expected);
+    }
   });
 
   it('measures sharpness as the Laplacian variance (checkerboard: 16)', () => {

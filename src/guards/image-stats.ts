@@ -112,16 +112,36 @@ export function globalImageStats(pixels: RawPixels): GlobalImageStats {
     lumaSum += l;
     lumaSq += l * l;
   }
-  const mean = sums.map((s) => s / n);
-  const std = sq.map((s, c) => Math.sqrt(Math.max(0, s / n - mean[c]! * mean[c]!)));
-  const brightness = lumaSum / n;
+  return statsFromSums({ sums, squares: sq, lumaSum, lumaSquares: lumaSq, n }, luma, width, height);
+}
+
+/** Running sums over the pixels of one image, on 0..255 values. */
+export interface PixelSums {
+  /** Per channel (R, G, B) sum of values. */
+  sums: readonly number[];
+  /** Per channel sum of squared values. */
+  squares: readonly number[];
+  /** Sum of luma. */
+  lumaSum: number;
+  /** Sum of squared luma. */
+  lumaSquares: number;
+  /** Pixels. */
+  n: number;
+}
+
+/** {@link GlobalImageStats} from pixel sums and the luma plane (width×height, for the sharpness). */
+export function statsFromSums(sums: PixelSums, luma: Float32Array, width: number, height: number): GlobalImageStats {
+  const { n } = sums;
+  const mean = sums.sums.map((s) => s / n);
+  const std = sums.squares.map((s, c) => Math.sqrt(Math.max(0, s / n - mean[c]! * mean[c]!)));
+  const brightness = sums.lumaSum / n;
   const scale = Math.min(1, SHARPNESS_SIDE / Math.max(width, height));
   const sw = Math.max(1, Math.round(width * scale));
   const sh = Math.max(1, Math.round(height * scale));
   const small = scale < 1 ? resampleArea(luma, width, height, sw, sh) : luma;
   return {
     brightness,
-    contrast: Math.sqrt(Math.max(0, lumaSq / n - brightness * brightness)),
+    contrast: Math.sqrt(Math.max(0, sums.lumaSquares / n - brightness * brightness)),
     mean_r: mean[0]!,
     mean_g: mean[1]!,
     mean_b: mean[2]!,
