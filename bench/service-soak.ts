@@ -10,7 +10,7 @@ import http from 'node:http';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
-import { fit } from '../src/model/model.js';
+import { fit } from '../src/model/fit.js';
 import { listImages } from '../datasets/loaders.js';
 import { createInspectionServer } from '../examples/inspection-service.js';
 import { buildCatalogue, check, percentile, runRound, send, type SoakAnswer } from './service-soak-driver.js';

@@ -28,7 +28,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
-import { fit } from '../src/model/model.js';
+import { fit } from '../src/model/fit.js';
 import { loadDataset } from '../datasets/loaders.js';
 import { loadMask, tileLayout } from '../src/preprocess/preprocess.js';
 import { evaluateRun, type EvaluationItem } from '../src/metrics/evaluate.js';

@@ -8,11 +8,9 @@
  */
 
 // The main API: fit, load, score, evaluate.
+export { fit, splitCalibration, trainingImages } from './model/fit.js';
 export {
-  fit,
   Model,
-  splitCalibration,
-  trainingImages,
   PARTSCAN_VERSION,
   DEFAULT_CHANNELS,
   DEFAULT_EPSILON,
@@ -49,8 +47,8 @@ export { BACKBONES, DEFAULT_BACKBONE, resolveBackbone, loadBackbone, isWeightsCa
 export type { BackboneSpec, ResolvedBackbone } from '../models/registry.js';
 export { selectChannels, gatherEmbedding, channelSources } from './embedding/embedding.js';
 export type { ChannelSource } from './embedding/embedding.js';
-export { GaussianAccumulator, packedSize } from './stats/gaussian-stats.js';
-export { StatsKernels } from './stats/ort-kernels.js';
+export { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit, packedSize, type FittedGaussians } from './stats/gaussian-stats.js';
+export { StatsKernels, type LowRankResult } from './stats/ort-kernels.js';
 export * from './postprocess/index.js';
 export * from './metrics/index.js';
 export * from './export/index.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { fit } from '../src/model/model.js';
+import { fit } from '../src/model/fit.js';
 import { evaluateModel } from '../src/model/evaluate.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 

@@ -3,7 +3,8 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
-import { fit, type Model } from '../src/model/model.js';
+import { fit } from '../src/model/fit.js';
+import type { Model } from '../src/model/model.js';
 import { listImages } from '../datasets/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 

@@ -1,4 +1,4 @@
-import { positionsPerChunk, type StatsKernels } from './ort-kernels.js';
+import { positionsPerChunk, type LowRankResult, type StatsKernels } from './ort-kernels.js';
 
 /** Number of entries of a packed lower triangle of a d×d matrix. */
 export function packedSize(d: number): number {
@@ -129,6 +129,16 @@ export function lowRankSampleLimit(dim: number): number {
   return Math.floor(dim / 2);
 }
 
+/** Gaussians fitted by {@link fitGaussiansLowRank}. */
+export interface FittedGaussians {
+  /** Samples fitted. */
+  count: number;
+  /** Per-position means [P, d], float64. */
+  mean: Float64Array;
+  /** Per-position inverse covariances, packed lower triangles [P, d(d+1)/2]. */
+  invCov: Float32Array;
+}
+
 /**
  * Fits the Gaussians of every position from all `n` samples at once (`x` [P, n, d], position-major,
  * left unchanged): count, mean and the inverse covariances (packed lower triangles) by the Woodbury
@@ -147,7 +157,7 @@ export async function fitGaussiansLowRank(
   dim: number,
   kernels: StatsKernels,
   epsilon = 0.01,
-): Promise<{ count: number; mean: Float64Array; invCov: Float32Array }> {
+): Promise<FittedGaussians> {
   const P = positions;
   const d = dim;
   if (n < 2) throw new RangeError('the low-rank fit needs at least 2 samples');
@@ -157,7 +167,7 @@ export async function fitGaussiansLowRank(
   const invCov = new Float32Array(P * tri);
   const chunk = positionsPerChunk(d, P, 32 * 1024 * 1024);
   const invEps = 1 / epsilon;
-  const unpack = (r: { mean: Float64Array; w: Float32Array }, p0: number, pc: number): void => {
+  const unpack = (r: LowRankResult, p0: number, pc: number): void => {
     mean.set(r.mean, p0 * d);
     for (let q = 0; q < pc; q++) {
       // Row-wise reads of the lower triangle (W is symmetric up to rounding).
@@ -172,7 +182,7 @@ export async function fitGaussiansLowRank(
     }
   };
   // Pipelined: ONNX Runtime works on chunk k (its own threads) while JavaScript unpacks chunk k − 1.
-  let previous: { r: { mean: Float64Array; w: Float32Array }; p0: number; pc: number } | undefined;
+  let previous: { r: LowRankResult; p0: number; pc: number } | undefined;
   let slot: 0 | 1 = 0;
   for (let p0 = 0; p0 < P; p0 += chunk) {
     const pc = Math.min(chunk, P - p0);

@@ -147,7 +147,7 @@ export class StatsKernels {
    * two, chosen by `slot` (0 or 1), so a caller can read one call's results while the next call runs.
    * With c = N − 1, Σ = XᵀX/c + ε·I has Σ⁻¹ = (I − W)/ε (Woodbury identity).
    */
-  async lowRank(samples: Float32Array, positions: number, n: number, epsilon: number, slot: 0 | 1 = 0): Promise<{ mean: Float64Array; w: Float32Array }> {
+  async lowRank(samples: Float32Array, positions: number, n: number, epsilon: number, slot: 0 | 1 = 0): Promise<LowRankResult> {
     const d = this.dim;
     this.lowRankSession ??= ort.InferenceSession.create(lowRankGraph(d), ortSessionOptions(this.threads));
     const session = await this.lowRankSession;
@@ -194,6 +194,14 @@ export class StatsKernels {
       lowRank?.then((s) => s.release()),
     ]);
   }
+}
+
+/** What {@link StatsKernels.lowRank} returns. */
+export interface LowRankResult {
+  /** Per-position means of the samples [P, d], float64. */
+  mean: Float64Array;
+  /** W = Xᵀ(cε·I + XXᵀ)⁻¹X per position [P, d, d]. */
+  w: Float32Array;
 }
 
 /**

@@ -1,0 +1,464 @@
+/**
+ * Fitting: training images → backbone → per-position Gaussians (low-rank or streaming) → model, then
+ * the fit-time checks (training-set guards, leave-one-out contamination, drift model) and calibration
+ * of the thresholds. The scoring side is {@link Model}.
+ */
+
+import { PartscanError, type PartscanWarning } from '../errors.js';
+import type { Backbone, BackboneIdentity } from '../backbone/types.js';
+import { loadBackbone } from '../../models/registry.js';
+import { loadDataset } from '../../datasets/loaders.js';
+import { channelSources, gatherEmbedding, selectChannels } from '../embedding/embedding.js';
+import { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit } from '../stats/gaussian-stats.js';
+import { StatsKernels } from '../stats/ort-kernels.js';
+import { BufferPool } from '../util/buffer-pool.js';
+import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
+import { preprocessBatch, preprocessTiles } from '../preprocess/preprocess.js';
+import { selectThresholds, type Thresholds } from '../postprocess/thresholds.js';
+import type { PreprocessOptions, Tensor4D } from '../types.js';
+import { imageFingerprint } from '../guards/fingerprint.js';
+import { checkTrainingSet } from '../guards/training-set.js';
+import { fitDriftModel } from '../guards/drift.js';
+import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
+import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
+import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
+import { contaminationSuspects, leaveOneOutScores, scoreOutliers } from './contamination.js';
+import {
+  BLUR_SIGMA,
+  DEFAULT_CHANNELS,
+  DEFAULT_EPSILON,
+  isBackbone,
+  Model,
+  PARTSCAN_VERSION,
+  threadOpt,
+  type FitOptions,
+  type FitReport,
+  type ImageSource,
+  type ModelHeader,
+} from './model.js';
+
+/** Resolves an image source to good training image paths. */
+export async function trainingImages(source: ImageSource): Promise<string[]> {
+  if (typeof source === 'string') return (await loadDataset(source)).train.map((s) => s.path);
+  if (Array.isArray(source)) return source.map((s) => (typeof s === 'string' ? s : s.path));
+  return source.train.map((s) => s.path);
+}
+
+/** Deterministic hold-out: every image gets a seeded random rank; the lowest `share` go to calibration. */
+export function splitCalibration(files: string[], share: number, seed: number): { fitFiles: string[]; calibrationFiles: string[] } {
+  if (!(share >= 0 && share < 1)) {
+    throw new PartscanError('OPTIONS', `calibrationSplit must be in [0, 1), got ${share}.`, { remedy: 'use e.g. 0.1' });
+  }
+  const k = Math.floor(files.length * share);
+  if (k === 0 || files.length - k < 1) return { fitFiles: files, calibrationFiles: [] };
+  const order = selectChannels(files.length, k, seed ^ 0x5eed);
+  const held = new Set(order);
+  return {
+    fitFiles: files.filter((_, i) => !held.has(i)),
+    calibrationFiles: files.filter((_, i) => held.has(i)),
+  };
+}
+
+/** Backbone for a fit: an object, a spec, or the default. */
+async function fitBackbone(opts: FitOptions): Promise<Backbone> {
+  if (opts.backbone && isBackbone(opts.backbone)) return opts.backbone;
+  return loadBackbone(opts.backbone ?? {}, threadOpt(opts.threads));
+}
+
+/**
+ * Fits a PaDiM model on good images. Images go through the backbone in batches; with at most d/2
+ * samples every embedding is kept and the Gaussians are fitted at once by the Woodbury identity
+ * ({@link fitGaussiansLowRank}), otherwise only per-position sufficient statistics are kept (streaming),
+ * so memory never exceeds the packed scatter matrices, whatever the number of images.
+ * A held-out share of the good images (or `calibration`) calibrates the thresholds; labelled
+ * `defects` switch the thresholds to F1-adaptive.
+ */
+export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<Model> {
+  const warnings: PartscanWarning[] = [];
+  const resumeFrom = typeof opts.resume === 'string' ? await Model.load(opts.resume, opts.backbone ? { backbone: opts.backbone } : {}) : opts.resume;
+  const all = await trainingImages(source);
+  if (all.length === 0) {
+    throw new PartscanError('DATASET', 'No training images were given.', { remedy: 'point fit at a folder of good images' });
+  }
+  const seed = resumeFrom?.header.embedding.seed ?? opts.seed ?? 0;
+  const explicitCalibration = opts.calibration ? await trainingImages(opts.calibration) : undefined;
+  const { fitFiles: candidateFiles, calibrationFiles } = explicitCalibration
+    ? { fitFiles: all, calibrationFiles: explicitCalibration }
+    : splitCalibration(all, opts.calibrationSplit ?? (all.length >= 10 ? 0.1 : 0), seed);
+
+  let backbone: Backbone;
+  let preprocess: PreprocessOptions;
+  let channelIndices: Int32Array;
+  if (resumeFrom) {
+    if (!resumeFrom.m2 && !resumeFrom.samples) {
+      throw new PartscanError('OPTIONS', 'The model to resume from was saved without its statistics (compact file).', {
+        file: resumeFrom.modelFile,
+        remedy: 're-fit from all images, or save models with resumable statistics',
+      });
+    }
+    backbone = await resumeFrom.getBackbone();
+    preprocess = resumeFrom.header.preprocess;
+    channelIndices = resumeFrom.channelIndices;
+  } else {
+    backbone = await fitBackbone(opts);
+    const imageSize = opts.imageSize ?? opts.tile?.size;
+    preprocess = validatePreprocessOptions(defaultPreprocessOptions({ ...opts.preprocess, ...(imageSize ? { imageSize } : {}) }));
+    const total = backbone.identity.channels.reduce((a, b) => a + b, 0);
+    const d = opts.channels ?? DEFAULT_CHANNELS;
+    if (!Number.isInteger(d) || d < 1 || d > total) {
+      throw new PartscanError('OPTIONS', `--channels must be an integer in 1..${total} for backbone ${backbone.identity.name}, got ${d}.`, {
+        remedy: 'use e.g. 100 (default) or 550',
+      });
+    }
+    channelIndices = selectChannels(total, d, seed);
+  }
+  const d = channelIndices.length;
+  const size = preprocess.cropSize ?? preprocess.imageSize;
+  const sources = channelSources(channelIndices, backbone.identity.channels);
+  const kernels = await StatsKernels.create(d, opts.threads);
+  const batchSize = Math.max(1, opts.batchSize ?? 16);
+  let acc: GaussianAccumulator | undefined = resumeFrom?.m2
+    ? new GaussianAccumulator(resumeFrom.positions, d, {
+        count: resumeFrom.header.gaussian.images,
+        mean: Float64Array.from(resumeFrom.mean),
+        m2: Float32Array.from(resumeFrom.m2),
+      })
+    : undefined;
+  // A model that kept its samples resumes by fitting them again together with the new ones.
+  const priorSamples = resumeFrom?.samples ? { data: resumeFrom.samples, count: resumeFrom.header.gaussian.images } : undefined;
+  let grid = resumeFrom ? { gridH: resumeFrom.header.embedding.gridH, gridW: resumeFrom.header.embedding.gridW } : undefined;
+
+  const tiling = resumeFrom ? resumeFrom.header.tiling : opts.tile ? { tile: opts.tile.size, overlap: opts.tile.overlap } : undefined;
+  const report: FitReport = { rejected: [], nearDuplicates: [], suspects: [] };
+  let fitFiles = candidateFiles;
+  if (opts.guards !== false) {
+    const fingerprints = [];
+    for (let i = 0; i < fitFiles.length; i += 8) {
+      fingerprints.push(...(await Promise.all(fitFiles.slice(i, i + 8).map((f) => imageFingerprint(f, { maxPixels: preprocess.maxPixels })))));
+    }
+    const check = checkTrainingSet(fingerprints);
+    warnings.push(...check.warnings);
+    report.rejected = check.rejected;
+    report.nearDuplicates = check.nearDuplicates;
+    for (const r of check.rejected) warnings.push({ code: r.code, message: `${r.file} left out of fitting: ${r.reason}`, file: r.file });
+    const out = new Set(check.rejected.map((r) => r.file));
+    fitFiles = fitFiles.filter((f) => !out.has(f));
+    if (fitFiles.length === 0) {
+      throw new PartscanError('TRAINING_SET', 'Every training image was rejected (constant or duplicate images).', {
+        remedy: 'check the camera / export: the training folder must hold real photos of good parts',
+      });
+    }
+  }
+  const descriptors: number[][] = [];
+  // Pipeline: decode/resize the next batch (sharp, its own threads) while ORT runs the current one.
+  const batches: string[][] = [];
+  for (let i = 0; i < fitFiles.length; i += batchSize) batches.push(fitFiles.slice(i, i + batchSize));
+  const prepare = async (files: string[]): Promise<{ tensor: Float32Array; n: number }> => {
+    if (!tiling) return { tensor: (await preprocessBatch(files, preprocess)).tensor, n: files.length };
+    const parts = await Promise.all(files.map((f) => preprocessTiles(f, preprocess, tiling.tile, tiling.overlap)));
+    const n = parts.reduce((a, p) => a + p.boxes.length, 0);
+    const tensor = new Float32Array(n * 3 * size * size);
+    let o = 0;
+    for (const p of parts) {
+      tensor.set(p.tensor, o);
+      o += p.tensor.length;
+    }
+    return { tensor, n };
+  };
+  let pending = batches.length ? prepare(batches[0]!) : undefined;
+  let pendingEmb: EmbeddingBuffer | undefined;
+  /** Whether all samples are kept and fitted at once ({@link fitGaussiansLowRank}); decided on the first batch. */
+  let lowRank: boolean | undefined;
+  const fitEmbeddings = new BufferPool(1);
+  let done = 0;
+  for (let b = 0; b < batches.length; b++) {
+    const prepared = await pending!;
+    pending = b + 1 < batches.length ? prepare(batches[b + 1]!) : undefined;
+    pending?.catch(() => undefined);
+    const n = prepared.n;
+    if (!tiling) for (let k = 0; k < n; k++) descriptors.push(driftDescriptorFromTensor(prepared.tensor, k * 3 * size * size, size, preprocess));
+    const input = { data: prepared.tensor, dims: [n, 3, size, size] as [number, number, number, number] };
+    const embed = (maps: Tensor4D[]) => {
+      const P = maps[0]!.dims[2] * maps[0]!.dims[3];
+      return gatherEmbedding(maps, sources, fitEmbeddings.acquire(P * n * d));
+    };
+    const emb = backbone.withFeatures ? await backbone.withFeatures(input, embed) : embed(await backbone.extract(input));
+    if (!grid) grid = { gridH: emb.gridH, gridW: emb.gridW };
+    const P = emb.gridH * emb.gridW;
+    if (lowRank === undefined) {
+      ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil((n / batches[b]!.length) * fitFiles.length), acc, priorSamples, kernels));
+    }
+    if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
+    if (!lowRank) {
+      acc ??= new GaussianAccumulator(P, d);
+      // Merge several backbone batches per statistics update: the per-position outer products then run as
+      // GEMMs with a deeper inner dimension and the packed scatter matrices are swept fewer times. The
+      // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
+      // Never larger than the samples still to come (estimated from this batch's samples per image).
+      const samplesLeft = Math.ceil((n / batches[b]!.length) * (fitFiles.length - done));
+      const cap = Math.max(n, Math.min(samplesLeft, Math.floor(STATS_BUFFER_BYTES / (P * d * 4))));
+      if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
+        if (pendingEmb && pendingEmb.count > 0) await flushEmbeddings(pendingEmb, acc, kernels);
+        if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };
+      }
+    }
+    appendEmbeddings(pendingEmb!, emb.data, n);
+    fitEmbeddings.release(emb.data);
+    done += batches[b]!.length;
+    opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
+  }
+  if (lowRank === undefined && resumeFrom) {
+    // Resumed without new images.
+    ({ lowRank, pendingEmb, acc } = await startStatistics(resumeFrom.positions, d, 0, acc, priorSamples, kernels));
+  }
+  const epsilon = resumeFrom?.header.gaussian.epsilon ?? opts.epsilon ?? DEFAULT_EPSILON;
+  opts.onProgress?.({ stage: 'invert', done: 0, total: 1 });
+  let fitted: { count: number; mean: Float64Array; invCov: Float32Array; m2?: Float32Array; samples?: Float32Array } | undefined;
+  if (lowRank && pendingEmb) {
+    const samples = compactEmbeddings(pendingEmb);
+    fitted = { ...(await fitGaussiansLowRank(samples, pendingEmb.count, pendingEmb.P, d, kernels, epsilon)), samples };
+  } else {
+    if (pendingEmb && pendingEmb.count > 0 && acc) await flushEmbeddings(pendingEmb, acc, kernels);
+    if (acc) fitted = { count: acc.count, mean: acc.mean, invCov: await acc.inverseCovariances(kernels, epsilon), m2: acc.m2 };
+  }
+  pendingEmb = undefined;
+  await kernels.dispose();
+  if (!fitted || !grid) throw new PartscanError('DATASET', 'No training images could be used.', { remedy: 'check the training folder' });
+  if (fitted.count < d) {
+    warnings.push({
+      code: 'FEW_IMAGES',
+      message: `Fitted on ${fitted.count} images, fewer than the embedding size d=${d}: covariances rest on the ε·I regulariser. Scores will be less reliable; use more good images (≥ ${d}) or fewer --channels.`,
+    });
+  }
+  opts.onProgress?.({ stage: 'invert', done: 1, total: 1 });
+
+  const { embedded: _e, inputName: _i, ...resumeIdentity } = resumeFrom?.header.backbone ?? { embedded: false, inputName: '' };
+  const header: ModelHeader = {
+    format: 'partscan-model',
+    formatVersion: [MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR],
+    partscanVersion: PARTSCAN_VERSION,
+    backbone: { ...(resumeFrom ? (resumeIdentity as BackboneIdentity) : backbone.identity), embedded: true, inputName: backbone.inputName },
+    preprocess,
+    embedding: { channels: d, seed, totalChannels: backbone.identity.channels.reduce((a, b) => a + b, 0), gridH: grid.gridH, gridW: grid.gridW },
+    gaussian: { images: fitted.count, epsilon, storage: 'float32-packed', resumable: true, resumeState: fitted.m2 ? 'scatter' : 'samples' },
+    postprocess: { blurSigma: BLUR_SIGMA, upsample: 'bilinear' },
+    fit: { calibrationImages: calibrationFiles.length, calibrationWarnings: [] },
+    ...(tiling ? { tiling } : {}),
+  };
+  const drift = resumeFrom ? resumeFrom.header.drift : descriptors.length >= 5 ? fitDriftModel(descriptors, { names: [...GLOBAL_STATS_FEATURES] }) : undefined;
+  if (drift) header.drift = drift;
+  const model = Model.fromParts(
+    {
+      header,
+      channelIndices,
+      mean: fitted.mean,
+      invCovPacked: fitted.invCov,
+      ...(fitted.m2 ? { m2: fitted.m2 } : {}),
+      ...(fitted.samples ? { samples: fitted.samples } : {}),
+    },
+    backbone,
+    opts.threads,
+  );
+  if (resumeFrom?.roi) model.roi = resumeFrom.roi;
+  if (opts.roi) {
+    if (tiling) {
+      throw new PartscanError('OPTIONS', 'A ROI mask cannot be combined with tiling yet.', { file: opts.roi, remedy: 'leave out --roi or --tile' });
+    }
+    model.roi = await roiAtModelSize(opts.roi, fitFiles[0]!, model.size);
+    header.roi = { width: model.size, height: model.size };
+  }
+  // Leave-one-out scores of the training images: out-of-sample scores of good images, used to find
+  // contaminated training images and, pooled with the calibration scores, calibration outliers.
+  let looScores: number[] | undefined;
+  if (opts.contaminationCheck !== false && !resumeFrom && fitFiles.length >= 8) {
+    looScores = await leaveOneOutScores(model, fitFiles);
+    report.suspects = contaminationSuspects(fitFiles, looScores);
+    for (const s of report.suspects) {
+      warnings.push({
+        code: 'CONTAMINATED_TRAINING_IMAGE',
+        message: `${s.file} scores as an outlier among the training images (score ${s.score.toFixed(2)}, robust z ${s.z.toFixed(1)}): it may show a defect. Inspect it and remove it from the good set if so, then re-fit.`,
+        file: s.file,
+      });
+    }
+  }
+  await calibrate(model, calibrationFiles, opts, warnings, resumeFrom?.header.thresholds, looScores);
+  header.fit.calibrationWarnings = warnings.map((w) => w.message);
+  model.fitWarnings = warnings;
+  model.fitReport = report;
+  return model;
+}
+
+/**
+ * Reads a ROI mask that must match the training images' size (checked against `reference`), and
+ * resamples it (nearest) to the model's square input, where masks and regions are computed.
+ */
+async function roiAtModelSize(file: string, reference: string, size: number): Promise<Uint8Array> {
+  const { readImageInfo } = await import('../preprocess/decode.js');
+  const { readRoiMask } = await import('../postprocess/roi.js');
+  const info = await readImageInfo(reference);
+  const full = await readRoiMask(file, info.width, info.height);
+  const out = new Uint8Array(size * size);
+  for (let y = 0; y < size; y++) {
+    const sy = Math.min(info.height - 1, Math.floor(((y + 0.5) * info.height) / size));
+    for (let x = 0; x < size; x++) {
+      const sx = Math.min(info.width - 1, Math.floor(((x + 0.5) * info.width) / size));
+      out[y * size + x] = full[sy * info.width + sx]!;
+    }
+  }
+  return out;
+}
+
+/**
+ * Bytes of embeddings buffered between statistics updates during fit. Each update streams the whole
+ * packed scatter matrix (d=550 at 224 px: 1.9 GB) through memory, so fewer, larger updates are much
+ * faster (bottle, d=550 at 224 px: two updates of ≤155 images instead of six of 37). The buffer is bounded:
+ * fitting 10 000 images needs no more memory than fitting 150.
+ */
+export const STATS_BUFFER_BYTES = 1024 * 1024 * 1024;
+
+interface EmbeddingBuffer {
+  data: Float32Array;
+  capacity: number;
+  count: number;
+  P: number;
+  d: number;
+}
+
+/** Appends a [P, n, d] embedding batch to a [P, capacity, d] buffer. */
+function appendEmbeddings(buf: EmbeddingBuffer, emb: Float32Array, n: number): void {
+  const { P, d, capacity, count } = buf;
+  for (let p = 0; p < P; p++) buf.data.set(emb.subarray(p * n * d, (p + 1) * n * d), (p * capacity + count) * d);
+  buf.count += n;
+}
+
+/**
+ * Chooses how the statistics are gathered, once the grid (P) and the number of new samples are known:
+ * with at most d/2 samples in all (bottle at d=550: 209 images), every embedding is kept and fitted at
+ * once by the Woodbury identity ({@link fitGaussiansLowRank}); the samples then take no more memory
+ * than the scatter matrices of the streaming fit. Samples kept by a resumed model join either way.
+ */
+async function startStatistics(
+  P: number,
+  d: number,
+  newSamples: number,
+  acc: GaussianAccumulator | undefined,
+  prior: { data: Float32Array; count: number } | undefined,
+  kernels: StatsKernels,
+): Promise<{ lowRank: boolean; pendingEmb: EmbeddingBuffer | undefined; acc: GaussianAccumulator | undefined }> {
+  const total = newSamples + (prior?.count ?? 0);
+  if (!acc && total >= 2 && total <= lowRankSampleLimit(d)) {
+    const pendingEmb: EmbeddingBuffer = { data: new Float32Array(P * total * d), capacity: total, count: 0, P, d };
+    if (prior) appendEmbeddings(pendingEmb, prior.data, prior.count);
+    return { lowRank: true, pendingEmb, acc };
+  }
+  if (prior && !acc) {
+    acc = new GaussianAccumulator(P, d);
+    await acc.add(Float32Array.from(prior.data), prior.count, kernels);
+  }
+  return { lowRank: false, pendingEmb: undefined, acc };
+}
+
+/** The buffered embeddings as [P, count, d] (compacted in place from [P, capacity, d]). */
+function compactEmbeddings(buf: EmbeddingBuffer): Float32Array {
+  const { P, d, capacity, count } = buf;
+  const x = buf.data;
+  if (count === capacity) return x;
+  // Moving rows forward never overwrites unread data.
+  for (let p = 1; p < P; p++) x.copyWithin(p * count * d, p * capacity * d, (p * capacity + count) * d);
+  return x.subarray(0, P * count * d);
+}
+
+/** Folds the buffered embeddings into the statistics and empties the buffer. */
+async function flushEmbeddings(buf: EmbeddingBuffer, acc: GaussianAccumulator, kernels: StatsKernels): Promise<void> {
+  await acc.add(compactEmbeddings(buf), buf.count, kernels);
+  buf.count = 0;
+}
+
+
+/** Scores calibration images and stores thresholds in the model. */
+async function calibrate(model: Model, goodFiles: string[], opts: FitOptions, warnings: PartscanWarning[], previous?: Thresholds, looScores?: number[]): Promise<void> {
+  const defects = opts.defects ?? [];
+  if (goodFiles.length === 0 && !opts.manualThresholds) {
+    if (previous) {
+      model.setThresholds(previous);
+      warnings.push({ code: 'THRESHOLDS_KEPT', message: 'No calibration images: the resumed model keeps its previous thresholds.' });
+    } else {
+      warnings.push({
+        code: 'NO_CALIBRATION',
+        message: 'No calibration images (too few good images to hold some out): the model has no thresholds, so no verdicts. Pass --calibration <dir> or more good images.',
+      });
+    }
+    return;
+  }
+  const scoreAll = async (files: string[]): Promise<{ scores: number[]; maps: Float32Array[]; dims: [number, number][] }> => {
+    const scores: number[] = [];
+    const maps: Float32Array[] = [];
+    const dims: [number, number][] = [];
+    for (let i = 0; i < files.length; i += 8) {
+      const rs = await model.score(files.slice(i, i + 8));
+      for (const r of rs) {
+        scores.push(r.imageScore);
+        maps.push(r.anomalyMap);
+        dims.push([r.mapWidth, r.mapHeight]);
+      }
+      opts.onProgress?.({ stage: 'calibrate', done: Math.min(files.length, i + 8), total: files.length });
+    }
+    return { scores, maps, dims };
+  };
+  model.setThresholds(undefined);
+  const good = goodFiles.length ? await scoreAll(goodFiles) : { scores: [], maps: [], dims: [] };
+  // A held-out "good" image that scores like a defect (robust outlier among the calibration scores)
+  // would set the good-only threshold on its own: leave it out and say so.
+  // Judged pooled with the training images' leave-one-out scores when there are (the same out-of-sample
+  // score distribution, a larger sample), else among the calibration scores alone.
+  const pool = [...(looScores ?? []), ...good.scores];
+  if (good.scores.length > 0 && pool.length >= 5) {
+    const pooled = scoreOutliers(pool);
+    const z = pooled.z.slice(pool.length - good.scores.length);
+    const keep = pooled.outlier.slice(pool.length - good.scores.length).map((o) => !o);
+    if (keep.some((k) => !k) && keep.filter(Boolean).length >= 3) {
+      goodFiles.forEach((f, i) => {
+        if (!keep[i]) {
+          warnings.push({
+            code: 'CALIBRATION_OUTLIER',
+            message: `Calibration image ${f} scores like a defect (score ${good.scores[i]!.toFixed(2)}, robust z ${z[i]!.toFixed(1)}) and was left out of the thresholds: inspect it and remove it from the good images if it shows a defect.`,
+            file: f,
+          });
+        }
+      });
+      good.scores = good.scores.filter((_, i) => keep[i]);
+      good.maps = good.maps.filter((_, i) => keep[i]);
+      good.dims = good.dims.filter((_, i) => keep[i]);
+    }
+  }
+  let defect: { imageScores: number[]; pixelMaps?: Float32Array[]; masks?: Uint8Array[] } | undefined;
+  if (defects.length) {
+    const d = await scoreAll(defects.map((s) => s.path));
+    defect = { imageScores: d.scores };
+    if (defects.every((s) => s.maskPath)) {
+      const { loadMask } = await import('../preprocess/preprocess.js');
+      defect.pixelMaps = d.maps;
+      defect.masks = await Promise.all(defects.map((s, i) => loadMask(s.maskPath!, d.dims[i]![0], d.dims[i]![1])));
+    }
+  }
+  const sel = selectThresholds(
+    { good: { imageScores: good.scores, pixelMaps: good.maps }, ...(defect ? { defect } : {}) },
+    {
+      ...(opts.thresholdRule ? { goodRule: opts.thresholdRule } : {}),
+      ...(opts.manualThresholds ? { manual: opts.manualThresholds } : {}),
+      ...(opts.band ? { band: opts.band } : {}),
+    },
+  );
+  warnings.push(...sel.warnings);
+  model.setThresholds(sel.thresholds);
+}
+
+// Fit warnings are attached to the returned model for callers that want them.
+declare module './model.js' {
+  interface Model {
+    /** Warnings raised while fitting (few images, no calibration...). */
+    fitWarnings?: PartscanWarning[];
+    /** What the training-set guards found while fitting. */
+    fitReport?: FitReport;
+  }
+}
