@@ -144,6 +144,20 @@ describe('model file', () => {
   });
 });
 
+/** Means within 1e-4 and inverse covariances within 1e-3 (relative, Frobenius) of the expected model's. */
+function expectSameGaussians(got: Model, expected: Model): void {
+  let maxMean = 0;
+  for (let i = 0; i < expected.mean.length; i++) maxMean = Math.max(maxMean, Math.abs(got.mean[i]! - expected.mean[i]!));
+  expect(maxMean).toBeLessThan(1e-4);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < expected.invCovPacked.length; i++) {
+    num += (got.invCovPacked[i]! - expected.invCovPacked[i]!) ** 2;
+    den += expected.invCovPacked[i]! ** 2;
+  }
+  expect(Math.sqrt(num / den)).toBeLessThan(1e-3);
+}
+
 describe('incremental fit', () => {
   it('fit --resume equals fitting all images at once (to float tolerance)', async () => {
     const first = await fit(train.slice(0, 6), { ...common, calibration: calib });
@@ -152,16 +166,7 @@ describe('incremental fit', () => {
     await first.dispose();
     const resumed = await fit(train.slice(6), { ...common, resume: f, calibration: calib });
     expect(resumed.header.gaussian.images).toBe(10);
-    let maxMean = 0;
-    for (let i = 0; i < model.mean.length; i++) maxMean = Math.max(maxMean, Math.abs(resumed.mean[i]! - model.mean[i]!));
-    expect(maxMean).toBeLessThan(1e-4);
-    let num = 0;
-    let den = 0;
-    for (let i = 0; i < model.invCovPacked.length; i++) {
-      num += (resumed.invCovPacked[i]! - model.invCovPacked[i]!) ** 2;
-      den += model.invCovPacked[i]! ** 2;
-    }
-    expect(Math.sqrt(num / den)).toBeLessThan(1e-3);
+    expectSameGaussians(resumed, model);
     const img = path.join(BOTTLE, 'test', 'broken_large', '001.png');
     const [a, b] = [await model.score(img), await resumed.score(img)];
     expect(Math.abs(a.imageScore - b.imageScore) / a.imageScore).toBeLessThan(1e-3);
@@ -181,16 +186,7 @@ describe('incremental fit', () => {
     const resumed = await fit(train.slice(4), { ...opts, resume: f });
     expect(resumed.header.gaussian).toMatchObject({ images: 10, resumeState: 'scatter' });
     expect(resumed.samples).toBeUndefined();
-    let maxMean = 0;
-    for (let i = 0; i < all.mean.length; i++) maxMean = Math.max(maxMean, Math.abs(resumed.mean[i]! - all.mean[i]!));
-    expect(maxMean).toBeLessThan(1e-4);
-    let num = 0;
-    let den = 0;
-    for (let i = 0; i < all.invCovPacked.length; i++) {
-      num += (resumed.invCovPacked[i]! - all.invCovPacked[i]!) ** 2;
-      den += all.invCovPacked[i]! ** 2;
-    }
-    expect(Math.sqrt(num / den)).toBeLessThan(1e-3);
+    expectSameGaussians(resumed, all);
     for (let i = 0; i < all.m2!.length; i++) expect(Math.abs(resumed.m2![i]! - all.m2![i]!)).toBeLessThan(1e-3 * (1 + Math.abs(all.m2![i]!)));
     await Promise.all([all.dispose(), resumed.dispose()]);
   });
