@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fit } from '../src/model/fit.js';
 import { Model } from '../src/model/model.js';
 import { isPartscanError } from '../src/errors.js';
+import { readModelFile } from '../src/model/model-file.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 import { listImages } from '../datasets/loaders.js';
 
@@ -137,10 +138,45 @@ describe('model file', () => {
     expect(model.header.gaussian.resumeState).toBe('samples');
     const m = await Model.load(modelFile);
     expect(m.header.gaussian).toMatchObject({ resumable: true, resumeState: 'samples', images: 10 });
-    expect(m.m2).toBeUndefined();
-    expect(m.samples?.length).toBe(m.positions * 10 * 24);
-    expect(m.samples).toEqual(model.samples);
+    // Scoring does not need them: left in the file until asked for.
+    expect(m.samples).toBeUndefined();
+    const kept = await m.resumeStatistics();
+    expect(kept.m2).toBeUndefined();
+    expect(kept.samples?.length).toBe(m.positions * 10 * 24);
+    expect(kept.samples).toEqual(model.samples);
+    expect(m.samples).toBe(kept.samples);
     await m.dispose();
+    const eager = await Model.load(modelFile, { resumeStatistics: true });
+    expect(eager.samples).toEqual(model.samples);
+    await eager.dispose();
+  });
+
+  it('reads the statistics for resuming only when asked, and checks them then', async () => {
+    const f = path.join(tmp, 'lazy.partscan');
+    await fs.copyFile(modelFile, f);
+    const { header } = await readModelFile(f, { sections: () => false });
+    const section = header.sections.find((s) => s.name === 'samples')!;
+    // Damage the samples section: loading and scoring still work (the section is not read) …
+    const handle = await fs.open(f, 'r+');
+    await handle.write(Buffer.from([0xff, 0xff, 0xff, 0xff]), 0, 4, section.offset + 8);
+    await handle.close();
+    const m = await Model.load(f);
+    const img = path.join(BOTTLE, 'test', 'broken_large', '001.png');
+    expect((await m.score(img)).imageScore).toBeCloseTo((await model.score(img)).imageScore, 4);
+    // … resuming or saving reads it, verifies it and refuses it.
+    await expectCode(m.resumeStatistics(), 'MODEL_CHECKSUM');
+    await expectCode(m.save(path.join(tmp, 'lazy-copy.partscan')), 'MODEL_CHECKSUM');
+    // A compact save does not need it.
+    await m.save(path.join(tmp, 'lazy-compact.partscan'), { resumable: false });
+    await m.dispose();
+    // A file replaced by another model after loading is refused, not mixed in.
+    const five = await fit(train.slice(0, 5), { ...common, calibration: calib.slice(0, 2) });
+    await five.save(f);
+    await five.dispose();
+    const swapped = await Model.load(f);
+    await fs.copyFile(modelFile, f);
+    await expectCode(swapped.resumeStatistics(), 'MODEL_FORMAT');
+    await swapped.dispose();
   });
 });
 

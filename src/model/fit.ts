@@ -89,8 +89,10 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   let backbone: Backbone;
   let preprocess: PreprocessOptions;
   let channelIndices: Int32Array;
+  let resumeStatistics: { m2?: Float32Array; samples?: Float32Array } = {};
   if (resumeFrom) {
-    if (!resumeFrom.m2 && !resumeFrom.samples) {
+    resumeStatistics = await resumeFrom.resumeStatistics();
+    if (!resumeStatistics.m2 && !resumeStatistics.samples) {
       throw new PartscanError('OPTIONS', 'The model to resume from was saved without its statistics (compact file).', {
         file: resumeFrom.modelFile,
         remedy: 're-fit from all images, or save models with resumable statistics',
@@ -117,15 +119,16 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   const sources = channelSources(channelIndices, backbone.identity.channels);
   const kernels = await StatsKernels.create(d, opts.threads);
   const batchSize = Math.max(1, opts.batchSize ?? 16);
-  let acc: GaussianAccumulator | undefined = resumeFrom?.m2
-    ? new GaussianAccumulator(resumeFrom.positions, d, {
-        count: resumeFrom.header.gaussian.images,
-        mean: Float64Array.from(resumeFrom.mean),
-        m2: Float32Array.from(resumeFrom.m2),
-      })
-    : undefined;
+  let acc: GaussianAccumulator | undefined =
+    resumeFrom && resumeStatistics.m2
+      ? new GaussianAccumulator(resumeFrom.positions, d, {
+          count: resumeFrom.header.gaussian.images,
+          mean: Float64Array.from(resumeFrom.mean),
+          m2: Float32Array.from(resumeStatistics.m2),
+        })
+      : undefined;
   // A model that kept its samples resumes by fitting them again together with the new ones.
-  const priorSamples = resumeFrom?.samples ? { data: resumeFrom.samples, count: resumeFrom.header.gaussian.images } : undefined;
+  const priorSamples = resumeFrom && resumeStatistics.samples ? { data: resumeStatistics.samples, count: resumeFrom.header.gaussian.images } : undefined;
   let grid = resumeFrom ? { gridH: resumeFrom.header.embedding.gridH, gridW: resumeFrom.header.embedding.gridW } : undefined;
 
   const tiling = resumeFrom ? resumeFrom.header.tiling : opts.tile ? { tile: opts.tile.size, overlap: opts.tile.overlap } : undefined;

@@ -140,8 +140,15 @@ function formatError(file: string, what: string, remedy = 'the file is damaged o
   return new PartscanError('MODEL_FORMAT', `${file} is not a valid partscan model: ${what}.`, { file, remedy });
 }
 
-/** Reads and verifies a model file. Set `verify: false` to skip section checksums (faster for huge files). */
-export async function readModelFile(file: string, opts: { verify?: boolean } = {}): Promise<ModelFileContents> {
+/**
+ * Reads and verifies a model file. Set `verify: false` to skip section checksums (faster for huge files),
+ * and `sections` to read only the sections it accepts (the others are still checked to lie within the
+ * file, so a truncated file is refused, but are neither read nor verified).
+ */
+export async function readModelFile(
+  file: string,
+  opts: { verify?: boolean; sections?: (name: string) => boolean } = {},
+): Promise<ModelFileContents> {
   let handle: fs.FileHandle;
   try {
     handle = await fs.open(file, 'r');
@@ -193,6 +200,7 @@ export async function readModelFile(file: string, opts: { verify?: boolean } = {
     const sections = new Map<string, SectionData>();
     for (const s of header.sections) {
       if (s.offset + s.byteLength > size) throw formatError(file, `section "${s.name}" extends past the end of the file (truncated)`);
+      if (opts.sections && !opts.sections(s.name)) continue;
       const data = allocate(s.dtype, s.byteLength, file);
       const bytes = bytesOf(data);
       for (let o = 0; o < s.byteLength; ) {

@@ -216,6 +216,9 @@ export interface ModelHeader {
   drift?: DriftModel;
 }
 
+/** Sections that only `fit --resume` needs. */
+const RESUME_SECTIONS: readonly string[] = ['m2', 'samples'];
+
 interface ModelParts {
   header: ModelHeader;
   channelIndices: Int32Array;
@@ -239,13 +242,22 @@ export class Model {
   readonly mean: Float64Array;
   /** Per-position inverse covariances, packed lower triangles [P, d(d+1)/2]. */
   readonly invCovPacked: Float32Array;
-  /** Centred scatter matrices for resuming (absent in compact files and in fits that keep samples). */
-  readonly m2: Float32Array | undefined;
+  /**
+   * Centred scatter matrices for resuming (absent in compact files and in fits that keep samples; in a
+   * loaded model, absent until {@link Model.resumeStatistics} has read them).
+   */
+  get m2(): Float32Array | undefined {
+    return this.resume.m2;
+  }
   /**
    * The fitted embeddings [P, N, d] for resuming, kept instead of `m2` by fits with at most d/2 samples
-   * (absent in compact files).
+   * (absent in compact files; in a loaded model, absent until {@link Model.resumeStatistics} has read them).
    */
-  readonly samples: Float32Array | undefined;
+  get samples(): Float32Array | undefined {
+    return this.resume.samples;
+  }
+  /** The statistics for resuming, and, when they are still in the file, where to read them (and their sha256). */
+  private resume: { m2?: Float32Array; samples?: Float32Array; file?: string; sha256?: string };
   /** Region of interest at model resolution (1 = inspect), if any. */
   roi: Uint8Array | undefined;
   private readonly sources: ChannelSource[];
@@ -265,8 +277,7 @@ export class Model {
     this.channelIndices = parts.channelIndices;
     this.mean = parts.mean;
     this.invCovPacked = parts.invCovPacked;
-    this.m2 = parts.m2;
-    this.samples = parts.samples;
+    this.resume = { ...(parts.m2 ? { m2: parts.m2 } : {}), ...(parts.samples ? { samples: parts.samples } : {}) };
     this.roi = parts.roi;
     this.backbone = backbone;
     this.threads = threads;
@@ -297,9 +308,19 @@ export class Model {
    * Loads a `.partscan` file. The backbone embedded in the file is used unless `backbone` is given;
    * a supplied backbone must match the one the model was fitted with (name, weights sha256, layers),
    * otherwise a 'BACKBONE_MISMATCH' error is thrown.
+   *
+   * The statistics kept for `fit --resume` (scatter matrices or samples: 1.4–1.9 GB at d=550) are not
+   * read unless `resumeStatistics` is true: scoring does not need them. {@link Model.resumeStatistics}
+   * reads them later, and {@link Model.save} does so by itself.
    */
-  static async load(file: string, opts: { backbone?: BackboneSpec | Backbone; threads?: number; verify?: boolean } = {}): Promise<Model> {
-    const contents = await readModelFile(file, opts.verify === undefined ? {} : { verify: opts.verify });
+  static async load(
+    file: string,
+    opts: { backbone?: BackboneSpec | Backbone; threads?: number; verify?: boolean; resumeStatistics?: boolean } = {},
+  ): Promise<Model> {
+    const contents = await readModelFile(file, {
+      ...(opts.verify === undefined ? {} : { verify: opts.verify }),
+      ...(opts.resumeStatistics ? {} : { sections: (name: string) => !RESUME_SECTIONS.includes(name) }),
+    });
     const header = contents.header as unknown as ModelHeader;
     const need = (name: string): SectionData => {
       const s = contents.sections.get(name);
@@ -349,7 +370,38 @@ export class Model {
     }
     const model = new Model(parts, backbone, opts.threads);
     model.modelFile = file;
+    const kept = contents.header.sections.find((s) => RESUME_SECTIONS.includes(s.name));
+    if (!opts.resumeStatistics && kept) model.resume = { file, sha256: kept.sha256 };
     return model;
+  }
+
+  /**
+   * The statistics for resuming a fit (`m2` or `samples`), read from the model file on first call
+   * when {@link Model.load} left them there; empty for compact models.
+   */
+  async resumeStatistics(): Promise<{ m2?: Float32Array; samples?: Float32Array }> {
+    const { file, sha256 } = this.resume;
+    if (file) {
+      const contents = await readModelFile(file, { sections: (name) => RESUME_SECTIONS.includes(name) });
+      if (!contents.header.sections.some((s) => s.sha256 === sha256)) {
+        throw new PartscanError('MODEL_FORMAT', `${file} changed since the model was loaded: its statistics for resuming are not this model's.`, {
+          file,
+          remedy: 'load the model again (Model.load) before resuming or saving it',
+        });
+      }
+      const P = this.positions;
+      const d = this.dim;
+      const m2 = contents.sections.get('m2') as Float32Array | undefined;
+      const samples = contents.sections.get('samples') as Float32Array | undefined;
+      if ((m2 && m2.length !== P * packedSize(d)) || (samples && samples.length !== P * this.header.gaussian.images * d)) {
+        throw new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
+          file,
+          remedy: 're-fit the model',
+        });
+      }
+      this.resume = { ...(m2 ? { m2 } : {}), ...(samples ? { samples } : {}) };
+    }
+    return { ...this.resume };
   }
 
   /** Path the model was loaded from, if any. */
@@ -363,13 +415,14 @@ export class Model {
    */
   async save(file: string, opts: { embedBackbone?: boolean; resumable?: boolean } = {}): Promise<void> {
     const embed = opts.embedBackbone ?? true;
-    const resumable = (opts.resumable ?? true) && (this.m2 !== undefined || this.samples !== undefined);
+    const { m2, samples } = opts.resumable === false ? {} : await this.resumeStatistics();
+    const resumable = m2 !== undefined || samples !== undefined;
     const backbone = embed ? await this.getBackbone() : undefined;
     const { resumeState: _r, ...gaussian } = this.header.gaussian;
     const header: ModelHeader = {
       ...this.header,
       backbone: { ...this.header.backbone, embedded: embed },
-      gaussian: { ...gaussian, resumable, ...(resumable ? { resumeState: this.m2 ? 'scatter' : 'samples' } : {}) },
+      gaussian: { ...gaussian, resumable, ...(resumable ? { resumeState: m2 ? 'scatter' : 'samples' } : {}) },
     };
     const P = this.positions;
     const d = this.dim;
@@ -378,8 +431,8 @@ export class Model {
       { name: 'mean', data: this.mean, shape: [P, d] },
       { name: 'invCov', data: this.invCovPacked, shape: [P, packedSize(d)] },
     ];
-    if (resumable && this.m2) sections.push({ name: 'm2', data: this.m2, shape: [P, packedSize(d)] });
-    else if (resumable) sections.push({ name: 'samples', data: this.samples!, shape: [P, this.header.gaussian.images, d] });
+    if (m2) sections.push({ name: 'm2', data: m2, shape: [P, packedSize(d)] });
+    else if (samples) sections.push({ name: 'samples', data: samples, shape: [P, this.header.gaussian.images, d] });
     if (this.roi) sections.push({ name: 'roi', data: this.roi, shape: [this.size, this.size] });
     if (backbone) sections.push({ name: 'backbone.onnx', data: backbone.onnx, shape: [backbone.onnx.length] });
     await writeModelFile(file, header as unknown as Record<string, unknown>, sections);
