@@ -6,7 +6,7 @@
  *                    [--no-huge-pages]
  *
  * Figures: fit images/s, score ms/image (batch 1 and batched), p50/p95 single-image latency through the
- * public API, peak RSS after fit and at the end (process maxRSS), model file bytes, and the AUROCs so
+ * public API (one call at a time, and every test image as a concurrent request through a BatchingScorer), peak RSS after fit and at the end (process maxRSS), model file bytes, and the AUROCs so
  * speed is never bought with accuracy.
  */
 import { promises as fs } from 'node:fs';
@@ -15,6 +15,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fit } from '../src/model/fit.js';
 import { Model } from '../src/model/model.js';
+import { BatchingScorer } from '../src/model/batching-scorer.js';
 import { evaluateModel } from '../src/model/evaluate.js';
 import { loadDataset } from '../datasets/loaders.js';
 import { hugePagesEnabled, relaunchWithHugePages } from '../src/util/huge-pages.js';
@@ -95,6 +96,18 @@ async function main(): Promise<void> {
     await model.score(s.path);
     lat.push(performance.now() - t);
   }
+  // Every test image as a concurrent single-image request (a service under load), batched by a
+  // BatchingScorer: throughput and per-request latency.
+  const scorer = new BatchingScorer(model, { maxBatch: scoreBatch });
+  const tc = performance.now();
+  const concurrentLat = await Promise.all(
+    testFiles.map(async (f) => {
+      const t = performance.now();
+      await scorer.score(f);
+      return performance.now() - t;
+    }),
+  );
+  const concurrentMs = (performance.now() - tc) / testFiles.length;
   await model.dispose();
   if (!values.out) await fs.rm(modelFile, { force: true });
 
@@ -111,6 +124,13 @@ async function main(): Promise<void> {
       batch1MsPerImage: +(lat.reduce((a, b) => a + b, 0) / lat.length).toFixed(1),
       latencyP50Ms: +quantile(lat, 0.5).toFixed(1),
       latencyP95Ms: +quantile(lat, 0.95).toFixed(1),
+      concurrent: {
+        requests: testFiles.length,
+        msPerImage: +concurrentMs.toFixed(1),
+        batches: scorer.batches,
+        latencyP50Ms: +quantile(concurrentLat, 0.5).toFixed(1),
+        latencyP95Ms: +quantile(concurrentLat, 0.95).toFixed(1),
+      },
     },
     memory: { startRssMB: mb(rss0), peakRssAfterFitMB: mb(rssAfterFit), peakRssMB: mb(process.resourceUsage().maxRSS) },
     modelBytes,

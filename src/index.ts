@@ -9,6 +9,7 @@
 
 // The main API: fit, load, score, evaluate.
 export { fit, splitCalibration, trainingImages } from './model/fit.js';
+export { BatchingScorer, type BatchingScorerOptions } from './model/batching-scorer.js';
 export {
   Model,
   PARTSCAN_VERSION,
