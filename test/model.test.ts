@@ -6,6 +6,7 @@ import { fit } from '../src/model/fit.js';
 import { Model } from '../src/model/model.js';
 import { isPartscanError } from '../src/errors.js';
 import { readModelFile } from '../src/model/model-file.js';
+import { preprocessBatch } from '../src/preprocess/preprocess.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 import { listImages } from '../datasets/loaders.js';
 
@@ -63,6 +64,25 @@ describe('fit and score', () => {
     expect(bad!.imageScore).toBeGreaterThan(good!.imageScore);
     expect(bad!.verdict).toBeDefined();
     expect(bad!.normalizedScore!).toBeGreaterThanOrEqual(good!.normalizedScore!);
+  });
+
+  it('the single scoring session and the session-by-session path give the same maps', async () => {
+    const files = [path.join(BOTTLE, 'test', 'broken_large', '000.png'), path.join(BOTTLE, 'test', 'good', '000.png')];
+    const { tensor } = await preprocessBatch(files, model.header.preprocess);
+    const batch = { data: tensor, dims: [2, 3, model.size, model.size] as [number, number, number, number] };
+    const fused = await model.anomalyMaps(batch);
+    // A transform of the squared distances needs them, so it takes the session-by-session path.
+    const stepwise = await model.anomalyMaps(batch, (d2) => d2);
+    expect(await (model as unknown as { fusedScoring(): Promise<unknown> }).fusedScoring()).toBeDefined();
+    for (let i = 0; i < 2; i++) {
+      let worst = 0;
+      let max = 0;
+      for (let k = 0; k < fused[i]!.length; k++) {
+        worst = Math.max(worst, Math.abs(fused[i]![k]! - stepwise[i]![k]!));
+        max = Math.max(max, stepwise[i]![k]!);
+      }
+      expect(worst / max).toBeLessThan(1e-5);
+    }
   });
 
   it('concurrent scoring on one model equals sequential scoring', async () => {

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import * as ort from 'onnxruntime-node';
 import { PartscanError, type PartscanWarning } from '../errors.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
 import { OrtBackbone } from '../backbone/ort-backbone.js';
@@ -7,6 +8,7 @@ import { channelSources, gatherEmbedding, type ChannelSource } from '../embeddin
 import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { StatsKernels, defaultThreads, positionsPerChunk } from '../stats/ort-kernels.js';
+import { ortSessionOptions } from '../util/ort-options.js';
 import { preprocessBatch, preprocessTiles, type TileBox } from '../preprocess/preprocess.js';
 import { resizeBilinear, mapToOriginal } from '../postprocess/resize.js';
 import { UpsampleBlurSession } from '../postprocess/upsample-blur-graph.js';
@@ -270,6 +272,7 @@ export class Model {
   /** The means in float32, as the scoring kernel takes them (made on first score). */
   private mean32: Float32Array | undefined;
   private fullInversePromise: Promise<Float32Array[]> | undefined;
+  private fusedScoringPromise: Promise<ort.InferenceSession | undefined> | undefined;
   private readonly threads: number | undefined;
 
   private constructor(parts: ModelParts, backbone: Backbone | undefined, threads?: number) {
@@ -504,6 +507,10 @@ export class Model {
         remedy: 'preprocess with the model header\'s preprocess options',
       });
     }
+    if (!transformSquared) {
+      const fused = await this.fusedScoring();
+      if (fused) return this.fusedMaps(fused, batch);
+    }
     const backbone = await this.getBackbone();
     const d2 = backbone.withFeatures
       ? await backbone.withFeatures(batch, (maps) => this.gridDistances(maps, n))
@@ -521,6 +528,38 @@ export class Model {
     const out: Float32Array[] = [];
     for (let i = 0; i < n; i++) out.push(flat.slice(i * SS, (i + 1) * SS));
     return out;
+  }
+
+  /**
+   * One ONNX Runtime session for the whole scoring path (see {@link inlineScoringGraph}), created on
+   * first use; undefined where the graph cannot be one (tiled models, d=550 at 224 px: its inverse
+   * covariances exceed what one in-memory graph holds, and batches there are dominated by the
+   * Mahalanobis GEMMs anyway) or the backbone cannot be merged: those score session by session.
+   */
+  private fusedScoring(): Promise<ort.InferenceSession | undefined> {
+    this.fusedScoringPromise ??= (async () => {
+      const { inlineScoringGraph } = await import('../export/onnx-export.js');
+      let bytes: Uint8Array | undefined;
+      try {
+        bytes = await inlineScoringGraph(this);
+      } catch (e) {
+        if (e instanceof PartscanError) return undefined; // e.g. a backbone graph that cannot be merged
+        throw e;
+      }
+      return bytes && ort.InferenceSession.create(bytes, ortSessionOptions(this.threads ?? defaultThreads()));
+    })();
+    return this.fusedScoringPromise;
+  }
+
+  /** Raw anomaly maps of a preprocessed batch from the single scoring session. */
+  private async fusedMaps(session: ort.InferenceSession, batch: Tensor4D): Promise<Float32Array[]> {
+    const [n] = batch.dims;
+    const SS = this.size * this.size;
+    const out = await session.run({ input: new ort.Tensor('float32', batch.data.subarray(0, n * 3 * SS), [...batch.dims]) }, ['anomaly_map']);
+    const flat = out.anomaly_map!.data as Float32Array;
+    const maps: Float32Array[] = [];
+    for (let i = 0; i < n; i++) maps.push(flat.slice(i * SS, (i + 1) * SS));
+    return maps;
   }
 
   /** Squared Mahalanobis distances [P, N] for backbone maps of N images. */
@@ -710,6 +749,9 @@ export class Model {
     const u = this.upsampleBlurPromise;
     this.upsampleBlurPromise = undefined;
     if (u) await (await u).dispose();
+    const f = this.fusedScoringPromise;
+    this.fusedScoringPromise = undefined;
+    if (f) await (await f.catch(() => undefined))?.release();
     if (this.backbone) await this.backbone.dispose();
     this.backbone = undefined;
     this.embeddingPool.clear();
