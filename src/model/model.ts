@@ -221,6 +221,23 @@ export interface ModelHeader {
 /** Sections that only `fit --resume` needs. */
 const RESUME_SECTIONS: readonly string[] = ['m2', 'samples'];
 
+function sectionSizeError(file: string): PartscanError {
+  return new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
+    file,
+    remedy: 're-fit the model',
+  });
+}
+
+/** The statistics for resuming among a file's read sections (`m2` or `samples`), size-checked against the header. */
+function resumeSections(sections: Map<string, SectionData>, header: ModelHeader, file: string): { m2?: Float32Array; samples?: Float32Array } {
+  const P = header.embedding.gridH * header.embedding.gridW;
+  const d = header.embedding.channels;
+  const m2 = sections.get('m2') as Float32Array | undefined;
+  const samples = sections.get('samples') as Float32Array | undefined;
+  if ((m2 && m2.length !== P * packedSize(d)) || (samples && samples.length !== P * header.gaussian.images * d)) throw sectionSizeError(file);
+  return { ...(m2 ? { m2 } : {}), ...(samples ? { samples } : {}) };
+}
+
 interface ModelParts {
   header: ModelHeader;
   channelIndices: Int32Array;
@@ -341,26 +358,14 @@ export class Model {
       mean: need('mean') as Float64Array,
       invCovPacked: need('invCov') as Float32Array,
     };
-    const m2 = contents.sections.get('m2');
-    if (m2) parts.m2 = m2 as Float32Array;
-    const samples = contents.sections.get('samples');
-    if (samples) parts.samples = samples as Float32Array;
     const roi = contents.sections.get('roi');
     if (roi) parts.roi = roi as Uint8Array;
     const P = header.embedding.gridH * header.embedding.gridW;
     const d = header.embedding.channels;
-    if (
-      parts.mean.length !== P * d ||
-      parts.invCovPacked.length !== P * packedSize(d) ||
-      parts.channelIndices.length !== d ||
-      (parts.m2 && parts.m2.length !== P * packedSize(d)) ||
-      (parts.samples && parts.samples.length !== P * header.gaussian.images * d)
-    ) {
-      throw new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
-        file,
-        remedy: 're-fit the model',
-      });
+    if (parts.mean.length !== P * d || parts.invCovPacked.length !== P * packedSize(d) || parts.channelIndices.length !== d) {
+      throw sectionSizeError(file);
     }
+    Object.assign(parts, resumeSections(contents.sections, header, file));
     let backbone: Backbone | undefined;
     if (opts.backbone) {
       backbone = isBackbone(opts.backbone) ? opts.backbone : await loadBackbone(opts.backbone, threadOpt(opts.threads));
@@ -392,17 +397,7 @@ export class Model {
           remedy: 'load the model again (Model.load) before resuming or saving it',
         });
       }
-      const P = this.positions;
-      const d = this.dim;
-      const m2 = contents.sections.get('m2') as Float32Array | undefined;
-      const samples = contents.sections.get('samples') as Float32Array | undefined;
-      if ((m2 && m2.length !== P * packedSize(d)) || (samples && samples.length !== P * this.header.gaussian.images * d)) {
-        throw new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
-          file,
-          remedy: 're-fit the model',
-        });
-      }
-      this.resume = { ...(m2 ? { m2 } : {}), ...(samples ? { samples } : {}) };
+      this.resume = resumeSections(contents.sections, this.header, file);
     }
     return { ...this.resume };
   }
@@ -523,11 +518,7 @@ export class Model {
       if (transformSquared) for (let p = 0; p < P; p++) byImage[o + p] = transformSquared(d2[p * n + i]!);
       else for (let p = 0; p < P; p++) byImage[o + p] = d2[p * n + i]!;
     }
-    const SS = this.size * this.size;
-    const flat = await (await this.upsampleBlur()).run(byImage, n);
-    const out: Float32Array[] = [];
-    for (let i = 0; i < n; i++) out.push(flat.slice(i * SS, (i + 1) * SS));
-    return out;
+    return perImage(await (await this.upsampleBlur()).run(byImage, n), n, this.size * this.size);
   }
 
   /**
@@ -556,10 +547,7 @@ export class Model {
     const [n] = batch.dims;
     const SS = this.size * this.size;
     const out = await session.run({ input: new ort.Tensor('float32', batch.data.subarray(0, n * 3 * SS), [...batch.dims]) }, ['anomaly_map']);
-    const flat = out.anomaly_map!.data as Float32Array;
-    const maps: Float32Array[] = [];
-    for (let i = 0; i < n; i++) maps.push(flat.slice(i * SS, (i + 1) * SS));
-    return maps;
+    return perImage(out.anomaly_map!.data as Float32Array, n, SS);
   }
 
   /** Squared Mahalanobis distances [P, N] for backbone maps of N images. */
@@ -757,6 +745,11 @@ export class Model {
     this.embeddingPool.clear();
     this.backbonePromise = undefined;
   }
+}
+
+/** Splits N maps of `size` values laid out one after another into one array per image. */
+function perImage(flat: Float32Array, n: number, size: number): Float32Array[] {
+  return Array.from({ length: n }, (_, i) => flat.slice(i * size, (i + 1) * size));
 }
 
 /**
