@@ -6,8 +6,9 @@
  *                    [--no-huge-pages]
  *
  * Figures: fit images/s, score ms/image (batch 1 and batched), p50/p95 single-image latency through the
- * public API (one call at a time, and every test image as a concurrent request through a BatchingScorer), peak RSS after fit and at the end (process maxRSS), model file bytes, and the AUROCs so
- * speed is never bought with accuracy.
+ * public API (one call at a time, and every test image as a concurrent request through a
+ * BatchingScorer), peak RSS after fit and at the end (process maxRSS), model file bytes, and the AUROCs
+ * so speed is never bought with accuracy.
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';

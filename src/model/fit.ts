@@ -75,7 +75,11 @@ async function fitBackbone(opts: FitOptions): Promise<Backbone> {
  */
 export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<Model> {
   const warnings: PartscanWarning[] = [];
-  const resumeFrom = typeof opts.resume === 'string' ? await Model.load(opts.resume, opts.backbone ? { backbone: opts.backbone } : {}) : opts.resume;
+  // A model resumed from a file reads its statistics for resuming with the rest, not in a second pass.
+  const resumeFrom =
+    typeof opts.resume === 'string'
+      ? await Model.load(opts.resume, { resumeStatistics: true, ...(opts.backbone ? { backbone: opts.backbone } : {}) })
+      : opts.resume;
   const all = await trainingImages(source);
   if (all.length === 0) {
     throw new PartscanError('DATASET', 'No training images were given.', { remedy: 'point fit at a folder of good images' });
@@ -188,8 +192,10 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     const emb = backbone.withFeatures ? await backbone.withFeatures(input, embed) : embed(await backbone.extract(input));
     if (!grid) grid = { gridH: emb.gridH, gridW: emb.gridW };
     const P = emb.gridH * emb.gridW;
+    // Samples per image (tiles with tiling), to foresee the samples to come.
+    const perImage = n / batches[b]!.length;
     if (lowRank === undefined) {
-      ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil((n / batches[b]!.length) * fitFiles.length), acc, priorSamples, kernels));
+      ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
     }
     if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
     if (!lowRank) {
@@ -197,8 +203,8 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       // Merge several backbone batches per statistics update: the per-position outer products then run as
       // GEMMs with a deeper inner dimension and the packed scatter matrices are swept fewer times. The
       // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
-      // Never larger than the samples still to come (estimated from this batch's samples per image).
-      const samplesLeft = Math.ceil((n / batches[b]!.length) * (fitFiles.length - done));
+      // Never larger than the samples still to come.
+      const samplesLeft = Math.ceil(perImage * (fitFiles.length - done));
       const cap = Math.max(n, Math.min(samplesLeft, Math.floor(STATS_BUFFER_BYTES / (P * d * 4))));
       if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
         if (pendingEmb && pendingEmb.count > 0) await flushEmbeddings(pendingEmb, acc, kernels);
