@@ -444,28 +444,40 @@ export async function inlineScoringGraph(model: Model): Promise<Uint8Array | und
   const backbone = await model.getBackbone();
   if (model.positions * model.dim * model.dim * 4 + backbone.onnx.length > INLINE_SCORING_GRAPH_BYTES) return undefined;
   const g = await buildPadimGraph(model, true, false);
-  const initializers = g.specs.map((spec): OnnxTypes.ITensorProto => {
-    if (!spec.chunks) return spec.proto;
-    const chunks = [...spec.chunks()];
-    return { ...spec.proto, rawData: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
+  return onnx.ModelProto.encode(padimModelProto(g, g.specs.map(inlineInitializer), { name: 'partscan_padim_scoring' })).finish();
+}
+
+/** An initializer with its data inline (rawData). */
+function inlineInitializer(spec: InitializerSpec): OnnxTypes.ITensorProto {
+  if (!spec.chunks) return spec.proto;
+  const chunks = [...spec.chunks()];
+  return { ...spec.proto, rawData: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) };
+}
+
+/** The ModelProto around a built graph and its initializers (inline or external). */
+function padimModelProto(
+  g: PadimGraph,
+  initializers: OnnxTypes.ITensorProto[],
+  about: { name: string; graphDoc?: string; doc?: string; metadataProps?: OnnxTypes.IStringStringEntryProto[] },
+): OnnxTypes.ModelProto {
+  return onnx.ModelProto.create({
+    irVersion: Math.max(EXPORT_IR_VERSION, Number(g.bbModel.irVersion ?? 0)),
+    producerName: 'partscan',
+    producerVersion: PARTSCAN_VERSION,
+    ...(about.doc ? { docString: about.doc } : {}),
+    opsetImport: g.opsetImport,
+    ...(about.metadataProps ? { metadataProps: about.metadataProps } : {}),
+    graph: {
+      name: about.name,
+      node: g.nodes,
+      initializer: initializers,
+      input: [tensorValueInfo('input', FLOAT, ['N', 3, g.S, g.S])],
+      output: g.outputs,
+      valueInfo: g.bbGraph.valueInfo ?? [],
+      ...(about.graphDoc ? { docString: about.graphDoc } : {}),
+    },
+    functions: g.bbModel.functions ?? [],
   });
-  return onnx.ModelProto.encode(
-    onnx.ModelProto.create({
-      irVersion: Math.max(EXPORT_IR_VERSION, Number(g.bbModel.irVersion ?? 0)),
-      producerName: 'partscan',
-      producerVersion: PARTSCAN_VERSION,
-      opsetImport: g.opsetImport,
-      graph: {
-        name: 'partscan_padim_scoring',
-        node: g.nodes,
-        initializer: initializers,
-        input: [tensorValueInfo('input', FLOAT, ['N', 3, g.S, g.S])],
-        output: g.outputs,
-        valueInfo: g.bbGraph.valueInfo ?? [],
-      },
-      functions: g.bbModel.functions ?? [],
-    }),
-  ).finish();
 }
 
 /**
@@ -500,7 +512,8 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
       remedy: 'use e.g. 1024, or leave it out for automatic external data above 1.5 GiB',
     });
   }
-  const { nodes, specs, outputs, opsetImport, bbModel, bbGraph, S, normalized } = await buildPadimGraph(model, opts.raw === true);
+  const built = await buildPadimGraph(model, opts.raw === true);
+  const { specs, S, normalized } = built;
   const t = header.thresholds;
   const recipe = preprocessRecipe(model);
   const meta: Record<string, unknown> = {
@@ -566,30 +579,14 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
       offset += s.byteLength;
       return entry;
     }
-    if (!s.chunks) return s.proto;
-    const chunks = [...s.chunks()];
-    const raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-    return { ...s.proto, rawData: raw };
+    return inlineInitializer(s);
   });
 
-  const graph: OnnxTypes.IGraphProto = {
+  const modelProto = padimModelProto(built, initializers, {
     name: 'partscan_padim',
-    node: nodes,
-    initializer: initializers,
-    input: [tensorValueInfo('input', FLOAT, ['N', 3, S, S])],
-    output: outputs,
-    valueInfo: bbGraph.valueInfo ?? [],
-    docString: `PaDiM anomaly detection exported by partscan ${PARTSCAN_VERSION}: preprocessed [N,3,${S},${S}] RGB → anomaly_map, image_score${t ? ', pred_mask' : ''}.`,
-  };
-  const modelProto = onnx.ModelProto.create({
-    irVersion: Math.max(EXPORT_IR_VERSION, Number(bbModel.irVersion ?? 0)),
-    producerName: 'partscan',
-    producerVersion: PARTSCAN_VERSION,
-    docString: 'partscan PaDiM model; see metadata_props partscan.* for the preprocessing and thresholds.',
-    opsetImport,
+    graphDoc: `PaDiM anomaly detection exported by partscan ${PARTSCAN_VERSION}: preprocessed [N,3,${S},${S}] RGB → anomaly_map, image_score${t ? ', pred_mask' : ''}.`,
+    doc: 'partscan PaDiM model; see metadata_props partscan.* for the preprocessing and thresholds.',
     metadataProps,
-    graph,
-    functions: bbModel.functions ?? [],
   });
   let bytes: Uint8Array;
   try {
