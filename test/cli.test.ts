@@ -3,31 +3,11 @@
  * sources (`node --import tsx src/cli/main.ts`), on a tiny bottle subset (12 images, 128 px, d 30).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { BOTTLE, REF_WEIGHTS, REPO } from './helpers/shared.js';
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function cli(args: string[], timeoutMs = 120_000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', path.join(REPO, 'src', 'cli', 'main.ts'), ...args],
-      { cwd: REPO, timeout: timeoutMs, maxBuffer: 32 * 1024 * 1024, env: { ...process.env, PARTSCAN_NO_PROGRESS: '1', PARTSCAN_DEBUG: '' } },
-      (err, stdout, stderr) => {
-        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
-}
+import { cli } from './helpers/cli.js';
+import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 
 let tmp: string;
 let modelFile: string;
