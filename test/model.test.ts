@@ -1,4 +1,4 @@
-import { describe, expect, it, beforeAll, afterAll } from 'vitest';
+import { describe, expect, it, beforeAll, afterAll, vi } from 'vitest';
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -70,10 +70,16 @@ describe('fit and score', () => {
     const files = [path.join(BOTTLE, 'test', 'broken_large', '000.png'), path.join(BOTTLE, 'test', 'good', '000.png')];
     const { tensor } = await preprocessBatch(files, model.header.preprocess);
     const batch = { data: tensor, dims: [2, 3, model.size, model.size] as [number, number, number, number] };
+    // Spy on the fused path so that the comparison below cannot silently compare a path with itself.
+    const fusedPath = vi.spyOn(model as unknown as { fusedMaps: (...a: unknown[]) => Promise<Float32Array[]> }, 'fusedMaps');
     const fused = await model.anomalyMaps(batch);
+    expect(fusedPath).toHaveBeenCalledTimes(1);
     // A transform of the squared distances needs them, so it takes the session-by-session path.
     const stepwise = await model.anomalyMaps(batch, (d2) => d2);
-    expect(await (model as unknown as { fusedScoring(): Promise<unknown> }).fusedScoring()).toBeDefined();
+    expect(fusedPath).toHaveBeenCalledTimes(1);
+    fusedPath.mockRestore();
+    const session = (await (model as unknown as { fusedScoring(): Promise<{ inputNames: readonly string[] } | undefined> }).fusedScoring())!;
+    expect(session.inputNames).toEqual([model.header.backbone.inputName]);
     for (let i = 0; i < 2; i++) {
       let worst = 0;
       let max = 0;
@@ -257,11 +263,42 @@ describe('tiling', () => {
     expect(covered.every((v) => v === 1)).toBe(true);
     expect(boxes.every((b) => b.width === 256 && b.height === 256)).toBe(true);
     const { stitchTiles } = await import('../src/model/model.js');
-    // Constant tile maps stitch to the same constant.
-    const maps = boxes.map(() => new Float32Array(64 * 64).fill(2.5));
+    // Tiles that agree (one linear ramp over the whole image, sampled at each tile's own 64×64 grid)
+    // stitch back to the ramp: pins the placement and the resampling of every tile.
+    const ramp = (x: number, y: number) => 0.01 * x + 0.02 * y;
+    const maps = boxes.map((b) => {
+      const m = new Float32Array(64 * 64);
+      // Pixel centres of the 64-grid in native coordinates (bilinear resize aligns centres).
+      for (let y = 0; y < 64; y++) for (let x = 0; x < 64; x++) m[y * 64 + x] = ramp(b.x + ((x + 0.5) * b.width) / 64 - 0.5, b.y + ((y + 0.5) * b.height) / 64 - 0.5);
+      return m;
+    });
     const st = stitchTiles(maps, boxes, 64, 512, 400, 32);
     expect(st.length).toBe(512 * 400);
-    for (const v of st) expect(v).toBeCloseTo(2.5, 5);
+    // Away from the image border (where bilinear resizing clamps), the ramp is reproduced.
+    let worst = 0;
+    for (let y = 4; y < 396; y++) for (let x = 4; x < 508; x++) worst = Math.max(worst, Math.abs(st[y * 512 + x]! - ramp(x, y)));
+    expect(worst).toBeLessThan(1e-3);
+  });
+
+  it('blends tiles that disagree with a linear ramp across their overlap', async () => {
+    const { stitchTiles } = await import('../src/model/model.js');
+    // Two 256-px tiles side by side overlapping by 64 px: the left one says 1, the right one 3.
+    const boxes = [
+      { x: 0, y: 0, width: 256, height: 256 },
+      { x: 192, y: 0, width: 256, height: 256 },
+    ];
+    const maps = [new Float32Array(256 * 256).fill(1), new Float32Array(256 * 256).fill(3)];
+    const st = stitchTiles(maps, boxes, 256, 448, 256, 64);
+    const row = Array.from({ length: 448 }, (_, x) => st[128 * 448 + x]!);
+    // Only one tile covers a pixel: its value, exactly.
+    for (let x = 0; x < 192; x++) expect(row[x]).toBeCloseTo(1, 6);
+    for (let x = 256; x < 448; x++) expect(row[x]).toBeCloseTo(3, 6);
+    // Across the overlap each tile's weight ramps down to its edge: strictly increasing, symmetric about
+    // the overlap's middle (value 2 there), and no tile dominates the other's side of the overlap.
+    for (let x = 193; x < 256; x++) expect(row[x]!).toBeGreaterThan(row[x - 1]!);
+    for (let k = 0; k < 32; k++) expect(row[192 + k]! + row[255 - k]!).toBeCloseTo(4, 5);
+    // 8.5 px into the overlap the right tile weighs (8.5/64) against the left one's (55.5/64).
+    expect(row[200]!).toBeCloseTo((55.5 + 3 * 8.5) / 64, 5);
   });
 
   it('fits on native-resolution tiles and scores full-resolution maps (max over tiles)', async () => {

@@ -121,9 +121,11 @@ describe('parity with the PyTorch reference input', () => {
           .map(([k, r]) => `  ${k.padEnd(8)} mean abs ${r.mean.toFixed(5)}  max abs ${r.max.toFixed(4)}`)
           .join('\n'),
     );
-    // One 8-bit grey level is 1/255/0.224 ≈ 0.0175 in normalised units.
+    // The README's claim, "within one grey level": one 8-bit level is at most 1/255/0.224 ≈ 0.0175 in
+    // normalised units (0.224 is the smallest ImageNet std), plus float32 rounding.
+    const oneGreyLevel = 1 / 255 / 0.224;
     expect(results.linear!.mean).toBeLessThan(0.005);
-    expect(results.linear!.max).toBeLessThan(0.036);
+    expect(results.linear!.max).toBeLessThanOrEqual(oneGreyLevel + 1e-6);
     for (const k of ['cubic', 'lanczos3', 'nearest']) expect(results.linear!.mean).toBeLessThan(results[k]!.mean);
   });
 });
