@@ -4,7 +4,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { isPartscanError, type PartscanErrorCode } from '../src/errors.js';
 import { buildResNetOnnx } from '../src/backbone/resnet.js';
 import { encodeSafetensors, SafeTensors } from '../src/backbone/safetensors.js';
@@ -174,6 +174,30 @@ describe('weights download and cache', () => {
     expect(e.message).toContain(file);
     expect(e.message).toMatch(/delete .* to re-download/);
     expect(hits.get('/ok/model.safetensors')).toBe(before);
+  });
+
+  it('refuses bytes from the official registry URL whose sha256 is not the registry\'s, caching nothing', async () => {
+    // No override: the registry's own URL is requested (and answered here by the local server with the
+    // fixture weights, a valid ResNet50 file but not the published one), so its sha256 is checked.
+    const official = BACKBONES.resnet50!.url!;
+    const realFetch = globalThis.fetch;
+    const requested: string[] = [];
+    const spy = vi.spyOn(globalThis, 'fetch').mockImplementation((input, init) => {
+      requested.push(String(input));
+      return realFetch(String(input) === official ? `${base}/ok/model.safetensors` : input, init);
+    });
+    const cacheDir = path.join(tmp, 'official-sha');
+    try {
+      const e = await caught(() => resolveBackbone({ backbone: 'resnet50', cacheDir }));
+      expectCode(e, 'WEIGHTS_CHECKSUM');
+      expect(e.message).toContain(official);
+      expect(e.message).toContain(BACKBONES.resnet50!.sha256!);
+      expect(e.message).toContain(sha(refBytes));
+    } finally {
+      spy.mockRestore();
+    }
+    expect(requested).toEqual([official]);
+    expect(await filesUnder(cacheDir)).toEqual([]);
   });
 
   it('fails offline when the weights are not cached, and uses --weights files without any download', async () => {
