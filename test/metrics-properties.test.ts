@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { argsortFloat32, aupro, auroc, f1Max, labelComponents, pixelAuroc } from '../src/metrics/index.js';
+import { f1AdaptiveThreshold } from '../src/postprocess/thresholds.js';
 
 /** O(n²) pairwise AUROC: the definition, ties counting ½. */
 function naiveAuroc(scores: number[], labels: boolean[]): number {
@@ -175,7 +176,18 @@ describe('f1Max properties', () => {
         if (r.precision + r.recall > 0) {
           expect(r.f1).toBeCloseTo((2 * r.precision * r.recall) / (r.precision + r.recall), 12);
         }
-        expect(s).toContain(r.threshold);
+        // The cut convention: scores strictly above the threshold are flagged, and they give that F1.
+        let tp = 0;
+        let fp = 0;
+        s.forEach((v, i) => {
+          if (v > r.threshold) l[i] ? tp++ : fp++;
+        });
+        const positives = l.filter(Boolean).length;
+        expect((2 * tp) / (tp + fp + positives)).toBeCloseTo(r.f1, 12);
+        // The threshold lies between distinct scores: no score sits on it.
+        expect(s).not.toContain(r.threshold);
+        // Same data, same answer as calibration's F1-adaptive threshold.
+        expect(f1AdaptiveThreshold(s, l)).toEqual(r);
       }),
       { numRuns: 300 },
     );

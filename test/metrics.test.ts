@@ -197,21 +197,34 @@ describe('aupro', () => {
 
 describe('f1Max', () => {
   it('matches a hand-computed sweep', () => {
-    // thresholds 0.8: F1 ⅔; 0.4: ½; 0.35: TP2 FP1 → 0.8; 0.1: ⅔.
+    // cuts above 0.8: F1 ⅔; above 0.4: ½; above 0.35: TP2 FP1 → 0.8; above 0.1: ⅔.
     const r = f1Max([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]);
     expect(r.f1).toBeCloseTo(0.8, 12);
-    expect(r.threshold).toBe(0.35);
+    // Midway between the lowest flagged score (0.35) and the next lower one (0.1).
+    expect(r.threshold).toBeCloseTo(0.225, 12);
     expect(r.precision).toBeCloseTo(2 / 3, 12);
     expect(r.recall).toBe(1);
   });
 
-  it('keeps ties on one side of the cut and prefers the highest threshold among equal F1', () => {
-    // A tie between a positive and a negative cannot be split: best cut is ≥ 0.5 (TP1 FP1).
-    expect(f1Max([0.5, 0.5], [0, 1])).toEqual({ f1: 2 / 3, threshold: 0.5, precision: 0.5, recall: 1 });
-    // Perfect separation: F1 1 at the lowest positive score.
-    expect(f1Max([0.1, 0.2, 0.7, 0.9], [0, 0, 1, 1]).threshold).toBe(0.7);
+  it('keeps ties on one side of the cut and prefers the lower cut among equal F1', () => {
+    // A tie between a positive and a negative cannot be split: everything flagged (TP1 FP1), threshold a
+    // hair below the minimum.
+    const tie = f1Max([0.5, 0.5], [0, 1]);
+    expect(tie).toMatchObject({ f1: 2 / 3, precision: 0.5, recall: 1 });
+    expect(tie.threshold).toBeLessThan(0.5);
+    expect(tie.threshold).toBeGreaterThan(0.5 - 1e-5);
+    // Perfect separation: F1 1, threshold midway between the classes.
+    expect(f1Max([0.1, 0.2, 0.7, 0.9], [0, 0, 1, 1]).threshold).toBeCloseTo(0.45, 12);
+    const lowVsHigh = f1Max([0.9, 0.5, 0.4, 0.1], [1, 0, 1, 0]); // above 0.5: F1 ⅔; above 0.1: TP2 FP1 → 0.8
+    expect(lowVsHigh.threshold).toBeCloseTo(0.25, 12);
+    // Equal F1: above 0.8 gives ⅔ (TP1 FP0 of P2), above 0.2 gives ⅔ too (TP2 FP2): the lower cut wins.
+    const equalF1 = f1Max([1, 0.8, 0.6, 0.4, 0.2], [1, 0, 0, 1, 0]);
+    expect(equalF1.f1).toBeCloseTo(2 / 3, 12);
+    expect(equalF1.threshold).toBeCloseTo(0.3, 12);
     // Only positives: everything flagged.
-    expect(f1Max([0.3, 0.1], [1, 1])).toEqual({ f1: 1, threshold: 0.1, precision: 1, recall: 1 });
+    const all = f1Max([0.3, 0.1], [1, 1]);
+    expect(all).toMatchObject({ f1: 1, precision: 1, recall: 1 });
+    expect(all.threshold).toBeLessThan(0.1);
   });
 
   it('returns NaN without positives', () => {

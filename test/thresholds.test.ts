@@ -316,3 +316,21 @@ describe('selectThresholds', () => {
     );
   });
 });
+
+describe('one precision/recall sweep for eval and calibration', () => {
+  it("eval's F1-max threshold is the F1-adaptive image threshold calibration stores for the same data", async () => {
+    const { f1Max } = await import('../src/metrics/f1.js');
+    const scores = fc.array(fc.double({ min: 0, max: 50, noNaN: true }), { minLength: 1, maxLength: 40 });
+    fc.assert(
+      fc.property(scores, scores, fc.boolean(), (good, defect, roundScores) => {
+        // Rounded scores force ties across the classes.
+        const [g, d] = roundScores ? [good.map(Math.round), defect.map(Math.round)] : [good, defect];
+        const { thresholds } = selectThresholds({ good: { imageScores: g, pixelMaps: [Float32Array.of(1, 2)] }, defect: { imageScores: d } });
+        const evalCut = f1Max([...g, ...d], [...g.map(() => 0), ...d.map(() => 1)]);
+        expect(thresholds.method.image).toBe('f1-adaptive');
+        expect(thresholds.image).toBe(evalCut.threshold);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});

@@ -14,6 +14,7 @@
  */
 
 import { PartscanError, type PartscanWarning } from '../errors.js';
+import { bestF1Cut, type F1Cut } from '../metrics/pr-sweep.js';
 import type { NormalizationStats } from './normalize.js';
 
 /** Good-only rule: the q-quantile of good scores (linear interpolation between order statistics, "type 7"). */
@@ -100,17 +101,8 @@ export interface Thresholds {
 /** A part's verdict. */
 export type Verdict = 'OK' | 'NG' | 'UNCERTAIN';
 
-/** The threshold that maximises F1, with the precision and recall at that cut. */
-export interface F1Threshold {
-  /** Raw threshold; scores strictly above it are predicted anomalous. */
-  threshold: number;
-  /** Best F1. */
-  f1: number;
-  /** Precision at the cut. */
-  precision: number;
-  /** Recall at the cut. */
-  recall: number;
-}
+/** The threshold that maximises F1, with the precision and recall at that cut (scores strictly above it are predicted anomalous). */
+export type F1Threshold = F1Cut;
 
 /** Normalisation statistics for image scores. */
 export function imageNormalization(t: Thresholds): NormalizationStats {
@@ -262,46 +254,6 @@ export function pixelThresholdFromGood(
   return quantileSorted(pool.subarray(0, n).sort(), rule.q);
 }
 
-type SortedPool = Float32Array | Float64Array;
-
-/**
- * Walks the precision/recall curve from the highest score down over ascending-sorted positive and
- * negative pools, one distinct score at a time (ties move together, so every cut lies between two
- * distinct values), and returns the F1-best cut. On equal F1 the lower cut wins (more recall, as
- * anomalib's argmax over ascending thresholds). The threshold is the midpoint between the lowest
- * score predicted anomalous and the next lower distinct score; below the overall minimum it is the
- * minimum minus a hair (10⁻⁶ of the score range).
- */
-function f1FromSortedPools(pos: SortedPool, neg: SortedPool): F1Threshold {
-  const totalPos = pos.length;
-  let i = pos.length - 1;
-  let j = neg.length - 1;
-  let tp = 0;
-  let fp = 0;
-  const lowest = Math.min(pos[0]!, neg.length ? neg[0]! : Infinity);
-  const highest = Math.max(pos[pos.length - 1]!, neg.length ? neg[neg.length - 1]! : -Infinity);
-  const hair = (highest - lowest) * 1e-6 || Math.abs(lowest) * 1e-6 || 1e-6;
-  let best: F1Threshold = { threshold: NaN, f1: -1, precision: 0, recall: 0 };
-  while (tp < totalPos) {
-    const v = Math.max(i >= 0 ? pos[i]! : -Infinity, j >= 0 ? neg[j]! : -Infinity);
-    while (i >= 0 && pos[i] === v) {
-      tp++;
-      i--;
-    }
-    while (j >= 0 && neg[j] === v) {
-      fp++;
-      j--;
-    }
-    const f1 = (2 * tp) / (tp + fp + totalPos);
-    if (f1 >= best.f1) {
-      const next = Math.max(i >= 0 ? pos[i]! : -Infinity, j >= 0 ? neg[j]! : -Infinity);
-      const threshold = next === -Infinity ? v - hair : (v + next) / 2;
-      best = { threshold, f1, precision: tp / (tp + fp), recall: tp / totalPos };
-    }
-  }
-  return best;
-}
-
 function noPositives(what: string): PartscanError {
   return new PartscanError('THRESHOLD', `F1-adaptive threshold needs at least one defective ${what}; none was given.`, {
     remedy: 'add labelled defective samples, or use a good-only threshold rule',
@@ -332,7 +284,7 @@ export function f1AdaptiveThreshold(scores: ArrayLike<number>, labels: ArrayLike
     if (labels[i]) pos[p++] = scores[i]!;
     else neg[q++] = scores[i]!;
   }
-  return f1FromSortedPools(pos.sort(), neg.sort());
+  return bestF1Cut(pos.sort(), neg.sort());
 }
 
 /**
@@ -383,7 +335,7 @@ export function pixelF1Threshold(
       else neg[q++] = m[i]!;
     }
   });
-  return f1FromSortedPools(pos.sort(), neg.sort());
+  return bestF1Cut(pos.sort(), neg.sort());
 }
 
 /** Calibration scores: good parts (required) and optionally labelled defective parts. */
