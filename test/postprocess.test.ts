@@ -298,3 +298,19 @@ describe('upsample + blur as an ONNX graph (scoring and export)', () => {
     }
   });
 });
+
+describe('resizeNearest', () => {
+  it('upsampling by an integer factor repeats each pixel as a block; downsampling back restores the mask', async () => {
+    const { resizeNearest } = await import('../src/postprocess/resize.js');
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 0, max: 2 ** 31 - 1 }), (w, h, k, seed) => {
+        const mask = Uint8Array.from({ length: w * h }, (_, i) => ((seed >>> (i % 31)) & 1) * (1 + (i % 3)));
+        const up = resizeNearest(mask, w, h, w * k, h * k);
+        for (let y = 0; y < h * k; y++) for (let x = 0; x < w * k; x++) expect(up[y * w * k + x]).toBe(mask[Math.floor(y / k) * w + Math.floor(x / k)]);
+        expect(resizeNearest(up, w * k, h * k, w, h)).toEqual(mask);
+        expect(resizeNearest(mask, w, h, w, h)).toBe(mask);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

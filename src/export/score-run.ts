@@ -9,7 +9,7 @@ import { PartscanError } from '../errors.js';
 import type { Model, ProgressEvent, ScoreResult } from '../model/model.js';
 import { PARTSCAN_VERSION } from '../model/model.js';
 import { loadRgb } from '../preprocess/preprocess.js';
-import { resizeBilinear } from '../postprocess/resize.js';
+import { resizeBilinear, resizeNearest } from '../postprocess/resize.js';
 import type { Thresholds } from '../postprocess/thresholds.js';
 import { ensureOutputDir } from '../util/atomic-write.js';
 import { writeHeatmap16Png, writeImagePng, writeMaskPng, writeOverlayPng } from './images.js';
@@ -187,7 +187,7 @@ export async function exportScoredImage(
     const { width: w, height: h } = rgb;
     const normMap = calibrated ? r.normalizedMap! : minMaxNormalize(r.anomalyMap);
     const mapped = toExportSize(model, r, normMap, w, h);
-    const mask = calibrated && r.mask ? nearestResize(r.mask, r.mapWidth, r.mapHeight, w, h) : new Uint8Array(w * h);
+    const mask = calibrated && r.mask ? resizeNearest(r.mask, r.mapWidth, r.mapHeight, w, h) : new Uint8Array(w * h);
     const file = (kind: string) => `${stem}.${kind}.png`;
     if (want.overlay) {
       await writeOverlayPng(path.join(outDir, file('overlay')), rgb, mapped, mask);
@@ -338,19 +338,5 @@ function minMaxNormalize(map: Float32Array): Float32Array {
   const out = new Float32Array(map.length);
   const span = hi - lo;
   if (span > 0) for (let i = 0; i < map.length; i++) out[i] = (map[i]! - lo) / span;
-  return out;
-}
-
-/** Nearest-neighbour resize of a 0/1 mask (pixel centres), keeping it binary. */
-function nearestResize(mask: Uint8Array, sw: number, sh: number, dw: number, dh: number): Uint8Array {
-  if (sw === dw && sh === dh) return mask;
-  const out = new Uint8Array(dw * dh);
-  for (let y = 0; y < dh; y++) {
-    const sy = Math.min(sh - 1, Math.floor(((y + 0.5) * sh) / dh));
-    for (let x = 0; x < dw; x++) {
-      const sx = Math.min(sw - 1, Math.floor(((x + 0.5) * sw) / dw));
-      out[y * dw + x] = mask[sy * sw + sx]!;
-    }
-  }
   return out;
 }

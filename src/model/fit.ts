@@ -14,6 +14,7 @@ import { StatsKernels } from '../stats/ort-kernels.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
 import { preprocessBatch, preprocessTiles } from '../preprocess/preprocess.js';
+import { resizeNearest } from '../postprocess/resize.js';
 import { selectThresholds, type Thresholds } from '../postprocess/thresholds.js';
 import type { PreprocessOptions, Tensor4D } from '../types.js';
 import { imageFingerprint } from '../guards/fingerprint.js';
@@ -306,15 +307,7 @@ async function roiAtModelSize(file: string, reference: string, size: number): Pr
   const { readRoiMask } = await import('../postprocess/roi.js');
   const info = await readImageInfo(reference);
   const full = await readRoiMask(file, info.width, info.height);
-  const out = new Uint8Array(size * size);
-  for (let y = 0; y < size; y++) {
-    const sy = Math.min(info.height - 1, Math.floor(((y + 0.5) * info.height) / size));
-    for (let x = 0; x < size; x++) {
-      const sx = Math.min(info.width - 1, Math.floor(((x + 0.5) * info.width) / size));
-      out[y * size + x] = full[sy * info.width + sx]!;
-    }
-  }
-  return out;
+  return resizeNearest(full, info.width, info.height, size, size);
 }
 
 /**

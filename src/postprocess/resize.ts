@@ -83,3 +83,20 @@ export function resizeBilinear(
 export function mapToOriginal(map: ArrayLike<number>, size: number, origW: number, origH: number): Float32Array {
   return resizeBilinear(map, size, size, origW, origH);
 }
+
+/**
+ * Nearest-neighbour resize of a mask (0/1 or any labels), sampling at pixel centres, so values stay
+ * exactly as they were (a binary mask stays binary). Returns `mask` itself when the size is unchanged.
+ */
+export function resizeNearest(mask: Uint8Array, sw: number, sh: number, dw: number, dh: number): Uint8Array {
+  if (sw === dw && sh === dh) return mask;
+  const out = new Uint8Array(dw * dh);
+  for (let y = 0; y < dh; y++) {
+    const sy = Math.min(sh - 1, Math.floor(((y + 0.5) * sh) / dh));
+    for (let x = 0; x < dw; x++) {
+      const sx = Math.min(sw - 1, Math.floor(((x + 0.5) * sw) / dw));
+      out[y * dw + x] = mask[sy * sw + sx]!;
+    }
+  }
+  return out;
+}
