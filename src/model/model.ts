@@ -821,5 +821,3 @@ function checkTensor(t: Tensor4D, size: number): void {
   }
 }
 
-// The contamination check lives in contamination.ts; re-exported here for existing importers.
-export { robustZ, CONTAMINATION_Z } from './contamination.js';
