@@ -394,12 +394,13 @@ async function infoCommand(modelFile: string, f: { json?: boolean }, io: CliIo):
   return EXIT_OK;
 }
 
-async function demoCommand(f: { dir: string; json?: boolean; cacheDir?: string }, io: CliIo): Promise<number> {
+async function demoCommand(f: { dir: string; json?: boolean; cacheDir?: string; backbone?: string }, io: CliIo): Promise<number> {
   const progress = createProgress();
   let result;
   try {
     result = await runDemo({
       dir: f.dir,
+      ...(f.backbone ? { backbone: f.backbone } : {}),
       onProgress: progress.onProgress,
       ...(f.cacheDir ? { cacheDir: f.cacheDir } : {}),
       onStep: (m) => {
@@ -417,7 +418,7 @@ async function demoCommand(f: { dir: string; json?: boolean; cacheDir?: string }
   const m = result.metrics;
   io.out(
     [
-      `partscan demo (${result.backbone}${result.backboneNote ? ', random weights' : ''}) — ${result.seconds.toFixed(1)} s`,
+      `partscan demo — ${result.backboneNote} — ${result.seconds.toFixed(1)} s`,
       `image AUROC ${fmtNum(m.image_auroc)}  pixel AUROC ${fmtNum(m.pixel_auroc)}  AUPRO ${fmtNum(m.aupro)}  F1-max ${fmtNum(m.image_f1_max)}  (${m.n_good} good, ${m.n_defect} defective)`,
       `model   ${result.modelPath}`,
       `report  ${result.reportPath}`,
@@ -451,8 +452,8 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .addOption(new Option('--backbone <name>', `backbone: ${Object.keys(BACKBONES).join(', ')}, or an .onnx file`))
     .option('--layers <a,b,c>', 'feature layers (required for .onnx backbones)', listArg)
     .option('--weights <file>', 'local safetensors weights for a registry ResNet (no download)')
-    .option('--channels <d>', 'embedding size d (default 100)', intArg('--channels', 1))
-    .option('--image-size <px>', 'network input side (default 256)', intArg('--image-size', 32))
+    .option('--channels <d>', 'embedding size d (default 100; all 152 for mobilenetv2-int8)', intArg('--channels', 1))
+    .option('--image-size <px>', 'network input side (default 256; 224 for mobilenetv2-int8)', intArg('--image-size', 32))
     .option('--seed <n>', 'seed of the channel choice and calibration split (default 0)', intArg('--seed', 0))
     .option('--calibration-split <share>', 'share of good images held out for thresholds (default 0.1)', shareArg)
     .option('--calibration <dir>', 'separate good images for calibration (instead of a split)')
@@ -529,8 +530,9 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .description('offline end-to-end demo on generated synthetic parts: fit, evaluate, report')
     .option('--dir <dir>', 'work folder', 'partscan-demo')
     .option('--cache-dir <dir>', 'backbone weights cache')
+    .option('--backbone <name>', 'registry backbone (default mobilenetv2-int8, shipped; resnet50-random for a smoke run)')
     .option('--json', 'print one JSON object')
-    .action(run((flags: { dir: string; json?: boolean; cacheDir?: string }) => demoCommand(flags, io)));
+    .action(run((flags: { dir: string; json?: boolean; cacheDir?: string; backbone?: string }) => demoCommand(flags, io)));
 
   return program;
 }
