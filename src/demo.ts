@@ -7,10 +7,9 @@ import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { generateSyntheticParts } from '../datasets/synthetic.js';
 import { BACKBONES } from '../models/registry.js';
-import { evaluateModel } from './model/evaluate.js';
+import { evaluateModel, type Evaluation } from './model/evaluate.js';
 import { fit } from './model/fit.js';
 import type { ProgressEvent } from './model/model.js';
-import type { RunMetrics } from './metrics/evaluate.js';
 import { writeScoredRun } from './export/score-run.js';
 import { writeReport } from './report/html.js';
 
@@ -33,8 +32,8 @@ export interface DemoOptions {
 
 /** What {@link runDemo} produced. */
 export interface DemoResult {
-  /** Test-split metrics of the fitted model on the synthetic parts. */
-  metrics: RunMetrics;
+  /** Test-split metrics of the fitted model on the synthetic parts, with its verdict quality. */
+  metrics: Evaluation['metrics'];
   /** The HTML QA report. */
   reportPath: string;
   /** The saved model. */

@@ -28,6 +28,8 @@ import { writeReport } from '../report/html.js';
 import { ensureOutputDir } from '../util/atomic-write.js';
 import { runDemo } from '../demo.js';
 import { errorLine, fmtNum, formatBytes, formatTable, toJson } from './format.js';
+import { formatVerdictLine, formatVerdictTable } from './format-verdicts.js';
+import type { VerdictQuality } from '../metrics/verdicts.js';
 import { expandImageArgs } from './inputs.js';
 import { createProgress } from './progress.js';
 
@@ -334,6 +336,8 @@ async function evalCommand(modelFile: string, dataset: string, f: EvalFlags, io:
     ...Object.entries(m.per_defect).map(([k, s]) => [k, fmtNum(s.image_auroc), fmtNum(s.pixel_auroc), fmtNum(s.aupro), fmtNum(s.image_f1_max), `${m.n_good}/${s.n_defect}`]),
   ];
   io.out(formatTable(['set', 'image AUROC', 'pixel AUROC', 'AUPRO', 'F1-max', 'good/defect'], rows) + '\n');
+  const verdicts = output.verdicts as VerdictQuality | null;
+  io.out(verdicts ? `\nat the model's threshold:\n${formatVerdictTable(verdicts)}\n` : '\nverdicts: none (the model has no thresholds)\n');
   io.out(`\n${m.seconds.toFixed(1)} s${f.out ? ` — scored run in ${path.resolve(f.out)}` : ''}\n`);
   return code;
 }
@@ -420,6 +424,7 @@ async function demoCommand(f: { dir: string; json?: boolean; cacheDir?: string; 
     [
       `partscan demo — ${result.backboneNote} — ${result.seconds.toFixed(1)} s`,
       `image AUROC ${fmtNum(m.image_auroc)}  pixel AUROC ${fmtNum(m.pixel_auroc)}  AUPRO ${fmtNum(m.aupro)}  F1-max ${fmtNum(m.image_f1_max)}  (${m.n_good} good, ${m.n_defect} defective)`,
+      ...(m.verdicts ? [formatVerdictLine(m.verdicts)] : []),
       `model   ${result.modelPath}`,
       `report  ${result.reportPath}`,
     ].join('\n') + '\n',
