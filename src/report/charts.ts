@@ -9,7 +9,7 @@ import { auroc } from '../metrics/auroc.js';
 import { rocCurve } from '../metrics/roc.js';
 import { verdictQuality, type VerdictCounts, type VerdictSetQuality } from '../metrics/verdicts.js';
 import { escapeHtml } from './escape.js';
-import { axes, bar, legend, linearScale, niceTicks, plotBox, polyline, svgRoot, vline, type Frame } from './svg.js';
+import { axes, bar, legend, linearScale, niceStep, niceTicks, plotBox, polyline, svgRoot, vline, type Frame } from './svg.js';
 
 /** Label of good parts in evaluation runs (the loaders' convention). */
 const GOOD = 'good';
@@ -53,7 +53,7 @@ export function scoreHistogram(results: readonly ImageResult[]): ScoreHistogram 
   const min = Math.min(0, ...scores);
   const max = Math.max(1, ...scores);
   let width = BIN_WIDTHS.find((w) => Math.ceil(max / w) - Math.floor(min / w) < MAX_BINS);
-  if (width === undefined) width = Math.max(1, niceTicks(0, (max - min) / MAX_BINS, 1)[1] ?? 1);
+  if (width === undefined) width = Math.max(1, niceStep((max - min) / (MAX_BINS - 2)));
   const first = Math.floor(min / width);
   const bins = Math.max(1, Math.ceil(Math.round((max / width) * 1e9) / 1e9) - first);
   const lo = first * width;

@@ -29,14 +29,18 @@ export function linearScale(domain: readonly [number, number], range: readonly [
   };
 }
 
+/** The smallest round step (1, 2 or 5 × 10^k) of at least `raw` (> 0). */
+export function niceStep(raw: number): number {
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  return [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+}
+
 /**
  * About `count` round tick values (steps of 1, 2 or 5 × 10^k) covering [lo, hi], inside the interval.
  */
 export function niceTicks(lo: number, hi: number, count = 5): number[] {
   if (!(Number.isFinite(lo) && Number.isFinite(hi)) || hi <= lo) return Number.isFinite(lo) ? [lo] : [];
-  const raw = (hi - lo) / Math.max(1, count);
-  const mag = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;
+  const step = niceStep((hi - lo) / Math.max(1, count));
   const ticks: number[] = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) ticks.push(Number(v.toPrecision(12)));
   return ticks;
