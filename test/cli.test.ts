@@ -184,7 +184,13 @@ describe('partscan CLI', () => {
     const r = await cli(['demo', '--dir', dir, '--json'], 280_000);
     expect(r.code, r.stderr).toBe(0);
     const result = JSON.parse(r.stdout);
-    expect(result.metrics.image_auroc).toBeGreaterThan(0.5);
+    // The bundled ImageNet backbone, no download: real detection on the first run.
+    expect(result.backbone).toBe('mobilenetv2-int8');
+    expect(result.backboneNote).toMatch(/shipped with partscan/);
+    expect(result.metrics.image_auroc).toBeGreaterThanOrEqual(0.95);
+    const v = result.metrics.verdicts;
+    expect(v.confusion.good.OK + v.confusion.good.NG + v.confusion.good.UNCERTAIN).toBe(result.metrics.n_good);
+    expect(v.confusion.defect.NG).toBeGreaterThanOrEqual(20);
     expect(existsSync(result.reportPath)).toBe(true);
     expect(existsSync(result.modelPath)).toBe(true);
   }, 300_000);
