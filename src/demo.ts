@@ -100,8 +100,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   try {
     const modelPath = path.join(dir, 'model.partscan');
     // The backbone is rebuilt offline from its name (bundled file, random seed or cached weights), so
-    // the demo model need not carry the graph.
-    await model.save(modelPath, { embedBackbone: false });
+    // the demo model need not carry the graph; nobody resumes the demo, so no resume statistics.
+    await model.save(modelPath, { embedBackbone: false, resumable: false });
     model.modelFile = modelPath;
 
     step('scoring and evaluating the test split');
