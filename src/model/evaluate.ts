@@ -21,7 +21,8 @@ export interface Evaluation {
 
 /**
  * Scores a dataset's test split and computes image AUROC, pixel AUROC, AUPRO and F1-max (overall and
- * per defect type), and the quality of the model's own verdicts (escape and false-reject rates). Ground-truth masks are resized (nearest) to the model's map size.
+ * per defect type), and the quality of the model's own verdicts (escape and false-reject rates).
+ * Ground-truth masks are resized (nearest) to the model's map size.
  */
 export async function evaluateModel(
   model: Model,

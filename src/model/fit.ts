@@ -115,7 +115,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     const d = opts.channels ?? defaults.channels ?? DEFAULT_CHANNELS;
     if (!Number.isInteger(d) || d < 1 || d > total) {
       throw new PartscanError('OPTIONS', `--channels must be an integer in 1..${total} for backbone ${backbone.identity.name}, got ${d}.`, {
-        remedy: 'use e.g. 100 (default) or 550',
+        remedy: total > 550 ? 'use e.g. 100 (default) or 550' : `use at most ${total} (all channels)`,
       });
     }
     channelIndices = selectChannels(total, d, seed);
