@@ -37,21 +37,13 @@ import {
   suggestFeatureLayers,
 } from '../src/backbone/onnx-surgery.js';
 
-/** A registry entry: a ResNet whose weights are downloaded or generated from a seed, or an ONNX graph shipped in the package. */
-export interface BackboneRegistryEntry {
-  /** Architecture the graph is built for (the ResNet entries; unset for 'bundled'). */
-  arch?: ResNetArch;
-  /**
-   * 'download': published ImageNet weights fetched once into the cache; 'random': generated from a
-   * seed, no download; 'bundled': an ONNX graph shipped in the package's models/ folder, no download,
-   * verified by `sha256` on every load.
-   */
-  kind: 'download' | 'random' | 'bundled';
+/** Fields every registry entry has. */
+interface RegistryEntryBase {
   /** One-line description for `--help` and docs. */
   description: string;
   /** Download URL (safetensors with torchvision key names), for 'download' entries. */
   url?: string;
-  /** File name in the cache's weights/ folder, for 'download' entries. */
+  /** File name in the cache's weights/ folder ('download'), or in the package's models/ folder ('bundled'). */
   fileName?: string;
   /** Exact size in bytes when known; `undefined` = unknown, not checked. */
   bytes?: number;
@@ -60,17 +52,37 @@ export interface BackboneRegistryEntry {
   /**
    * sha256 of the published file (the Git LFS object id shown by the hub), checked on download from
    * the registry URL. Not applied to a `weightsUrl` override, which may serve other bytes.
+   * For 'bundled' entries: of the shipped file, checked on every load.
    */
   sha256?: string;
   /** Licence of the weights. */
   license: string;
-  /** For 'bundled' entries: the feature tensors (strides 4/8/16) used by default. */
-  layers?: string[];
   /** Embedding size d used when `channels` is not given (default: {@link DEFAULT_CHANNELS}). */
   defaultChannels?: number;
   /** Network input side used when `imageSize` is not given (default: the preprocessing default). */
   defaultImageSize?: number;
 }
+
+/** A ResNet whose weights are downloaded ('download') or generated from a seed ('random'). */
+export interface ResNetRegistryEntry extends RegistryEntryBase {
+  /** Architecture the graph is built for. */
+  arch: ResNetArch;
+  /** 'download': published ImageNet weights fetched once into the cache; 'random': generated from a seed, no download. */
+  kind: 'download' | 'random';
+}
+
+/** An ONNX graph shipped in the package's models/ folder: no download, verified by sha256 on every load. */
+export interface BundledRegistryEntry extends RegistryEntryBase {
+  arch?: undefined;
+  kind: 'bundled';
+  fileName: string;
+  sha256: string;
+  /** The feature tensors used by default (strides 4/8/16). */
+  layers: string[];
+}
+
+/** A registry entry. */
+export type BackboneRegistryEntry = ResNetRegistryEntry | BundledRegistryEntry;
 
 /**
  * Known backbones. The ImageNet weights are torchvision's original (IMAGENET1K_V1) checkpoints as
@@ -182,8 +194,7 @@ export async function resolveBackbone(spec: BackboneSpec = {}): Promise<Resolved
     });
   }
   if (entry.kind === 'bundled') return resolveBundled(backbone, entry, spec);
-  const arch = entry.arch!;
-  const info = resnetLayerInfo(arch);
+  const info = resnetLayerInfo(entry.arch);
   const layers = pickLayers(backbone, info.layers, spec.layers);
   const pick = <T>(values: T[]): T[] => layers.map((l) => values[info.layers.indexOf(l)]!);
   const cacheDir = resolveCacheDir(spec.cacheDir);
@@ -192,7 +203,7 @@ export async function resolveBackbone(spec: BackboneSpec = {}): Promise<Resolved
     if (spec.weights !== undefined) {
       throw new PartscanError('OPTIONS', `Backbone ${backbone} generates its weights; --weights ${spec.weights} cannot be used with it.`, {
         file: spec.weights,
-        remedy: `drop --weights, or use --backbone ${arch} with that file`,
+        remedy: `drop --weights, or use --backbone ${entry.arch} with that file`,
       });
     }
     const seed = spec.seed ?? 0;
@@ -202,7 +213,7 @@ export async function resolveBackbone(spec: BackboneSpec = {}): Promise<Resolved
     const key = `${backbone}-seed${seed}-builder${RESNET_BUILDER_VERSION}`;
     let onnx = await readCachedOnnx(cacheDir, key);
     if (!onnx) {
-      onnx = buildResNetOnnx(arch, randomResNetWeights(arch, seed), { source: `${backbone} (seed ${seed})` });
+      onnx = buildResNetOnnx(entry.arch, randomResNetWeights(entry.arch, seed), { source: `${backbone} (seed ${seed})` });
       await writeCachedOnnx(cacheDir, key, onnx, { backbone, seed, builderVersion: RESNET_BUILDER_VERSION });
     }
     return {
@@ -227,19 +238,19 @@ export async function resolveBackbone(spec: BackboneSpec = {}): Promise<Resolved
     weights = SafeTensors.fromBytes(bytes, weightsFile);
   }
   const detected = detectResNetArch(weights);
-  if (detected !== undefined && detected !== arch) {
+  if (detected !== undefined && detected !== entry.arch) {
     // checkResNetWeights would say the same; this message also suggests the right backbone name.
-    throw new PartscanError('BACKBONE_MISMATCH', `Weights ${weightsFile} are a ${detected}, but backbone ${backbone} (${arch}) was requested.`, {
+    throw new PartscanError('BACKBONE_MISMATCH', `Weights ${weightsFile} are a ${detected}, but backbone ${backbone} (${entry.arch}) was requested.`, {
       file: weightsFile,
-      remedy: `use --backbone ${Object.keys(BACKBONES).find((k) => BACKBONES[k]!.arch === detected && BACKBONES[k]!.kind === 'download') ?? detected}, or ${arch} weights`,
+      remedy: `use --backbone ${Object.keys(BACKBONES).find((k) => BACKBONES[k]!.arch === detected && BACKBONES[k]!.kind === 'download') ?? detected}, or ${entry.arch} weights`,
     });
   }
-  checkResNetWeights(arch, weights, weightsFile);
-  const key = `${arch}-w${sha256}-builder${RESNET_BUILDER_VERSION}`;
+  checkResNetWeights(entry.arch, weights, weightsFile);
+  const key = `${entry.arch}-w${sha256}-builder${RESNET_BUILDER_VERSION}`;
   let onnx = await readCachedOnnx(cacheDir, key);
   if (!onnx) {
-    onnx = buildResNetOnnx(arch, weights, { source: weightsFile });
-    await writeCachedOnnx(cacheDir, key, onnx, { arch: arch, weightsSha256: sha256, builderVersion: RESNET_BUILDER_VERSION });
+    onnx = buildResNetOnnx(entry.arch, weights, { source: weightsFile });
+    await writeCachedOnnx(cacheDir, key, onnx, { arch: entry.arch, weightsSha256: sha256, builderVersion: RESNET_BUILDER_VERSION });
   }
   return { onnx, identity: { name: backbone, sha256, layers, strides: pick(info.strides), channels: pick(info.channels) } };
 }
@@ -270,7 +281,7 @@ async function readWeightsBytes(file: string): Promise<Uint8Array> {
 }
 
 /** Path of the registry weights in the cache, downloading them first when absent (unless offline). */
-async function ensureDownloaded(name: string, entry: BackboneRegistryEntry, cacheDir: string, spec: BackboneSpec): Promise<string> {
+async function ensureDownloaded(name: string, entry: ResNetRegistryEntry, cacheDir: string, spec: BackboneSpec): Promise<string> {
   const file = cachedWeightsPath(cacheDir, entry.fileName!);
   const exists = await fs.stat(file).then(
     (s) => s.isFile(),
@@ -285,8 +296,7 @@ async function ensureDownloaded(name: string, entry: BackboneRegistryEntry, cach
     });
   }
   const official = spec.weightsUrl === undefined;
-  try {
-    await downloadWeights({
+  await downloadWeights({
     url,
     file,
     label: `${name} weights${entry.approxBytes ? ` (about ${Math.round(entry.approxBytes / 1e6)} MB)` : ''}`,
@@ -296,23 +306,20 @@ async function ensureDownloaded(name: string, entry: BackboneRegistryEntry, cach
     // Header-only check: wrong or truncated files are refused before they enter the cache.
     validate: (_tmp, header) =>
       checkResNetShapes(
-        entry.arch!,
+        entry.arch,
         new Map([...header.entries].map(([k, e]) => [k, e.shape])),
         file,
         new Map([...header.entries].map(([k, e]) => [k, e.dtype])),
       ),
-    });
-  } catch (e) {
+  }).catch((e: unknown) => {
     // No network (or a refused download): one error with every way out, never a silent fallback to other features.
-    if (e instanceof PartscanError && e.code === 'WEIGHTS_DOWNLOAD') {
-      throw new PartscanError('WEIGHTS_DOWNLOAD', `The ${name} weights are not cached (${file}) and could not be downloaded: ${e.message.split(' — ')[0]}`, {
-        file,
-        remedy: weightsUnavailableRemedy(name, url),
-        cause: e,
-      });
-    }
-    throw e;
-  }
+    if (!(e instanceof PartscanError && e.code === 'WEIGHTS_DOWNLOAD')) throw e;
+    throw new PartscanError('WEIGHTS_DOWNLOAD', `The ${name} weights are not cached (${file}) and could not be downloaded: ${e.message.split(' — ')[0]}`, {
+      file,
+      remedy: weightsUnavailableRemedy(name, url),
+      cause: e,
+    });
+  });
   return file;
 }
 
@@ -404,14 +411,14 @@ export function bundledModelPath(fileName: string): string {
 }
 
 /** A graph shipped in the package: read, verified against the registry's sha256, features exposed. */
-async function resolveBundled(name: string, entry: BackboneRegistryEntry, spec: BackboneSpec): Promise<ResolvedBackbone> {
+async function resolveBundled(name: string, entry: BundledRegistryEntry, spec: BackboneSpec): Promise<ResolvedBackbone> {
   if (spec.weights !== undefined) {
     throw new PartscanError('OPTIONS', `Backbone ${name} ships with the package; --weights ${spec.weights} cannot be used with it.`, {
       file: spec.weights,
       remedy: 'drop --weights, or use --backbone resnet50 with that file',
     });
   }
-  const file = bundledModelPath(entry.fileName!);
+  const file = bundledModelPath(entry.fileName);
   let model: Uint8Array;
   try {
     const buf = await fs.readFile(file);
@@ -430,7 +437,7 @@ async function resolveBundled(name: string, entry: BackboneRegistryEntry, spec: 
       remedy: 'reinstall partscan to restore the file',
     });
   }
-  const layers = pickLayers(name, entry.layers!, spec.layers);
+  const layers = pickLayers(name, entry.layers, spec.layers);
   const exposed = await exposeFeatureTensors(model, layers, file);
   return { onnx: exposed.onnx, inputName: exposed.inputName, identity: { name, sha256, layers, strides: exposed.strides, channels: exposed.channels } };
 }
