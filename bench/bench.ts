@@ -1,7 +1,7 @@
 /**
  * partscan benchmark: fits and scores a dataset and prints one JSON object.
  *
- *   npm run bench -- [--data ../shared/datasets/mvtec_bottle] [--channels 100] [--image-size 224]
+ *   npm run bench -- [--data ../shared/datasets/mvtec_bottle] [--backbone resnet50|mobilenetv2-int8] [--channels 100] [--image-size 224]
  *                    [--batch 16] [--score-batch N (default: the model's, 8 … 32 by d)] [--threads N] [--latency-samples 20] [--out model.partscan]
  *                    [--no-huge-pages]
  *
@@ -15,7 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fit } from '../src/model/fit.js';
-import { Model } from '../src/model/model.js';
+import { DEFAULT_CHANNELS, Model } from '../src/model/model.js';
+import { backboneDefaults } from '../models/registry.js';
 import { BatchingScorer } from '../src/model/batching-scorer.js';
 import { evaluateModel } from '../src/model/evaluate.js';
 import { loadDataset } from '../datasets/loaders.js';
@@ -24,7 +25,8 @@ import { hugePagesEnabled, relaunchWithHugePages } from '../src/util/huge-pages.
 const { values } = parseArgs({
   options: {
     data: { type: 'string', default: path.resolve(process.cwd(), '..', 'shared', 'datasets', 'mvtec_bottle') },
-    channels: { type: 'string', default: '100' },
+    // Default: the backbone's own (all 152 channels of the bundled mobilenetv2-int8), else 100.
+    channels: { type: 'string' },
     'image-size': { type: 'string', default: '224' },
     batch: { type: 'string', default: '16' },
     'score-batch': { type: 'string' },
@@ -47,7 +49,7 @@ const quantile = (xs: number[], q: number): number => {
 };
 
 async function main(): Promise<void> {
-  const channels = Number(values.channels);
+  const channels = values.channels ? Number(values.channels) : (backboneDefaults(values.backbone!).channels ?? DEFAULT_CHANNELS);
   const imageSize = Number(values['image-size']);
   const threads = values.threads ? Number(values.threads) : undefined;
   const ds = await loadDataset(values.data!);

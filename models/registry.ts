@@ -3,9 +3,10 @@
  * how a user's choice (`--backbone`, `--weights`, `--layers`) becomes an ONNX graph plus the identity
  * recorded in model files. See models/README.md for the user-facing description.
  */
-import { promises as fs } from 'node:fs';
+import { existsSync, promises as fs } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { PartscanError } from '../src/errors.js';
 import { OrtBackbone } from '../src/backbone/ort-backbone.js';
 import { randomResNetWeights } from '../src/backbone/random-weights.js';
@@ -36,17 +37,13 @@ import {
   suggestFeatureLayers,
 } from '../src/backbone/onnx-surgery.js';
 
-/** A registry entry: a ResNet whose weights are downloaded, or generated from a seed. */
-export interface BackboneRegistryEntry {
-  /** Architecture the graph is built for. */
-  arch: ResNetArch;
-  /** 'download': published ImageNet weights fetched once into the cache; 'random': generated from a seed, no download. */
-  kind: 'download' | 'random';
+/** Fields every registry entry has. */
+interface RegistryEntryBase {
   /** One-line description for `--help` and docs. */
   description: string;
   /** Download URL (safetensors with torchvision key names), for 'download' entries. */
   url?: string;
-  /** File name in the cache's weights/ folder, for 'download' entries. */
+  /** File name in the cache's weights/ folder ('download'), or in the package's models/ folder ('bundled'). */
   fileName?: string;
   /** Exact size in bytes when known; `undefined` = unknown, not checked. */
   bytes?: number;
@@ -55,11 +52,37 @@ export interface BackboneRegistryEntry {
   /**
    * sha256 of the published file (the Git LFS object id shown by the hub), checked on download from
    * the registry URL. Not applied to a `weightsUrl` override, which may serve other bytes.
+   * For 'bundled' entries: of the shipped file, checked on every load.
    */
   sha256?: string;
   /** Licence of the weights. */
   license: string;
+  /** Embedding size d used when `channels` is not given (default: {@link DEFAULT_CHANNELS}). */
+  defaultChannels?: number;
+  /** Network input side used when `imageSize` is not given (default: the preprocessing default). */
+  defaultImageSize?: number;
 }
+
+/** A ResNet whose weights are downloaded ('download') or generated from a seed ('random'). */
+export interface ResNetRegistryEntry extends RegistryEntryBase {
+  /** Architecture the graph is built for. */
+  arch: ResNetArch;
+  /** 'download': published ImageNet weights fetched once into the cache; 'random': generated from a seed, no download. */
+  kind: 'download' | 'random';
+}
+
+/** An ONNX graph shipped in the package's models/ folder: no download, verified by sha256 on every load. */
+export interface BundledRegistryEntry extends RegistryEntryBase {
+  arch?: undefined;
+  kind: 'bundled';
+  fileName: string;
+  sha256: string;
+  /** The feature tensors used by default (strides 4/8/16). */
+  layers: string[];
+}
+
+/** A registry entry. */
+export type BackboneRegistryEntry = ResNetRegistryEntry | BundledRegistryEntry;
 
 /**
  * Known backbones. The ImageNet weights are torchvision's original (IMAGENET1K_V1) checkpoints as
@@ -101,6 +124,18 @@ export const BACKBONES: Record<string, BackboneRegistryEntry> = {
     kind: 'random',
     description: 'ResNet-50 with seeded random (Kaiming) weights: no download; for tests and smoke runs, not for real inspection',
     license: 'none (generated)',
+  },
+  'mobilenetv2-int8': {
+    kind: 'bundled',
+    description: 'MobileNetV2-1.0 int8, ONNX Model Zoo ImageNet weights shipped in the package: offline, small and fast (24/32/96 channels)',
+    fileName: 'mobilenetv2-12-int8.onnx',
+    bytes: 3_655_640,
+    sha256: '83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f',
+    license: 'Apache-2.0 (ONNX Model Zoo; models/NOTICE-mobilenetv2.md)',
+    // The last block outputs at strides 4, 8 and 16 (56/28/14 at 224 px): all 152 channels by default.
+    layers: ['339_quantized', '365_quantized', '426_quantized'],
+    defaultChannels: 152,
+    defaultImageSize: 224,
   },
 };
 
@@ -158,8 +193,9 @@ export async function resolveBackbone(spec: BackboneSpec = {}): Promise<Resolved
       remedy: `use one of ${Object.keys(BACKBONES).join(', ')}, or the path of an .onnx file (with --layers)`,
     });
   }
+  if (entry.kind === 'bundled') return resolveBundled(backbone, entry, spec);
   const info = resnetLayerInfo(entry.arch);
-  const layers = pickResNetLayers(backbone, info.layers, spec.layers);
+  const layers = pickLayers(backbone, info.layers, spec.layers);
   const pick = <T>(values: T[]): T[] => layers.map((l) => values[info.layers.indexOf(l)]!);
   const cacheDir = resolveCacheDir(spec.cacheDir);
 
@@ -219,7 +255,7 @@ export async function resolveBackbone(spec: BackboneSpec = {}): Promise<Resolved
   return { onnx, identity: { name: backbone, sha256, layers, strides: pick(info.strides), channels: pick(info.channels) } };
 }
 
-function pickResNetLayers(backbone: string, available: string[], requested: string[] | undefined): string[] {
+function pickLayers(backbone: string, available: string[], requested: string[] | undefined): string[] {
   if (requested === undefined || requested.length === 0) return [...available];
   const unknown = requested.filter((l) => !available.includes(l));
   if (unknown.length > 0 || new Set(requested).size !== requested.length) {
@@ -245,7 +281,7 @@ async function readWeightsBytes(file: string): Promise<Uint8Array> {
 }
 
 /** Path of the registry weights in the cache, downloading them first when absent (unless offline). */
-async function ensureDownloaded(name: string, entry: BackboneRegistryEntry, cacheDir: string, spec: BackboneSpec): Promise<string> {
+async function ensureDownloaded(name: string, entry: ResNetRegistryEntry, cacheDir: string, spec: BackboneSpec): Promise<string> {
   const file = cachedWeightsPath(cacheDir, entry.fileName!);
   const exists = await fs.stat(file).then(
     (s) => s.isFile(),
@@ -256,7 +292,7 @@ async function ensureDownloaded(name: string, entry: BackboneRegistryEntry, cach
   if (spec.offline) {
     throw new PartscanError('WEIGHTS_DOWNLOAD', `The ${name} weights are not in the cache (${file}) and downloads are disabled (offline).`, {
       file,
-      remedy: `download ${url} yourself and pass it with --weights <file.safetensors>, or run once with network access`,
+      remedy: weightsUnavailableRemedy(name, url),
     });
   }
   const official = spec.weightsUrl === undefined;
@@ -275,8 +311,25 @@ async function ensureDownloaded(name: string, entry: BackboneRegistryEntry, cach
         file,
         new Map([...header.entries].map(([k, e]) => [k, e.dtype])),
       ),
+  }).catch((e: unknown) => {
+    // No network (or a refused download): one error with every way out, never a silent fallback to other features.
+    if (!(e instanceof PartscanError && e.code === 'WEIGHTS_DOWNLOAD')) throw e;
+    throw new PartscanError('WEIGHTS_DOWNLOAD', `The ${name} weights are not cached (${file}) and could not be downloaded: ${e.message.split(' — ')[0]}`, {
+      file,
+      remedy: weightsUnavailableRemedy(name, url),
+      cause: e,
+    });
   });
   return file;
+}
+
+/** The ways out when a registry backbone's weights are neither cached nor downloadable. */
+function weightsUnavailableRemedy(name: string, url: string): string {
+  const bundled = Object.keys(BACKBONES).find((k) => BACKBONES[k]!.kind === 'bundled');
+  return (
+    `pass --weights <file.safetensors> (the ${name} weights, e.g. ${url} downloaded elsewhere), run once with network access to cache them` +
+    (bundled ? `, or use --backbone ${bundled}, which ships with partscan and needs no download (offline sites)` : '')
+  );
 }
 
 async function resolveOnnxFile(file: string, spec: BackboneSpec): Promise<ResolvedBackbone> {
@@ -312,6 +365,23 @@ async function resolveOnnxFile(file: string, spec: BackboneSpec): Promise<Resolv
       remedy: 'pass --layers name1,name2,... (list candidates with `partscan onnx-layers`)',
     });
   }
+  const exposed = await exposeFeatureTensors(model, layers, source);
+  return {
+    onnx: exposed.onnx,
+    inputName: exposed.inputName,
+    identity: { name: `onnx:${path.basename(source)}`, sha256: sha256Hex(model), layers: [...layers], strides: exposed.strides, channels: exposed.channels },
+  };
+}
+
+/**
+ * Makes `layers` graph outputs (dequantized when int8) and measures their strides and channels at
+ * {@link PROBE_SIZE} px: a tensor of side H has stride 224 / H (4, 8, 16... for the usual CNNs).
+ */
+async function exposeFeatureTensors(
+  model: Uint8Array,
+  layers: string[],
+  source: string,
+): Promise<{ onnx: Uint8Array; inputName: string; strides: number[]; channels: number[] }> {
   const onnx = exposeIntermediateOutputs(model, layers, { source });
   const probed = await inspectOnnxOutputs(model, layers, [1, 3, PROBE_SIZE, PROBE_SIZE], { source });
   for (const p of probed) {
@@ -325,14 +395,59 @@ async function resolveOnnxFile(file: string, spec: BackboneSpec): Promise<Resolv
   return {
     onnx,
     inputName: onnxImageInputName(onnx, { source }),
-    identity: {
-      name: `onnx:${path.basename(source)}`,
-      sha256: sha256Hex(model),
-      layers: [...layers],
-      // Probed at 224 px: a tensor of side H has stride 224 / H (4, 8, 16... for the usual CNNs).
-      strides: probed.map((p) => PROBE_SIZE / p.dims[2]!),
-      channels: probed.map((p) => p.dims[1]!),
-    },
+    strides: probed.map((p) => PROBE_SIZE / p.dims[2]!),
+    channels: probed.map((p) => p.dims[1]!),
+  };
+}
+
+/**
+ * Where the package's bundled ONNX files live: `models/` at the package root, which is this file's
+ * folder when run from the sources and `../../models` from the compiled `dist/models/`.
+ */
+export function bundledModelPath(fileName: string): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const candidates = [path.join(here, fileName), path.join(here, '..', '..', 'models', fileName)];
+  return candidates.find((f) => existsSync(f)) ?? candidates[0]!;
+}
+
+/** A graph shipped in the package: read, verified against the registry's sha256, features exposed. */
+async function resolveBundled(name: string, entry: BundledRegistryEntry, spec: BackboneSpec): Promise<ResolvedBackbone> {
+  if (spec.weights !== undefined) {
+    throw new PartscanError('OPTIONS', `Backbone ${name} ships with the package; --weights ${spec.weights} cannot be used with it.`, {
+      file: spec.weights,
+      remedy: 'drop --weights, or use --backbone resnet50 with that file',
+    });
+  }
+  const file = bundledModelPath(entry.fileName);
+  let model: Uint8Array;
+  try {
+    const buf = await fs.readFile(file);
+    model = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  } catch (e) {
+    throw new PartscanError('ONNX_FORMAT', `The bundled backbone ${name} is missing from the package (${file}: ${(e as NodeJS.ErrnoException).code ?? String(e)}).`, {
+      file,
+      remedy: 'reinstall partscan (the file is part of the npm package), or choose another --backbone',
+      cause: e,
+    });
+  }
+  const sha256 = sha256Hex(model);
+  if (sha256 !== entry.sha256) {
+    throw new PartscanError('WEIGHTS_CHECKSUM', `The bundled backbone ${name} (${file}) has sha256 ${sha256}, expected ${entry.sha256}: the file was changed or damaged.`, {
+      file,
+      remedy: 'reinstall partscan to restore the file',
+    });
+  }
+  const layers = pickLayers(name, entry.layers, spec.layers);
+  const exposed = await exposeFeatureTensors(model, layers, file);
+  return { onnx: exposed.onnx, inputName: exposed.inputName, identity: { name, sha256, layers, strides: exposed.strides, channels: exposed.channels } };
+}
+
+/** Defaults a backbone brings for options the user left out (embedding size d, input side). */
+export function backboneDefaults(name: string): { channels?: number; imageSize?: number } {
+  const entry = BACKBONES[name];
+  return {
+    ...(entry?.defaultChannels !== undefined ? { channels: entry.defaultChannels } : {}),
+    ...(entry?.defaultImageSize !== undefined ? { imageSize: entry.defaultImageSize } : {}),
   };
 }
 
@@ -347,11 +462,11 @@ export async function loadBackbone(spec: BackboneSpec = {}, opts: { intraOpNumTh
 
 /**
  * True when using the backbone needs no download: its weights file (and sidecar) is in the cache, or
- * it is generated ('resnet50-random'). False for unknown names. Contents are verified on use, not here.
+ * it is generated ('resnet50-random') or shipped in the package ('mobilenetv2-int8'). False for unknown names. Contents are verified on use, not here.
  */
 export function isWeightsCached(name: string, cacheDir?: string): boolean {
   const entry = BACKBONES[name];
   if (!entry) return false;
-  if (entry.kind === 'random') return true;
+  if (entry.kind === 'random' || entry.kind === 'bundled') return true;
   return hasCachedWeights(cachedWeightsPath(resolveCacheDir(cacheDir), entry.fileName!));
 }

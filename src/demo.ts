@@ -6,11 +6,10 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { generateSyntheticParts } from '../datasets/synthetic.js';
-import { isWeightsCached } from '../models/registry.js';
-import { evaluateModel } from './model/evaluate.js';
+import { BACKBONES } from '../models/registry.js';
+import { evaluateModel, type Evaluation } from './model/evaluate.js';
 import { fit } from './model/fit.js';
 import type { ProgressEvent } from './model/model.js';
-import type { RunMetrics } from './metrics/evaluate.js';
 import { writeScoredRun } from './export/score-run.js';
 import { writeReport } from './report/html.js';
 
@@ -20,6 +19,11 @@ export interface DemoOptions {
   dir?: string;
   /** Backbone weights cache (default $PARTSCAN_CACHE_DIR, else ~/.cache/partscan). */
   cacheDir?: string;
+  /**
+   * Registry backbone (default {@link DEMO_BACKBONE}, which ships with the package). A downloadable one
+   * ('resnet50') must already be cached: the demo never downloads.
+   */
+  backbone?: string;
   /** Progress of the fit and scoring stages. */
   onProgress?: (e: ProgressEvent) => void;
   /** Human-readable step messages ("generating...", "fitting..."). */
@@ -28,8 +32,8 @@ export interface DemoOptions {
 
 /** What {@link runDemo} produced. */
 export interface DemoResult {
-  /** Test-split metrics of the fitted model on the synthetic parts. */
-  metrics: RunMetrics;
+  /** Test-split metrics of the fitted model on the synthetic parts, with its verdict quality. */
+  metrics: Evaluation['metrics'];
   /** The HTML QA report. */
   reportPath: string;
   /** The saved model. */
@@ -38,10 +42,10 @@ export interface DemoResult {
   runDir: string;
   /** The synthetic dataset root. */
   dataRoot: string;
-  /** Backbone used: 'resnet50' when its ImageNet weights are cached, else 'resnet50-random'. */
-  backbone: 'resnet50' | 'resnet50-random';
-  /** Set when the demo fell back to random weights: what that means and how to get the real ones. */
-  backboneNote?: string;
+  /** Backbone used (registry name). */
+  backbone: string;
+  /** What the backbone is and where it came from (bundled, cached, or random and not for inspection). */
+  backboneNote: string;
   /** Wall time in seconds. */
   seconds: number;
 }
@@ -49,49 +53,55 @@ export interface DemoResult {
 /** Demo network input side and embedding size: PaDiM's usual 224 px with the small d = 100. */
 const DEMO_IMAGE_SIZE = 224;
 const DEMO_CHANNELS = 100;
-/** Feature layers used with the random-weights fallback (see {@link runDemo}). */
+/** The demo's backbone: real ImageNet features that ship with the package, so the demo needs no download. */
+export const DEMO_BACKBONE = 'mobilenetv2-int8';
+/** Feature layers used with random weights (see {@link runDemo}). */
 const RANDOM_BACKBONE_LAYERS = ['layer1', 'layer2'];
 
 /**
  * Runs the demo offline: generates the synthetic set into `<dir>/data` (reused when already there),
- * fits with ResNet-50 ImageNet weights when they are cached and otherwise with seeded random weights
- * (layers 1–2 only; they still localise the synthetic defects, but are no substitute for real weights), evaluates on
- * the test split, writes the scored run to `<dir>/run` and its report to `<dir>/run/report.html`.
+ * fits with the bundled ImageNet MobileNetV2 (or `opts.backbone`: 'resnet50-random' uses layers 1–2
+ * only — random features still localise the synthetic defects, but are no substitute for real weights),
+ * evaluates on the test split, writes the scored run to `<dir>/run` and its report to `<dir>/run/report.html`.
  */
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const t0 = performance.now();
   const dir = path.resolve(opts.dir ?? 'partscan-demo');
   const step = opts.onStep ?? (() => undefined);
+  const backbone = opts.backbone ?? DEMO_BACKBONE;
+  const kind = BACKBONES[backbone]?.kind;
+  const backboneNote =
+    kind === 'bundled'
+      ? `backbone ${backbone}: ImageNet features shipped with partscan (no download)`
+      : kind === 'random'
+        ? `backbone ${backbone}: seeded random weights, for smoke runs only, not for real inspection`
+        : `backbone ${backbone}: ImageNet weights from the cache (the demo never downloads)`;
   step(`generating synthetic parts in ${path.join(dir, 'data')}`);
   const { root: dataRoot } = await generateSyntheticParts(path.join(dir, 'data'));
 
-  const real = isWeightsCached('resnet50', opts.cacheDir);
-  const backbone = real ? 'resnet50' : 'resnet50-random';
-  const backboneNote = real
-    ? undefined
-    : 'ResNet-50 ImageNet weights are not cached, so the demo uses seeded random weights (resnet50-random): fine for the synthetic parts, not for real inspection. Run `partscan fit` once online (or pass --weights) to cache the real weights.';
-  if (backboneNote) step(backboneNote);
-  step(`fitting with ${backbone} (image size ${DEMO_IMAGE_SIZE}, d ${DEMO_CHANNELS})`);
+  step(backboneNote);
+  const random = kind === 'random';
   const model = await fit(dataRoot, {
     backbone: {
       backbone,
       offline: true,
       // Random layer3 features are mostly noise; with random weights the shallow layers alone score the
       // synthetic defects far better (measured: pixel AUROC 0.97 vs 0.88, AUPRO 0.87 vs 0.57).
-      ...(real ? {} : { layers: RANDOM_BACKBONE_LAYERS }),
+      ...(random ? { layers: RANDOM_BACKBONE_LAYERS } : {}),
       ...(opts.cacheDir ? { cacheDir: opts.cacheDir } : {}),
     },
     imageSize: DEMO_IMAGE_SIZE,
-    channels: DEMO_CHANNELS,
+    // The bundled backbone's default d (all its channels); the ResNets' 1792 channels are subsampled.
+    ...(kind === 'bundled' ? {} : { channels: DEMO_CHANNELS }),
     // The generated training set is clean by construction: skip the re-scoring contamination check.
     contaminationCheck: false,
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
   });
   try {
     const modelPath = path.join(dir, 'model.partscan');
-    // The backbone is rebuilt offline from its name (random seed or cached weights), so the demo
-    // model need not carry ~100 MB of graph.
-    await model.save(modelPath, { embedBackbone: false });
+    // The backbone is rebuilt offline from its name (bundled file, random seed or cached weights), so
+    // the demo model need not carry the graph; nobody resumes the demo, so no resume statistics.
+    await model.save(modelPath, { embedBackbone: false, resumable: false });
     model.modelFile = modelPath;
 
     step('scoring and evaluating the test split');
@@ -114,9 +124,9 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       runDir,
       dataRoot,
       backbone,
+      backboneNote,
       seconds: (performance.now() - t0) / 1000,
     };
-    if (backboneNote) result.backboneNote = backboneNote;
     return result;
   } finally {
     await model.dispose();

@@ -135,6 +135,18 @@ describe('partscan CLI', () => {
     expect(m.n_good).toBe(3);
     expect(m.n_defect).toBe(3);
     expect(m.per_defect).toHaveProperty('broken_large');
+    // Verdict quality at the shipped threshold: counts add up to the test set, per defect type too.
+    const v = m.verdicts;
+    const sum = (c: { OK: number; NG: number; UNCERTAIN: number }) => c.OK + c.NG + c.UNCERTAIN;
+    expect(sum(v.confusion.good)).toBe(3);
+    expect(sum(v.confusion.defect)).toBe(3);
+    expect(v.escape_rate).toBe(v.confusion.defect.OK / 3);
+    expect(v.false_reject_rate).toBe(v.confusion.good.NG / 3);
+    expect(Object.keys(v.per_defect).sort()).toEqual(Object.keys(m.per_defect).sort());
+    const text = await cli(['eval', modelFile, path.join(tmp, 'ds')]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/at the model's threshold:\nverdicts\s+escape\s+false reject\s+uncertain/);
+    expect(text.stdout).toMatch(/^broken_large\s+\S+%/m);
     expect(existsSync(path.join(out, 'results.json'))).toBe(true);
   });
 
@@ -157,6 +169,13 @@ describe('partscan CLI', () => {
     const d = await cli(['fit', path.join(tmp, 'train')]);
     expect(d.code).toBe(2);
     expect(d.stderr).toMatch(/^partscan: .*--out/);
+
+    // No silent fallback: the default resnet50 without cached weights and without downloads is one error with the ways out.
+    const e = await cli(['fit', path.join(tmp, 'train'), '--out', path.join(tmp, 'y.partscan'), '--offline', '--cache-dir', path.join(tmp, 'empty-cache')]);
+    expect(e.code).toBe(2);
+    expect(e.stderr.trim().split('\n')).toHaveLength(1);
+    expect(e.stderr).toMatch(/--weights <file\.safetensors>.*network.*--backbone mobilenetv2-int8/);
+    expect(existsSync(path.join(tmp, 'y.partscan'))).toBe(false);
   });
 
   it('demo runs end to end offline and writes its report', async () => {
@@ -164,7 +183,13 @@ describe('partscan CLI', () => {
     const r = await cli(['demo', '--dir', dir, '--json'], 280_000);
     expect(r.code, r.stderr).toBe(0);
     const result = JSON.parse(r.stdout);
-    expect(result.metrics.image_auroc).toBeGreaterThan(0.5);
+    // The bundled ImageNet backbone, no download: real detection on the first run.
+    expect(result.backbone).toBe('mobilenetv2-int8');
+    expect(result.backboneNote).toMatch(/shipped with partscan/);
+    expect(result.metrics.image_auroc).toBeGreaterThanOrEqual(0.95);
+    const v = result.metrics.verdicts;
+    expect(v.confusion.good.OK + v.confusion.good.NG + v.confusion.good.UNCERTAIN).toBe(result.metrics.n_good);
+    expect(v.confusion.defect.NG).toBeGreaterThanOrEqual(20);
     expect(existsSync(result.reportPath)).toBe(true);
     expect(existsSync(result.modelPath)).toBe(true);
   }, 300_000);

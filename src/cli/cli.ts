@@ -28,6 +28,8 @@ import { writeReport } from '../report/html.js';
 import { ensureOutputDir } from '../util/atomic-write.js';
 import { runDemo } from '../demo.js';
 import { errorLine, fmtNum, formatBytes, formatTable, toJson } from './format.js';
+import { formatVerdictLine, formatVerdictTable } from './format-verdicts.js';
+import type { VerdictQuality } from '../metrics/verdicts.js';
 import { expandImageArgs } from './inputs.js';
 import { createProgress } from './progress.js';
 
@@ -334,6 +336,8 @@ async function evalCommand(modelFile: string, dataset: string, f: EvalFlags, io:
     ...Object.entries(m.per_defect).map(([k, s]) => [k, fmtNum(s.image_auroc), fmtNum(s.pixel_auroc), fmtNum(s.aupro), fmtNum(s.image_f1_max), `${m.n_good}/${s.n_defect}`]),
   ];
   io.out(formatTable(['set', 'image AUROC', 'pixel AUROC', 'AUPRO', 'F1-max', 'good/defect'], rows) + '\n');
+  const verdicts = output.verdicts as VerdictQuality | null;
+  io.out(verdicts ? `\nat the model's threshold:\n${formatVerdictTable(verdicts)}\n` : '\nverdicts: none (the model has no thresholds)\n');
   io.out(`\n${m.seconds.toFixed(1)} s${f.out ? ` — scored run in ${path.resolve(f.out)}` : ''}\n`);
   return code;
 }
@@ -379,7 +383,7 @@ async function infoCommand(modelFile: string, f: { json?: boolean }, io: CliIo):
     [
       `file        ${info.file} (${formatBytes(bytes)})`,
       `format      ${h.format} ${h.formatVersion.join('.')}, written by partscan ${h.partscanVersion}`,
-      `backbone    ${h.backbone.name} (layers ${h.backbone.layers.join(',')}, sha256 ${h.backbone.sha256.slice(0, 12)}…, ${h.backbone.embedded ? 'embedded' : 'not embedded: needs the cached weights'})`,
+      `backbone    ${h.backbone.name} (layers ${h.backbone.layers.join(',')}, sha256 ${h.backbone.sha256.slice(0, 12)}…, ${h.backbone.embedded ? 'embedded' : BACKBONES[h.backbone.name]?.kind === 'bundled' ? 'not embedded: ships with partscan' : 'not embedded: needs the cached weights'})`,
       `preprocess  ${p.imageSize} px${p.cropSize ? `, crop ${p.cropSize}` : ''}, ${p.kernel}`,
       `embedding   d ${h.embedding.channels} of ${h.embedding.totalChannels}, seed ${h.embedding.seed}, grid ${h.embedding.gridW}×${h.embedding.gridH}`,
       `statistics  ${h.gaussian.images} images, ε ${h.gaussian.epsilon}, ${h.gaussian.resumable ? `resumable (${h.gaussian.resumeState === 'samples' ? 'keeps the samples' : 'keeps scatter matrices'})` : 'compact'}`,
@@ -394,12 +398,13 @@ async function infoCommand(modelFile: string, f: { json?: boolean }, io: CliIo):
   return EXIT_OK;
 }
 
-async function demoCommand(f: { dir: string; json?: boolean; cacheDir?: string }, io: CliIo): Promise<number> {
+async function demoCommand(f: { dir: string; json?: boolean; cacheDir?: string; backbone?: string }, io: CliIo): Promise<number> {
   const progress = createProgress();
   let result;
   try {
     result = await runDemo({
       dir: f.dir,
+      ...(f.backbone ? { backbone: f.backbone } : {}),
       onProgress: progress.onProgress,
       ...(f.cacheDir ? { cacheDir: f.cacheDir } : {}),
       onStep: (m) => {
@@ -417,8 +422,9 @@ async function demoCommand(f: { dir: string; json?: boolean; cacheDir?: string }
   const m = result.metrics;
   io.out(
     [
-      `partscan demo (${result.backbone}${result.backboneNote ? ', random weights' : ''}) — ${result.seconds.toFixed(1)} s`,
+      `partscan demo — ${result.backboneNote} — ${result.seconds.toFixed(1)} s`,
       `image AUROC ${fmtNum(m.image_auroc)}  pixel AUROC ${fmtNum(m.pixel_auroc)}  AUPRO ${fmtNum(m.aupro)}  F1-max ${fmtNum(m.image_f1_max)}  (${m.n_good} good, ${m.n_defect} defective)`,
+      ...(m.verdicts ? [formatVerdictLine(m.verdicts)] : []),
       `model   ${result.modelPath}`,
       `report  ${result.reportPath}`,
     ].join('\n') + '\n',
@@ -451,8 +457,8 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .addOption(new Option('--backbone <name>', `backbone: ${Object.keys(BACKBONES).join(', ')}, or an .onnx file`))
     .option('--layers <a,b,c>', 'feature layers (required for .onnx backbones)', listArg)
     .option('--weights <file>', 'local safetensors weights for a registry ResNet (no download)')
-    .option('--channels <d>', 'embedding size d (default 100)', intArg('--channels', 1))
-    .option('--image-size <px>', 'network input side (default 256)', intArg('--image-size', 32))
+    .option('--channels <d>', 'embedding size d (default 100; all 152 for mobilenetv2-int8)', intArg('--channels', 1))
+    .option('--image-size <px>', 'network input side (default 256; 224 for mobilenetv2-int8)', intArg('--image-size', 32))
     .option('--seed <n>', 'seed of the channel choice and calibration split (default 0)', intArg('--seed', 0))
     .option('--calibration-split <share>', 'share of good images held out for thresholds (default 0.1)', shareArg)
     .option('--calibration <dir>', 'separate good images for calibration (instead of a split)')
@@ -529,8 +535,9 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .description('offline end-to-end demo on generated synthetic parts: fit, evaluate, report')
     .option('--dir <dir>', 'work folder', 'partscan-demo')
     .option('--cache-dir <dir>', 'backbone weights cache')
+    .option('--backbone <name>', 'registry backbone (default mobilenetv2-int8, shipped; resnet50-random for a smoke run)')
     .option('--json', 'print one JSON object')
-    .action(run((flags: { dir: string; json?: boolean; cacheDir?: string }) => demoCommand(flags, io)));
+    .action(run((flags: { dir: string; json?: boolean; cacheDir?: string; backbone?: string }) => demoCommand(flags, io)));
 
   return program;
 }

@@ -9,3 +9,4 @@ export * from './components.js';
 export * from './evaluate.js';
 export * from './f1.js';
 export * from './sort.js';
+export * from './verdicts.js';

@@ -1,14 +1,18 @@
 import { loadDataset } from '../../datasets/loaders.js';
 import { loadMask } from '../preprocess/preprocess.js';
 import { evaluateRun, type EvaluationItem, type RunMetrics } from '../metrics/evaluate.js';
+import { verdictQuality, type VerdictItem, type VerdictQuality } from '../metrics/verdicts.js';
 import { PartscanError } from '../errors.js';
 import type { Dataset, Sample } from '../types.js';
 import type { Model, ProgressEvent, ScoreResult } from './model.js';
 
 /** Result of {@link evaluateModel}: metrics plus every test image's score. */
 export interface Evaluation {
-  /** The metrics (stable snake_case keys: the `eval --json` contract). */
-  metrics: RunMetrics;
+  /**
+   * The metrics (stable snake_case keys: the `eval --json` contract), with the verdict quality at the
+   * model's shipped threshold (`null` for a model without thresholds).
+   */
+  metrics: RunMetrics & { verdicts: VerdictQuality | null };
   /** Per test image: sample and score result. */
   items: { sample: Sample; result: ScoreResult }[];
   /** Wall time in seconds. */
@@ -17,7 +21,8 @@ export interface Evaluation {
 
 /**
  * Scores a dataset's test split and computes image AUROC, pixel AUROC, AUPRO and F1-max (overall and
- * per defect type). Ground-truth masks are resized (nearest) to the model's map size.
+ * per defect type), and the quality of the model's own verdicts (escape and false-reject rates).
+ * Ground-truth masks are resized (nearest) to the model's map size.
  */
 export async function evaluateModel(
   model: Model,
@@ -50,6 +55,11 @@ export async function evaluateModel(
     }
     opts.onProgress?.({ stage: 'score', done: Math.min(ds.test.length, i + chunk), total: ds.test.length });
   }
-  const metrics = evaluateRun(evalItems);
+  const judged = items.filter((it) => it.result.verdict !== undefined);
+  const verdicts =
+    judged.length === items.length
+      ? verdictQuality(judged.map((it): VerdictItem => ({ label: it.sample.label, anomalous: it.sample.anomalous, verdict: it.result.verdict! })))
+      : null;
+  const metrics = { ...evaluateRun(evalItems), verdicts };
   return { metrics, items, seconds: (performance.now() - t0) / 1000 };
 }

@@ -6,7 +6,7 @@
 
 import { PartscanError, type PartscanWarning } from '../errors.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
-import { loadBackbone } from '../../models/registry.js';
+import { backboneDefaults, loadBackbone } from '../../models/registry.js';
 import { loadDataset } from '../../datasets/loaders.js';
 import { channelSources, gatherEmbedding, selectChannels } from '../embedding/embedding.js';
 import { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit } from '../stats/gaussian-stats.js';
@@ -108,13 +108,15 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     channelIndices = resumeFrom.channelIndices;
   } else {
     backbone = await fitBackbone(opts);
-    const imageSize = opts.imageSize ?? opts.tile?.size;
+    // A backbone may bring its own defaults (the bundled MobileNetV2: all 152 channels at 224 px).
+    const defaults = backboneDefaults(backbone.identity.name);
+    const imageSize = opts.imageSize ?? opts.tile?.size ?? defaults.imageSize;
     preprocess = validatePreprocessOptions(defaultPreprocessOptions({ ...opts.preprocess, ...(imageSize ? { imageSize } : {}) }));
     const total = backbone.identity.channels.reduce((a, b) => a + b, 0);
-    const d = opts.channels ?? DEFAULT_CHANNELS;
+    const d = opts.channels ?? defaults.channels ?? DEFAULT_CHANNELS;
     if (!Number.isInteger(d) || d < 1 || d > total) {
       throw new PartscanError('OPTIONS', `--channels must be an integer in 1..${total} for backbone ${backbone.identity.name}, got ${d}.`, {
-        remedy: 'use e.g. 100 (default) or 550',
+        remedy: total > 550 ? 'use e.g. 100 (default) or 550' : `use at most ${total} (all channels)`,
       });
     }
     channelIndices = selectChannels(total, d, seed);

@@ -11,6 +11,8 @@ import { PartscanError } from '../errors.js';
 import { readRunManifest, type ImageResult, type RunManifest } from '../export/results.js';
 import type { Thresholds, Verdict } from '../postprocess/thresholds.js';
 import { ensureOutputDir, writeFileAtomic } from '../util/atomic-write.js';
+import { CHART_CSS, renderCharts } from './charts.js';
+import { escapeHtml } from './escape.js';
 
 /** Options for {@link writeReport}. */
 export interface ReportOptions {
@@ -52,15 +54,7 @@ const MIME: Record<string, string> = {
   '.bmp': 'image/bmp',
 };
 
-/** Escapes text for HTML element content and double- or single-quoted attribute values. */
-export function escapeHtml(text: string): string {
-  return text
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;')
-    .replace(/'/g, '&#39;');
-}
+export { escapeHtml };
 
 /** An image slot with something to show. */
 export interface LoadableImage {
@@ -306,7 +300,7 @@ export function renderReportHtml(manifest: RunManifest, images: ReportImages, op
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data: file: 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <meta name="generator" content="partscan ${escapeHtml(manifest.version)}">
 <title>${escapeHtml(opts.title)}</title>
-<style>${CSS}</style>
+<style>${CSS}${CHART_CSS}</style>
 </head>
 <body>
 <header class="page">
@@ -322,6 +316,7 @@ ${drifted ? `<div class="stat"><span>Input drift</span><b>${drifted}</b></div>` 
 </div>
 ${renderThresholds(manifest.model.thresholds)}
 </div>
+${renderCharts(manifest)}
 ${runWarnings}
 </header>
 <nav class="toolbar" aria-label="Filter parts">

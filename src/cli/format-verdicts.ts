@@ -1,0 +1,37 @@
+/**
+ * Text form of the verdict quality (`eval`, `demo`): one row per set with the rates a line engineer
+ * signs off on and the confusion counts behind them.
+ */
+
+import type { VerdictCounts, VerdictQuality } from '../metrics/verdicts.js';
+import { formatTable } from './format.js';
+
+function pct(v: number): string {
+  return Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : '-';
+}
+
+function counts(c: VerdictCounts): string {
+  return `${c.OK}/${c.NG}/${c.UNCERTAIN}`;
+}
+
+/** Table of escape rate, false-reject rate, UNCERTAIN share and OK/NG/UNCERTAIN counts per class. */
+export function formatVerdictTable(v: VerdictQuality): string {
+  const rows = [['all', v] as const, ...Object.entries(v.per_defect)].map(([name, s]) => [
+    name,
+    pct(s.escape_rate),
+    pct(s.false_reject_rate),
+    pct(s.uncertain_share),
+    counts(s.confusion.good),
+    counts(s.confusion.defect),
+  ]);
+  return formatTable(['verdicts', 'escape', 'false reject', 'uncertain', 'good OK/NG/?', 'defect OK/NG/?'], rows);
+}
+
+/** One line: "verdicts: defective 22 NG, 1 OK (escape 4.2%), 1 UNCERTAIN; good 9 OK, 1 NG (false reject 10.0%), 0 UNCERTAIN". */
+export function formatVerdictLine(v: VerdictQuality): string {
+  const { good, defect } = v.confusion;
+  return (
+    `verdicts: defective ${defect.NG} NG, ${defect.OK} OK (escape ${pct(v.escape_rate)}), ${defect.UNCERTAIN} UNCERTAIN; ` +
+    `good ${good.OK} OK, ${good.NG} NG (false reject ${pct(v.false_reject_rate)}), ${good.UNCERTAIN} UNCERTAIN`
+  );
+}
