@@ -11,6 +11,7 @@ import { PartscanError } from '../errors.js';
 import { readRunManifest, type ImageResult, type RunManifest } from '../export/results.js';
 import type { Thresholds, Verdict } from '../postprocess/thresholds.js';
 import { ensureOutputDir, writeFileAtomic } from '../util/atomic-write.js';
+import { renderControlChart } from './control-chart.js';
 
 /** Options for {@link writeReport}. */
 export interface ReportOptions {
@@ -323,6 +324,7 @@ ${drifted ? `<div class="stat"><span>Input drift</span><b>${drifted}</b></div>` 
 ${renderThresholds(manifest.model.thresholds)}
 </div>
 ${runWarnings}
+${renderControlChart(manifest)}
 </header>
 <nav class="toolbar" aria-label="Filter parts">
 ${filterButtons}
