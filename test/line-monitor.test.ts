@@ -10,6 +10,7 @@ import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fit } from '../src/model/fit.js';
 import { Model, type ScoreResult } from '../src/model/model.js';
+import { BatchingScorer } from '../src/model/batching-scorer.js';
 import { MODEL_FORMAT_MINOR } from '../src/model/model-file.js';
 import { parseMonitorReference } from '../src/model/monitor-reference.js';
 import { LineMonitor } from '../src/monitor/line-monitor.js';
@@ -132,6 +133,24 @@ describe('runs and report', () => {
     const section = renderControlChart(written);
     expect(section.match(/<svg class="control-chart"/g)).toHaveLength(2);
     expect(section).toContain(`alarm @ ${expected.firstAlarmAt}`);
+  });
+
+  it('track() monitors concurrent BatchingScorer requests in request order, whatever order they finish in', async () => {
+    const part = [...stream.slice(50, 60), ...stream.slice(60, 90)];
+    const scorer = new BatchingScorer(model);
+    const mon = new LineMonitor(model);
+    // Requests finish out of order: later ones are not delayed, earlier ones are.
+    const results = await Promise.all(
+      part.map((f, i) => mon.track(new Promise<ScoreResult>((resolve) => setTimeout(resolve, (part.length - i) * 3)).then(() => scorer.score(f)))),
+    );
+    expect(results.map((r) => r.source)).toEqual(part);
+    const got = mon.result();
+    const want = monitorOf(part).result();
+    expect(got.points.map((p) => p.index)).toEqual(part.map((_, i) => i));
+    got.points.forEach((p, i) => expect(p.score).toBeCloseTo(want.points[i]!.score, 3));
+    expect(got.firstAlarmAt).toBe(want.firstAlarmAt);
+    await expect(mon.track(Promise.reject(new Error('lost')))).rejects.toThrow('lost');
+    expect(mon.result().images).toBe(part.length);
   });
 
   it.skipIf(!existsSync(CHROMIUM))('the control charts render in headless Chromium', async () => {

@@ -91,7 +91,7 @@ function syntheticHeader(seed: number): ModelHeader {
 describe('LineMonitor', () => {
   it('refuses invalid options with a typed OPTIONS error naming the field', () => {
     const header = syntheticHeader(1);
-    for (const [field, value] of [['window', 3], ['lambda', 0], ['limit', -1], ['clip', Number.NaN], ['alpha', 0.7], ['typo', 1]] as const) {
+    for (const [field, value] of [['window', 3], ['lambda', 0], ['limit', -1], ['clip', Number.NaN], ['alpha', 0.7], ['maxPoints', 0], ['typo', 1]] as const) {
       const err = (() => {
         try {
           new LineMonitor(header, { [field]: value } as never);
@@ -124,6 +124,14 @@ describe('LineMonitor', () => {
     expect(r.alarm).toBe(true);
     expect(r.firstAlarmAt!).toBeLessThan(60);
     expect(r.reasons[0]).toMatch(/^brightness \+1\d % over the last \d+ images vs training/);
+  });
+
+  it('keeps at most maxPoints chart points, the most recent, while monitoring every image', () => {
+    const mon = new LineMonitor(syntheticHeader(7), { maxPoints: 10 });
+    for (let i = 0; i < 57; i++) mon.push({ source: `${i}`, imageScore: 12 });
+    const r = mon.result();
+    expect(r.images).toBe(57);
+    expect(r.points.map((p) => p.index)).toEqual(Array.from({ length: 10 }, (_, k) => 47 + k));
   });
 
   it('rejects a hostile monitor reference in a model header with MODEL_FORMAT', () => {

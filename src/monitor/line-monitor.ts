@@ -35,6 +35,8 @@ export interface LineMonitorOptions {
   clip?: number;
   /** Two-sided significance of the Mann–Whitney window test; default {@link DEFAULT_MONITOR_ALPHA}. */
   alpha?: number;
+  /** Per-image chart points kept for {@link RunMonitor.points} (the most recent; default 100 000), so a long-lived monitor stays bounded. */
+  maxPoints?: number;
 }
 
 /**
@@ -57,6 +59,7 @@ const optionsSchema = z
     limit: z.number().gt(0).finite().default(DEFAULT_MONITOR_LIMIT),
     clip: z.number().gt(0).finite().default(DEFAULT_MONITOR_CLIP),
     alpha: z.number().gt(0).lt(0.5).default(DEFAULT_MONITOR_ALPHA),
+    maxPoints: z.number().int().min(1).default(100_000),
   })
   .strict();
 
@@ -96,7 +99,7 @@ export interface RunMonitor {
   /** Notes on what could not be monitored. */
   notes: string[];
   /** The settings used. */
-  settings: { window: number; lambda: number; limit: number; clip: number; alpha: number };
+  settings: Required<LineMonitorOptions>;
   /** Charted drift features (features that never varied in training, and exact duplicates, are left out). */
   features: string[];
   /** Raw image-score threshold, when the model has one. */
@@ -154,7 +157,7 @@ export class LineMonitor {
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
       throw new PartscanError('OPTIONS', `Invalid monitor option ${issue.path.join('.') || '(options)'}: ${issue.message}.`, {
-        remedy: 'use window ≥ 10, 0 < lambda ≤ 1, limit > 0, clip > 0, 0 < alpha < 0.5',
+        remedy: 'use window ≥ 10, 0 < lambda ≤ 1, limit > 0, clip > 0, 0 < alpha < 0.5, maxPoints ≥ 1 (integer)',
       });
     }
     this.opts = parsed.data;
@@ -238,6 +241,47 @@ export class LineMonitor {
       this.reasons.push(...fresh.map((s) => `${s} (image ${index})`));
     }
     this.points.push(point);
+    // Dropped in chunks, not one by one: shifting a long array at every image would cost O(n) each time.
+    if (this.points.length >= this.opts.maxPoints + Math.max(1, this.opts.maxPoints >> 3)) this.points.splice(0, this.points.length - this.opts.maxPoints);
+  }
+
+  /**
+   * Monitors a result that is still being computed (a `BatchingScorer` request, a worker job): the
+   * production index is taken now, at the call, and results are pushed in that order as soon as every
+   * earlier one has settled, whatever order they complete in. A rejected request is skipped (and its
+   * rejection passed on). Use either `track` or `push` on one monitor.
+   *
+   * @example
+   * const scorer = new BatchingScorer(model);
+   * const monitor = new LineMonitor(model);
+   * const results = await Promise.all(files.map((f) => monitor.track(scorer.score(f))));
+   */
+  track(pending: Promise<ScoreResult>): Promise<ScoreResult> {
+    const ticket = this.nextTicket++;
+    return pending.then(
+      (r) => {
+        this.settle(ticket, r);
+        return r;
+      },
+      (e: unknown) => {
+        this.settle(ticket, null);
+        throw e;
+      },
+    );
+  }
+
+  private nextTicket = 0;
+  private nextToPush = 0;
+  private readonly settled = new Map<number, ScoreResult | null>();
+
+  private settle(ticket: number, r: ScoreResult | null): void {
+    this.settled.set(ticket, r);
+    while (this.settled.has(this.nextToPush)) {
+      const next = this.settled.get(this.nextToPush)!;
+      this.settled.delete(this.nextToPush);
+      if (next) this.push(next, this.nextToPush);
+      this.nextToPush++;
+    }
   }
 
   /** Whether an alarm has been raised. */
@@ -263,7 +307,7 @@ export class LineMonitor {
       settings: { ...this.opts },
       features: this.driftCharts.map((c) => c.name),
       ...(this.threshold !== undefined ? { threshold: this.threshold } : {}),
-      points: this.points.map((p) => ({ ...p, driftEwma: [...p.driftEwma] })),
+      points: this.points.slice(-this.opts.maxPoints).map((p) => ({ ...p, driftEwma: [...p.driftEwma] })),
     };
   }
 
