@@ -293,7 +293,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   }
   const calibrationScores = await calibrate(model, calibrationFiles, opts, warnings, resumeFrom?.header.thresholds, looScores);
   // Line monitoring's reference (format 1.2): out-of-sample good scores and the spread of drift z.
-  const monitor = calibrationScores.length
+  const monitor = calibrationScores.length || looScores?.length
     ? buildMonitorReference({ calibrationScores, ...(looScores ? { looScores } : {}), ...(drift ? { drift } : {}), trainingDescriptors: descriptors })
     : resumeFrom?.header.monitor;
   if (monitor) header.monitor = monitor;
