@@ -79,3 +79,8 @@ export { scoreToRunDir, writeScoredRun } from './export/score-run.js';
 export type { ScoreRunOptions, ScoredRunManifest } from './export/score-run.js';
 export { runDemo } from './demo.js';
 export type { DemoOptions, DemoResult } from './demo.js';
+
+// Line monitoring: control charts over a stream of scored images.
+export { LineMonitor, DEFAULT_MONITOR_LAMBDA, DEFAULT_MONITOR_LIMIT, DEFAULT_MONITOR_CLIP, DEFAULT_MONITOR_ALPHA } from './monitor/line-monitor.js';
+export type { LineMonitorOptions, MonitorInput, MonitorPoint, RunMonitor } from './monitor/line-monitor.js';
+export type { MonitorReference } from './model/monitor-reference.js';

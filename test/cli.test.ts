@@ -78,6 +78,9 @@ describe('partscan CLI', () => {
     expect(summary.results).toHaveLength(2);
     expect(summary.failures).toEqual([]);
     for (const res of summary.results) expect(['OK', 'NG', 'UNCERTAIN']).toContain(res.verdict);
+    // Line monitoring of the run (two images cannot raise an alarm: one image moves a chart by at most λ·clip).
+    expect(summary.monitor).toMatchObject({ alarm: false, firstAlarmAt: null, reasons: [], images: 2, reference: true });
+    expect(JSON.parse(await fs.readFile(path.join(out, 'results.json'), 'utf8')).monitor.points).toHaveLength(2);
     const files = await fs.readdir(out);
     expect(files).toEqual(expect.arrayContaining(['results.json', 'results.csv']));
     // Both inputs are named 000.png: stems are made unique.

@@ -240,7 +240,13 @@ function runSummary(manifest: ScoredRunManifest, outDir: string) {
     })),
     failures: manifest.failures,
     ...(manifest.uncalibrated ? { uncalibrated: true } : {}),
+    ...(manifest.monitor ? { monitor: monitorSummary(manifest.monitor) } : {}),
   };
+}
+
+/** The run-level monitoring result without its per-image chart data. */
+function monitorSummary({ points: _p, ...m }: NonNullable<ScoredRunManifest['monitor']>) {
+  return m;
 }
 
 /** A path for tables: relative to the working directory when inside it, else as given. */
@@ -261,6 +267,7 @@ function printRun(summary: ReturnType<typeof runSummary>, io: CliIo): void {
   const c = summary.counts;
   io.out(`\n${c.OK} OK, ${c.NG} NG, ${c.UNCERTAIN} uncertain${c.failed ? `, ${c.failed} failed` : ''} — results in ${summary.outDir}\n`);
   if (summary.uncalibrated) io.err('warning: the model has no thresholds: verdicts are UNCERTAIN and scores relative to this run.\n');
+  if (summary.monitor?.alarm) io.err(`line monitor ALARM at image ${summary.monitor.firstAlarmAt}:\n${summary.monitor.reasons.map((r) => `  ${r}\n`).join('')}`);
   for (const f of summary.failures) io.err(`failed: ${f.file}: ${f.message}\n`);
 }
 

@@ -14,6 +14,7 @@ import type { Thresholds } from '../postprocess/thresholds.js';
 import { ensureOutputDir } from '../util/atomic-write.js';
 import { writeHeatmap16Png, writeImagePng, writeMaskPng, writeOverlayPng } from './images.js';
 import { writeRunResults, type ImageResult, type RunManifest } from './results.js';
+import { LineMonitor, type LineMonitorOptions, type RunMonitor } from '../monitor/line-monitor.js';
 
 /** Which per-image files to write (each defaults to true). */
 export interface RunExports {
@@ -46,6 +47,11 @@ export interface ScoreRunOptions {
   modelPath?: string;
   /** Progress: one 'score' unit per input image. */
   onProgress?: (e: ProgressEvent) => void;
+  /**
+   * Line monitoring of the run, inputs taken in the order given ({@link LineMonitor}; default on with
+   * default settings); `false` leaves `monitor` out of the manifest.
+   */
+  monitor?: LineMonitorOptions | false;
 }
 
 /** An input that could not be scored, as recorded in the manifest's `failures`. */
@@ -70,6 +76,8 @@ export interface ScoredRunManifest extends RunManifest {
    * relative to this run's score range, not a decision (see {@link scoreToRunDir}).
    */
   uncalibrated?: boolean;
+  /** Line monitoring over the run in input order: alarm, first alarm index, reasons, chart data. */
+  monitor?: RunMonitor;
 }
 
 /** Default longest side of exported images: enough to judge a defect, small enough for a report. */
@@ -105,6 +113,8 @@ export async function scoreToRunDir(
   const exported: ImageResult[] = [];
   const failures: ScoreRunFailure[] = [];
   const rawScores: number[] = [];
+  // Created before any work so that invalid monitor options fail fast.
+  const monitor = opts.monitor === false ? undefined : new LineMonitor(model, opts.monitor ?? {});
   // A few backbone batches per call lets the model overlap decoding with inference.
   const chunk = bs * 2;
   for (let i = 0; i < inputs.length; i += chunk) {
@@ -119,6 +129,7 @@ export async function scoreToRunDir(
       try {
         exported.push(await exportScoredImage(model, s.result, outDir, stems[i + k]!, opts));
         rawScores.push(s.result.imageScore);
+        monitor?.push(s.result, i + k);
       } catch (e) {
         if (!isImageError(e)) throw e;
         failures.push(failureOf(part[k]!, e));
@@ -126,7 +137,7 @@ export async function scoreToRunDir(
     }
     opts.onProgress?.({ stage: 'score', done: Math.min(inputs.length, i + chunk), total: inputs.length });
   }
-  const manifest = buildManifest(model, exported, failures, opts.modelPath);
+  const manifest = buildManifest(model, exported, failures, opts.modelPath, monitor?.result());
   await writeRunResults(outDir, manifest);
   return manifest;
 }
@@ -233,6 +244,7 @@ export function buildManifest(
   results: ImageResult[],
   failures: ScoreRunFailure[] = [],
   modelPath?: string,
+  monitor?: RunMonitor,
 ): ScoredRunManifest {
   const warnings = failures.map((f) => `${f.file}: not scored (${f.code}): ${f.message}`);
   let thresholds: Thresholds | undefined = model.header.thresholds;
@@ -265,6 +277,7 @@ export function buildManifest(
   };
   if (warnings.length) manifest.warnings = warnings;
   if (uncalibrated) manifest.uncalibrated = true;
+  if (monitor) manifest.monitor = monitor;
   return manifest;
 }
 

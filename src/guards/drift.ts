@@ -95,10 +95,10 @@ export const DEFAULT_DRIFT_K = 5;
  */
 export const DEFAULT_RELATIVE_FLOOR = 0.015;
 /** Makes the MAD a consistent estimator of the standard deviation for Gaussian data. */
-const MAD_TO_SIGMA = 1.482602218505602;
+export const MAD_TO_SIGMA = 1.482602218505602;
 
 /** Median of a copy of `values` (mean of the two middle values for even lengths). */
-function median(values: ArrayLike<number>): number {
+export function median(values: ArrayLike<number>): number {
   const s = Float64Array.from(values).sort();
   const m = s.length >> 1;
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;

@@ -3,7 +3,8 @@
  * whole-image drift statistics.
  */
 
-export * from './drift.js';
+export { DEFAULT_DRIFT_K, DEFAULT_RELATIVE_FLOOR, driftScore, fitDriftModel, parseDriftModel } from './drift.js';
+export type { DriftFitOptions, DriftModel, DriftResult } from './drift.js';
 export * from './fingerprint.js';
 export * from './image-stats.js';
 export * from './phash.js';

@@ -24,6 +24,7 @@ import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
 import { contaminationSuspects, leaveOneOutScores, scoreOutliers } from './contamination.js';
+import { buildMonitorReference } from './monitor-reference.js';
 import {
   BLUR_SIGMA,
   DEFAULT_CHANNELS,
@@ -293,7 +294,12 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       });
     }
   }
-  await calibrate(model, calibrationFiles, opts, warnings, resumeFrom?.header.thresholds, looScores);
+  const calibrationScores = await calibrate(model, calibrationFiles, opts, warnings, resumeFrom?.header.thresholds, looScores);
+  // Line monitoring's reference (format 1.2): out-of-sample good scores and the spread of drift z.
+  const monitor = calibrationScores.length || looScores?.length
+    ? buildMonitorReference({ calibrationScores, ...(looScores ? { looScores } : {}), ...(drift ? { drift } : {}), trainingDescriptors: descriptors })
+    : resumeFrom?.header.monitor;
+  if (monitor) header.monitor = monitor;
   header.fit.calibrationWarnings = warnings.map((w) => w.message);
   model.fitWarnings = warnings;
   model.fitReport = report;
@@ -379,8 +385,8 @@ async function flushEmbeddings(buf: EmbeddingBuffer, acc: GaussianAccumulator, k
 }
 
 
-/** Scores calibration images and stores thresholds in the model. */
-async function calibrate(model: Model, goodFiles: string[], opts: FitOptions, warnings: PartscanWarning[], previous?: Thresholds, looScores?: number[]): Promise<void> {
+/** Scores calibration images and stores thresholds in the model; returns the good calibration scores kept. */
+async function calibrate(model: Model, goodFiles: string[], opts: FitOptions, warnings: PartscanWarning[], previous?: Thresholds, looScores?: number[]): Promise<number[]> {
   const defects = opts.defects ?? [];
   if (goodFiles.length === 0 && !opts.manualThresholds) {
     if (previous) {
@@ -392,7 +398,7 @@ async function calibrate(model: Model, goodFiles: string[], opts: FitOptions, wa
         message: 'No calibration images (too few good images to hold some out): the model has no thresholds, so no verdicts. Pass --calibration <dir> or more good images.',
       });
     }
-    return;
+    return [];
   }
   const scoreAll = async (files: string[]): Promise<{ scores: number[]; maps: Float32Array[]; dims: [number, number][] }> => {
     const scores: number[] = [];
@@ -455,6 +461,7 @@ async function calibrate(model: Model, goodFiles: string[], opts: FitOptions, wa
   );
   warnings.push(...sel.warnings);
   model.setThresholds(sel.thresholds);
+  return good.scores;
 }
 
 // Fit warnings are attached to the returned model for callers that want them.

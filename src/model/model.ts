@@ -28,6 +28,7 @@ import type { TrainingSetReport } from '../guards/training-set.js';
 import { driftScore, parseDriftModel, type DriftModel } from '../guards/drift.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { readModelFile, writeModelFile, type SectionData } from './model-file.js';
+import type { MonitorReference } from './monitor-reference.js';
 
 const require = createRequire(import.meta.url);
 /** partscan's version, recorded in model files. */
@@ -160,7 +161,7 @@ export interface ScoreResult {
    * means the image lies far outside what the model was fitted on, so its score may not be meaningful
    * even when it shows no local defect.
    */
-  drift?: { flag: boolean; score: number; reasons: string[] };
+  drift?: { flag: boolean; score: number; reasons: string[]; /** Per-feature robust z, in the drift model's feature order. */ z?: number[] };
   /** Non-fatal findings about this input. */
   warnings: PartscanWarning[];
 }
@@ -216,6 +217,8 @@ export interface ModelHeader {
   tiling?: { tile: number; overlap: number };
   /** Drift model of global image statistics of the fitted images (absent for tiled models). */
   drift?: DriftModel;
+  /** Line monitoring's calibration reference (format 1.2; absent in older files and uncalibrated models). */
+  monitor?: MonitorReference;
 }
 
 /** Sections that only `fit --resume` needs. */
@@ -707,7 +710,7 @@ export class Model {
     if (!this.driftModel) return;
     const S = this.size;
     const d = driftScore(this.driftModel, driftDescriptorFromTensor(batch, k * 3 * S * S, S, this.header.preprocess));
-    r.drift = { flag: d.flag, score: d.score, reasons: d.reasons };
+    r.drift = { flag: d.flag, score: d.score, reasons: d.reasons, z: d.z };
     if (d.flag) {
       r.warnings.push({
         code: 'DRIFT',

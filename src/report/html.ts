@@ -12,6 +12,7 @@ import { readRunManifest, type ImageResult, type RunManifest } from '../export/r
 import type { Thresholds, Verdict } from '../postprocess/thresholds.js';
 import { ensureOutputDir, writeFileAtomic } from '../util/atomic-write.js';
 import { CHART_CSS, renderCharts } from './charts.js';
+import { renderControlChart } from './control-chart.js';
 import { escapeHtml } from './escape.js';
 
 /** Options for {@link writeReport}. */
@@ -318,6 +319,7 @@ ${renderThresholds(manifest.model.thresholds)}
 </div>
 ${renderCharts(manifest)}
 ${runWarnings}
+${renderControlChart(manifest)}
 </header>
 <nav class="toolbar" aria-label="Filter parts">
 ${filterButtons}
