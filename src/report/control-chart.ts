@@ -2,14 +2,15 @@
  * The line-monitoring section of the HTML report: the run's status (alarm, reasons, NG rate against
  * the expected rate) and two inline SVG control charts over the images in input order — the image
  * scores with the threshold, the window median and the alarm point; and the EWMA statistics (image
- * score ranks and each drift descriptor's robust z) between their control limits. Self-contained SVG
- * (no scripts, no external resources), so the page stays one offline file. The run manifest is
+ * score ranks and each drift descriptor's robust z) between their control limits. Drawn with the
+ * report's SVG primitives (svg.ts): self-contained, no scripts, no external resources. The run manifest is
  * untrusted input: the monitor object is validated and every text escaped.
  */
 
 import { z } from 'zod';
 import type { RunManifest } from '../export/results.js';
 import { escapeHtml as esc } from './escape.js';
+import { axes, dot, hline, legend, linearScale, niceTicks, plotBox, polyline, svgRoot, vline, type Frame, type LegendEntry, type LinearScale } from './svg.js';
 
 const finite = z.number().finite();
 const monitorSchema = z.object({
@@ -37,64 +38,33 @@ const monitorSchema = z.object({
 
 type Monitor = z.infer<typeof monitorSchema>;
 
-const W = 920;
-const H = 230;
-const PAD = { left: 56, right: 150, top: 14, bottom: 34 };
+const FRAME: Frame = { width: 920, height: 230, margin: { top: 14, right: 150, bottom: 34, left: 56 } };
 const SERIES_COLOURS = ['#1f6feb', '#b35900', '#7a3fbf', '#0f7b6c', '#c2185b', '#5d6d7e', '#8d6e00', '#2e7d32', '#6d4c41', '#00838f', '#ad1457'];
+const ALARM = '#d1242f';
+const LIMIT_STROKE = { dashed: '4 3', width: 1.6 };
 
-function num(x: number): string {
-  return String(Number(x.toFixed(1)));
+/** Scales and axes over image indices (input order) and a y interval. */
+function plot(xMax: number, yMin: number, yMax: number, yLabel: string): { x: LinearScale; y: LinearScale; svg: string } {
+  const b = plotBox(FRAME);
+  const x = linearScale([0, Math.max(1, xMax)], [b.x0, b.x1]);
+  const y = linearScale([yMin, yMax], [b.y1, b.y0]);
+  const xTicks = niceTicks(0, Math.max(1, xMax), 6).filter((t) => Number.isInteger(t));
+  const bg = `<rect width="${FRAME.width}" height="${FRAME.height}" fill="#fff"/>`;
+  return { x, y, svg: bg + axes(FRAME, x, y, { xTicks, yTicks: niceTicks(yMin, yMax, 6), xLabel: 'image index (input order)', yLabel, grid: true, border: true }) };
 }
 
-function label(x: number): string {
-  return String(Number(x.toPrecision(3)));
-}
-
-/** Linear scale from [d0, d1] to [r0, r1]. */
-function scale(d0: number, d1: number, r0: number, r1: number): (x: number) => number {
-  const span = d1 - d0 || 1;
-  return (x) => r0 + ((x - d0) / span) * (r1 - r0);
-}
-
-/** Axes frame with y ticks and an x axis of image indices. */
-function frame(xMax: number, yMin: number, yMax: number, yTitle: string): { x: (i: number) => number; y: (v: number) => number; svg: string } {
-  const x = scale(0, Math.max(1, xMax), PAD.left, W - PAD.right);
-  const y = scale(yMin, yMax, H - PAD.bottom, PAD.top);
-  const parts: string[] = [];
-  for (let k = 0; k <= 4; k++) {
-    const v = yMin + ((yMax - yMin) * k) / 4;
-    parts.push(`<line x1="${PAD.left}" x2="${W - PAD.right}" y1="${num(y(v))}" y2="${num(y(v))}" stroke="#e3e6ea"/>`);
-    parts.push(`<text x="${PAD.left - 6}" y="${num(y(v) + 4)}" text-anchor="end" font-size="11" fill="#555">${label(v)}</text>`);
-  }
-  for (let k = 0; k <= 5; k++) {
-    const i = Math.round((xMax * k) / 5);
-    parts.push(`<text x="${num(x(i))}" y="${H - PAD.bottom + 16}" text-anchor="middle" font-size="11" fill="#555">${i}</text>`);
-  }
-  parts.push(`<text x="${(PAD.left + W - PAD.right) / 2}" y="${H - 4}" text-anchor="middle" font-size="11" fill="#333">image index (input order)</text>`);
-  parts.push(`<text transform="translate(13 ${(H - PAD.bottom + PAD.top) / 2}) rotate(-90)" text-anchor="middle" font-size="11" fill="#333">${esc(yTitle)}</text>`);
-  parts.push(`<rect x="${PAD.left}" y="${PAD.top}" width="${W - PAD.left - PAD.right}" height="${H - PAD.top - PAD.bottom}" fill="none" stroke="#9aa3ad"/>`);
-  return { x, y, svg: parts.join('') };
-}
-
-function polyline(points: [number, number][], colour: string, extra = ''): string {
-  if (points.length === 0) return '';
-  return `<polyline fill="none" stroke="${colour}" stroke-width="1.6" ${extra} points="${points.map(([a, b]) => `${num(a)},${num(b)}`).join(' ')}"/>`;
-}
-
-function legend(items: [string, string, string?][]): string {
-  return items
-    .map(([text, colour, dash], k) => {
-      const y = PAD.top + 10 + k * 17;
-      const x0 = W - PAD.right + 12;
-      return `<line x1="${x0}" x2="${x0 + 20}" y1="${y}" y2="${y}" stroke="${colour}" stroke-width="2" ${dash ? `stroke-dasharray="${dash}"` : ''}/><text x="${x0 + 26}" y="${y + 4}" font-size="11" fill="#333">${esc(text)}</text>`;
-    })
-    .join('');
-}
-
-function alarmMarker(m: Monitor, x: (i: number) => number): string {
+function alarmMarker(m: Monitor, x: LinearScale): string {
   if (m.firstAlarmAt === null) return '';
-  const ax = num(x(m.firstAlarmAt));
-  return `<line x1="${ax}" x2="${ax}" y1="${PAD.top}" y2="${H - PAD.bottom}" stroke="#d1242f" stroke-width="2"/><text x="${ax}" y="${PAD.top + 11}" dx="4" font-size="11" font-weight="bold" fill="#d1242f">alarm @ ${m.firstAlarmAt}</text>`;
+  return vline(FRAME, x, m.firstAlarmAt, `alarm @ ${m.firstAlarmAt}`, ALARM, { class: 'alarm-line', 'font-weight': 'bold', width: 2 });
+}
+
+/** Median of the last `w` scores at each point (the window test's view of the run). */
+function windowMedians(scores: readonly number[], w: number): number[] {
+  return scores.map((_, k) => {
+    const win = scores.slice(Math.max(0, k - w + 1), k + 1).sort((a, b) => a - b);
+    const mid = win.length >> 1;
+    return win.length % 2 ? win[mid]! : (win[mid - 1]! + win[mid]!) / 2;
+  });
 }
 
 /** Chart of the raw image scores: dots (NG in red), threshold, rolling window median, alarm point. */
@@ -105,24 +75,16 @@ function scoreChart(m: Monitor): string {
   const lo = values.reduce((a, b) => Math.min(a, b), Infinity);
   const hi = values.reduce((a, b) => Math.max(a, b), -Infinity);
   const pad = (hi - lo) * 0.05 || 1;
-  const f = frame(xMax, lo - pad, hi + pad, 'image score');
-  const dots = pts
-    .map((p) => `<circle cx="${num(f.x(p.index))}" cy="${num(f.y(p.score))}" r="2.2" fill="${p.verdict === 'NG' ? '#d1242f' : '#57606a'}" fill-opacity="0.75"/>`)
-    .join('');
+  const { x, y, svg } = plot(xMax, lo - pad, hi + pad, 'image score');
+  const dots = pts.map((p) => dot(x, y, p.index, p.score, 2.2, p.verdict === 'NG' ? ALARM : '#57606a', { 'fill-opacity': 0.75 })).join('');
   const w = Math.max(1, Math.round(m.settings.window));
-  const medians: [number, number][] = pts.map((p, k) => {
-    const win = pts.slice(Math.max(0, k - w + 1), k + 1).map((q) => q.score).sort((a, b) => a - b);
-    const mid = win.length >> 1;
-    return [f.x(p.index), f.y(win.length % 2 ? win[mid]! : (win[mid - 1]! + win[mid]!) / 2)];
-  });
-  const thr =
-    m.threshold !== undefined
-      ? `<line x1="${PAD.left}" x2="${W - PAD.right}" y1="${num(f.y(m.threshold))}" y2="${num(f.y(m.threshold))}" stroke="#d1242f" stroke-dasharray="6 4"/>`
-      : '';
-  const items: [string, string, string?][] = [[`median of last ${w}`, '#1f6feb']];
-  if (m.threshold !== undefined) items.push(['NG threshold', '#d1242f', '6 4']);
-  items.push(['score (NG red)', '#57606a']);
-  return svg('Image scores in input order', f.svg + thr + dots + polyline(medians, '#1f6feb') + alarmMarker(m, f.x) + legend(items));
+  const idx = pts.map((p) => p.index);
+  const medians = polyline(x, y, idx, windowMedians(pts.map((p) => p.score), w), '#1f6feb', { width: 1.6, class: 'window-median' });
+  const thr = m.threshold !== undefined ? hline(FRAME, y, m.threshold, '', ALARM, { class: 'threshold-line', dashed: '6 4', width: 1 }) : '';
+  const items: LegendEntry[] = [{ label: `median of last ${w}`, color: '#1f6feb', line: {} }];
+  if (m.threshold !== undefined) items.push({ label: 'NG threshold', color: ALARM, line: { dashed: '6 4' } });
+  items.push({ label: 'score (NG red)', color: '#57606a', line: {} });
+  return chartSvg('Image scores in input order', svg + thr + dots + medians + alarmMarker(m, x) + legend(FRAME, items, 'right'));
 }
 
 /** Chart of the EWMA statistics (score ranks, drift descriptors) with their ± control limits. */
@@ -134,14 +96,17 @@ function ewmaChart(m: Monitor): string {
     bound = Math.max(bound, p.ewmaLimit, Math.abs(p.scoreEwma ?? 0), ...p.driftEwma.map(Math.abs));
   }
   bound = (bound || 1) * 1.1;
-  const f = frame(xMax, -bound, bound, 'EWMA (standardised)');
-  const upper = polyline(pts.map((p) => [f.x(p.index), f.y(p.ewmaLimit)]), '#d1242f', 'stroke-dasharray="4 3"');
-  const lower = polyline(pts.map((p) => [f.x(p.index), f.y(-p.ewmaLimit)]), '#d1242f', 'stroke-dasharray="4 3"');
+  const { x, y, svg } = plot(xMax, -bound, bound, 'EWMA (standardised)');
+  const idx = pts.map((p) => p.index);
+  const limits =
+    polyline(x, y, idx, pts.map((p) => p.ewmaLimit), ALARM, { ...LIMIT_STROKE, class: 'control-limit' }) +
+    polyline(x, y, idx, pts.map((p) => -p.ewmaLimit), ALARM, { ...LIMIT_STROKE, class: 'control-limit' });
   const series: string[] = [];
-  const items: [string, string, string?][] = [['control limits', '#d1242f', '4 3']];
-  if (pts.some((p) => p.scoreEwma !== undefined)) {
-    series.push(polyline(pts.filter((p) => p.scoreEwma !== undefined).map((p) => [f.x(p.index), f.y(p.scoreEwma!)]), '#111', 'stroke-width="2.2"'));
-    items.push(['image score ranks', '#111']);
+  const items: LegendEntry[] = [{ label: 'control limits', color: ALARM, line: { dashed: '4 3' } }];
+  const ranked = pts.filter((p) => p.scoreEwma !== undefined);
+  if (ranked.length) {
+    series.push(polyline(x, y, ranked.map((p) => p.index), ranked.map((p) => p.scoreEwma!), '#111', { width: 2.2, class: 'score-ewma' }));
+    items.push({ label: 'image score ranks', color: '#111', line: {} });
   }
   // Features whose series are identical (grayscale: brightness = mean_r = mean_g = mean_b) are drawn once.
   const shown: number[] = [];
@@ -150,14 +115,15 @@ function ewmaChart(m: Monitor): string {
     if (twin !== undefined) return;
     shown.push(j);
     const colour = SERIES_COLOURS[shown.length % SERIES_COLOURS.length]!;
-    series.push(polyline(pts.filter((p) => p.driftEwma.length > j).map((p) => [f.x(p.index), f.y(p.driftEwma[j]!)]), colour));
-    items.push([`${name} robust z`, colour]);
+    const has = pts.filter((p) => p.driftEwma.length > j);
+    series.push(polyline(x, y, has.map((p) => p.index), has.map((p) => p.driftEwma[j]!), colour, { width: 1.6, class: 'drift-ewma' }));
+    items.push({ label: `${name} robust z`, color: colour, line: {} });
   });
-  return svg('EWMA control chart: image score ranks and drift descriptors', f.svg + upper + lower + series.join('') + alarmMarker(m, f.x) + legend(items.slice(0, 12)));
+  return chartSvg('EWMA control chart: image score ranks and drift descriptors', svg + limits + series.join('') + alarmMarker(m, x) + legend(FRAME, items.slice(0, 12), 'right'));
 }
 
-function svg(title: string, body: string): string {
-  return `<svg class="control-chart" role="img" aria-label="${esc(title)}" viewBox="0 0 ${W} ${H}" width="100%" style="max-width:${W}px" xmlns="http://www.w3.org/2000/svg"><title>${esc(title)}</title><rect width="${W}" height="${H}" fill="#fff"/>${body}</svg>`;
+function chartSvg(title: string, body: string): string {
+  return svgRoot(FRAME, title, body, { class: 'control-chart' });
 }
 
 function pct(x: number): string {

@@ -2,7 +2,7 @@
  * Generic inline-SVG primitives for report charts: a plot frame with linear scales, axes with tick
  * labels, bars, polylines, reference lines and a legend. Strings only, no DOM and no external
  * resources, so a chart is a few kilobytes inside a self-contained page. Chart-specific code
- * (histograms, ROC, control charts) composes these; it lives elsewhere (charts.ts).
+ * (histograms, ROC, control charts) composes these; it lives elsewhere (charts.ts, control-chart.ts).
  */
 
 import { escapeHtml } from './escape.js';
@@ -71,6 +71,20 @@ function px(v: number): string {
 /** Extra attributes for an element (`data-*` for tests and tooltips); values are escaped. */
 export type Attrs = Record<string, string | number>;
 
+/**
+ * How a line is stroked: `dashed` is a dash pattern, or any other truthy value for the default
+ * "4 3"; `width` overrides the primitive's default stroke width.
+ */
+export interface Stroke {
+  dashed?: number | string;
+  width?: number;
+}
+
+function strokeAttrs(s: Stroke, width: number): string {
+  const dash = s.dashed ? ` stroke-dasharray="${escapeHtml(typeof s.dashed === 'string' ? s.dashed : '4 3')}"` : '';
+  return ` stroke-width="${s.width ?? width}"${dash}`;
+}
+
 function attrs(a: Attrs | undefined): string {
   if (!a) return '';
   return Object.entries(a)
@@ -92,7 +106,7 @@ export function axes(
   f: Frame,
   x: LinearScale,
   y: LinearScale,
-  opts: { xTicks?: number[]; yTicks?: number[]; xLabel?: string; yLabel?: string; grid?: boolean } = {},
+  opts: { xTicks?: number[]; yTicks?: number[]; xLabel?: string; yLabel?: string; grid?: boolean; border?: boolean } = {},
 ): string {
   const b = plotBox(f);
   const xt = opts.xTicks ?? niceTicks(x.domain[0], x.domain[1]);
@@ -100,6 +114,9 @@ export function axes(
   const parts: string[] = [];
   if (opts.grid) {
     for (const t of yt) parts.push(`<line x1="${px(b.x0)}" x2="${px(b.x1)}" y1="${px(y.at(t))}" y2="${px(y.at(t))}" stroke="#eaeef2"/>`);
+  }
+  if (opts.border) {
+    parts.push(`<rect x="${px(b.x0)}" y="${px(b.y0)}" width="${px(b.x1 - b.x0)}" height="${px(b.y1 - b.y0)}" fill="none" stroke="#9aa3ad"/>`);
   }
   parts.push(`<line class="axis" x1="${px(b.x0)}" x2="${px(b.x1)}" y1="${px(b.y1)}" y2="${px(b.y1)}" stroke="#57606a"/>`);
   parts.push(`<line class="axis" x1="${px(b.x0)}" x2="${px(b.x0)}" y1="${px(b.y0)}" y2="${px(b.y1)}" stroke="#57606a"/>`);
@@ -133,46 +150,64 @@ export function bar(x: LinearScale, y: LinearScale, v: { x0: number; x1: number;
   return `<rect x="${px(left)}" y="${px(top)}" width="${px(Math.max(0.5, right - left - 1))}" height="${px(bottom - top)}" fill="${fill}"${attrs(a)}/>`;
 }
 
-/** A polyline through data points. */
-export function polyline(x: LinearScale, y: LinearScale, xs: readonly number[], ys: readonly number[], stroke: string, a?: Attrs): string {
+/** A polyline through data points; nothing when there are none. */
+export function polyline(x: LinearScale, y: LinearScale, xs: readonly number[], ys: readonly number[], stroke: string, a?: Attrs & Stroke): string {
+  if (xs.length === 0) return '';
   const pts = xs.map((v, i) => `${px(x.at(v))},${px(y.at(ys[i]!))}`).join(' ');
-  return `<polyline points="${pts}" fill="none" stroke="${stroke}" stroke-width="2" stroke-linejoin="round"${attrs(a)}/>`;
+  const { dashed, width, ...rest } = a ?? {};
+  return `<polyline points="${pts}" fill="none" stroke="${stroke}"${strokeAttrs({ dashed, width }, 2)} stroke-linejoin="round"${attrs(rest)}/>`;
+}
+
+/** A dot (scatter point) at a data point. */
+export function dot(x: LinearScale, y: LinearScale, vx: number, vy: number, radius: number, fill: string, a?: Attrs): string {
+  return `<circle cx="${px(x.at(vx))}" cy="${px(y.at(vy))}" r="${radius}" fill="${fill}"${attrs(a)}/>`;
 }
 
 /** A vertical reference line at data value `v` across the plot area, labelled at the top. */
-export function vline(f: Frame, x: LinearScale, v: number, label: string, stroke: string, a?: Attrs & { dashed?: number }): string {
+export function vline(f: Frame, x: LinearScale, v: number, label: string, stroke: string, a?: Attrs & Stroke): string {
   const b = plotBox(f);
   const xp = px(x.at(v));
-  const { dashed, ...rest } = a ?? {};
+  const { dashed, width, ...rest } = a ?? {};
   return (
-    `<g${attrs(rest)}><line x1="${xp}" x2="${xp}" y1="${px(b.y0)}" y2="${px(b.y1)}" stroke="${stroke}" stroke-width="1.5"${dashed ? ' stroke-dasharray="4 3"' : ''}/>` +
+    `<g${attrs(rest)}><line x1="${xp}" x2="${xp}" y1="${px(b.y0)}" y2="${px(b.y1)}" stroke="${stroke}"${strokeAttrs({ dashed, width }, 1.5)}/>` +
     `<text x="${xp}" y="${px(b.y0 - 3)}" text-anchor="middle" fill="${stroke}">${escapeHtml(label)}</text></g>`
   );
 }
 
 /** A horizontal reference line at data value `v` across the plot area, labelled at the right. */
-export function hline(f: Frame, y: LinearScale, v: number, label: string, stroke: string, a?: Attrs & { dashed?: number }): string {
+export function hline(f: Frame, y: LinearScale, v: number, label: string, stroke: string, a?: Attrs & Stroke): string {
   const b = plotBox(f);
   const yp = px(y.at(v));
-  const { dashed, ...rest } = a ?? {};
+  const { dashed, width, ...rest } = a ?? {};
   return (
-    `<g${attrs(rest)}><line x1="${px(b.x0)}" x2="${px(b.x1)}" y1="${yp}" y2="${yp}" stroke="${stroke}" stroke-width="1.5"${dashed ? ' stroke-dasharray="4 3"' : ''}/>` +
+    `<g${attrs(rest)}><line x1="${px(b.x0)}" x2="${px(b.x1)}" y1="${yp}" y2="${yp}" stroke="${stroke}"${strokeAttrs({ dashed, width }, 1.5)}/>` +
     `<text x="${px(b.x1 + 3)}" y="${yp}" dy="0.32em" fill="${stroke}">${escapeHtml(label)}</text></g>`
   );
 }
 
+/** One legend row: a coloured swatch (areas, dots) or a short line sample (series, limits). */
+export interface LegendEntry {
+  label: string;
+  color: string;
+  /** Draw a line sample instead of a swatch, stroked like the series it names. */
+  line?: Stroke;
+}
+
 /**
- * A legend of coloured swatches, one row per entry: inside the plot area at its top right, or in the
- * right margin.
+ * A legend, one row per entry: inside the plot area at its top right, or in the right margin.
  */
-export function legend(f: Frame, entries: readonly { label: string; color: string }[], where: 'inside' | 'right' = 'inside'): string {
+export function legend(f: Frame, entries: readonly LegendEntry[], where: 'inside' | 'right' = 'inside'): string {
   const b = plotBox(f);
-  // Offset of the swatches' left edge from the plot's right edge (negative: into the margin).
-  const w = where === 'right' ? -10 : Math.max(...entries.map((e) => e.label.length), 4) * 6.2 + 22;
+  const sample = entries.some((e) => e.line) ? 20 : 10;
+  // Offset of the samples' left edge from the plot's right edge (negative: into the margin).
+  const w = where === 'right' ? -10 : Math.max(...entries.map((e) => e.label.length), 4) * 6.2 + sample + 12;
   const rows = entries
     .map((e, i) => {
       const y = b.y0 + 6 + i * 15;
-      return `<rect x="${px(b.x1 - w)}" y="${px(y)}" width="10" height="10" fill="${e.color}"/><text x="${px(b.x1 - w + 14)}" y="${px(y + 5)}" dy="0.32em" fill="#1f2328">${escapeHtml(e.label)}</text>`;
+      const mark = e.line
+        ? `<line x1="${px(b.x1 - w)}" x2="${px(b.x1 - w + sample)}" y1="${px(y + 5)}" y2="${px(y + 5)}" stroke="${e.color}"${strokeAttrs(e.line, 2)}/>`
+        : `<rect x="${px(b.x1 - w)}" y="${px(y)}" width="10" height="10" fill="${e.color}"/>`;
+      return `${mark}<text x="${px(b.x1 - w + sample + 4)}" y="${px(y + 5)}" dy="0.32em" fill="#1f2328">${escapeHtml(e.label)}</text>`;
     })
     .join('');
   return `<g class="legend">${rows}</g>`;
