@@ -3,10 +3,9 @@
  * real MobileNetV2-int8 backbone. Production orders are seeded permutations of the held-out streams.
  */
 
-import { existsSync, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fit } from '../src/model/fit.js';
 import { Model, type ScoreResult } from '../src/model/model.js';
@@ -18,10 +17,10 @@ import { scoreToRunDir } from '../src/export/score-run.js';
 import { readRunManifest } from '../src/export/results.js';
 import { writeReport } from '../src/report/html.js';
 import { renderControlChart } from '../src/report/control-chart.js';
+import { HAS_CHROMIUM, externalRequests, launchChromium, openReport } from './helpers/browser.js';
 import { magneticTileSetups, monitorFitOptions, seededShuffle } from './helpers/magnetic-tile-setups.js';
 
 const SEEDS = [1, 2, 3, 4, 5, 6, 7, 8];
-const CHROMIUM = '/usr/bin/chromium';
 
 let model: Model;
 let tmp: string;
@@ -153,16 +152,11 @@ describe('runs and report', () => {
     expect(mon.result().images).toBe(part.length);
   });
 
-  it.skipIf(!existsSync(CHROMIUM))('the control charts render in headless Chromium', async () => {
+  it.skipIf(!HAS_CHROMIUM)('the control charts render in headless Chromium', async () => {
     const report = await writeReport(path.join(tmp, 'run'));
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu'] });
+    const browser = await launchChromium();
     try {
-      const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
-      const errors: string[] = [];
-      page.on('console', (msg) => {
-        if (msg.type() === 'error') errors.push(msg.text());
-      });
-      await page.goto(`file://${report}`);
+      const { page, errors, requests } = await openReport(browser, report);
       const charts = page.locator('section.monitor svg.control-chart');
       expect(await charts.count()).toBe(2);
       for (let k = 0; k < 2; k++) {
@@ -172,6 +166,7 @@ describe('runs and report', () => {
       }
       expect(await page.locator('section.monitor').innerText()).toContain('ALARM');
       expect(errors).toEqual([]);
+      expect(externalRequests(requests)).toEqual([]);
     } finally {
       await browser.close();
     }

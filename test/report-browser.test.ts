@@ -1,9 +1,7 @@
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPartscanError } from '../src/errors.js';
@@ -14,9 +12,10 @@ import { binaryMask, connectedRegions } from '../src/postprocess/regions.js';
 import { resizeBilinear } from '../src/postprocess/resize.js';
 import { verdict } from '../src/postprocess/thresholds.js';
 import { escapeHtml, renderReportHtml, writeReport } from '../src/report/html.js';
+import { CHROMIUM, HAS_CHROMIUM, externalRequests, launchChromium, openReport } from './helpers/browser.js';
+import { runManifest } from './helpers/report-run.js';
 import { BOTTLE } from './helpers/shared.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SIZE = 256;
 const BAND = { low: 0.45, high: 0.55 };
 /** A file name built to break naive HTML generation. */
@@ -102,25 +101,11 @@ beforeAll(async () => {
   results[0]!.drift = { flag: false, score: 0.2 };
   results[3]!.drift = { flag: true, score: 4.2 };
   results[3]!.warnings = ['Image looks unlike the training set (brightness).'];
-  manifest = {
-    createdBy: 'partscan',
-    version: '0.1.0',
-    createdAt: '2025-06-01T12:00:00Z',
-    model: {
-      path: 'models/bottle.psm',
-      backbone: 'resnet18',
-      thresholds: {
-        image: 14.2,
-        pixel: 13.1,
-        method: { image: 'f1-adaptive', pixel: 'f1-adaptive' },
-        imageStats: { min: 6.3, max: 35.2 },
-        pixelStats: { min: 0.4, max: 37.9 },
-        band: BAND,
-      },
-    },
+  manifest = runManifest(
     results,
-    warnings: ['Only 4 images: demo run.'],
-  };
+    { path: 'models/bottle.psm', backbone: 'resnet18', method: 'f1-adaptive', image: 14.2, pixel: 13.1, imageSpan: [6.3, 35.2], pixelSpan: [0.4, 37.9], band: BAND },
+    { createdAt: '2025-06-01T12:00:00Z', warnings: ['Only 4 images: demo run.'] },
+  );
   await writeRunResults(runDir, manifest);
 });
 
@@ -163,40 +148,21 @@ describe('report HTML (no browser)', () => {
   });
 });
 
-describe.skipIf(!existsSync(CHROMIUM))(`report in headless Chromium (skipped when ${CHROMIUM} is absent)`, () => {
+describe.skipIf(!HAS_CHROMIUM)(`report in headless Chromium (skipped when ${CHROMIUM} is absent)`, () => {
   let browser: Browser;
   beforeAll(async () => {
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   });
   afterAll(async () => {
     await browser?.close();
   });
-
-  async function open(report: string) {
-    const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
-    const requests: string[] = [];
-    const dialogs: string[] = [];
-    const errors: string[] = [];
-    page.on('request', (r) => requests.push(r.url()));
-    page.on('dialog', async (d) => {
-      dialogs.push(d.message());
-      await d.dismiss();
-    });
-    page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(pathToFileURL(report).href, { waitUntil: 'load' });
-    await page.waitForFunction(() => Array.from(document.images).every((i) => i.complete));
-    return { page, requests, dialogs, errors };
-  }
 
   const visibleCards = (page: import('playwright-core').Page) =>
     page.locator('.card').evaluateAll((cards) => cards.filter((c) => (c as HTMLElement).offsetParent !== null).length);
 
   it('shows every part with loaded images, worst first, and filters by verdict', async () => {
     const report = await writeReport(runDir);
-    const { page, requests, dialogs, errors } = await open(report);
+    const { page, requests, dialogs, errors } = await openReport(browser, report);
 
     expect(await page.locator('.card').count()).toBe(4);
     expect(await page.locator('main img').count()).toBe(12);
@@ -234,7 +200,7 @@ describe.skipIf(!existsSync(CHROMIUM))(`report in headless Chromium (skipped whe
     expect(header).toMatch(/UNCERTAIN 0\.45–0\.55/);
 
     // Nothing but the page itself and inline images was requested.
-    expect(requests.filter((u) => !u.startsWith('file:') && !u.startsWith('data:'))).toEqual([]);
+    expect(externalRequests(requests)).toEqual([]);
 
     await page.click('button[data-filter="all"]');
     const shot = path.join(os.tmpdir(), 'partscan-report-screenshot.png');
@@ -248,7 +214,7 @@ describe.skipIf(!existsSync(CHROMIUM))(`report in headless Chromium (skipped whe
     const html = await readFile(report, 'utf8');
     expect(html).not.toContain('data:image');
     expect(html).toContain('src="overlays/broken-000.png"');
-    const { page } = await open(report);
+    const { page } = await openReport(browser, report);
     const widths = await page.locator('main img').evaluateAll((imgs) => imgs.map((i) => (i as HTMLImageElement).naturalWidth));
     expect(widths).toEqual(new Array(12).fill(SIZE));
     await page.close();

@@ -1,10 +1,8 @@
-import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import fc from 'fast-check';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeRunResults, type ImageResult, type RunManifest } from '../src/export/results.js';
 import { auroc } from '../src/metrics/auroc.js';
@@ -12,10 +10,12 @@ import { rocCurve } from '../src/metrics/roc.js';
 import { verdict } from '../src/postprocess/thresholds.js';
 import { renderCharts, scoreHistogram } from '../src/report/charts.js';
 import { renderReportHtml, writeReport } from '../src/report/html.js';
-import { linearScale, niceTicks } from '../src/report/svg.js';
+import { renderControlChart } from '../src/report/control-chart.js';
+import { dot, legend, linearScale, niceTicks, polyline, type Frame } from '../src/report/svg.js';
+import { CHROMIUM, HAS_CHROMIUM, externalRequests, launchChromium, openReport } from './helpers/browser.js';
+import { runManifest, type TestModel } from './helpers/report-run.js';
 import { BOTTLE } from './helpers/shared.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 const BAND = { low: 0.45, high: 0.55 };
 
 /** A known run: normalised scores chosen by hand, with the bins they must land in (width 0.05 from 0). */
@@ -50,24 +50,11 @@ function result(label: string | undefined, normalizedScore: number, imageScore: 
   return r;
 }
 
+/** The operating point of the ROC test depends on the raw image threshold 12. */
+const MODEL: TestModel = { path: 'bottle.partscan', backbone: 'mobilenetv2-int8', method: 'good-quantile', image: 12, pixel: 11, imageSpan: [5, 35], pixelSpan: [0.5, 40], band: BAND };
+
 function manifestOf(results: ImageResult[]): RunManifest {
-  return {
-    createdBy: 'partscan',
-    version: '0.1.0',
-    model: {
-      path: 'bottle.partscan',
-      backbone: 'mobilenetv2-int8',
-      thresholds: {
-        image: 12,
-        pixel: 11,
-        method: { image: 'good-quantile', pixel: 'good-quantile' },
-        imageStats: { min: 5, max: 35 },
-        pixelStats: { min: 0.5, max: 40 },
-        band: BAND,
-      },
-    },
-    results,
-  };
+  return runManifest(results, MODEL);
 }
 
 const labelledRun = () => PARTS.map(([l, n, r], i) => result(l, n, r, i));
@@ -148,6 +135,69 @@ describe('SVG primitives', () => {
     expect(niceTicks(0, 23, 4)).toEqual([0, 10, 20]);
     expect(niceTicks(0, 23, 5)).toEqual([0, 5, 10, 15, 20]);
   });
+
+  it('strokes polylines as asked, draws dots, and puts line samples in legends', () => {
+    const x = linearScale([0, 10], [0, 100]);
+    const y = linearScale([0, 1], [50, 0]);
+    expect(polyline(x, y, [0, 5], [0, 1], '#111', { dashed: '6 4', width: 1.6, class: 'c' })).toBe(
+      '<polyline points="0,50 50,0" fill="none" stroke="#111" stroke-width="1.6" stroke-dasharray="6 4" stroke-linejoin="round" class="c"/>',
+    );
+    expect(polyline(x, y, [0], [0], '#111', { dashed: 1 })).toContain('stroke-width="2" stroke-dasharray="4 3"');
+    expect(polyline(x, y, [], [], '#111')).toBe('');
+    expect(dot(x, y, 2.5, 0.5, 2, '#f00', { 'fill-opacity': 0.5 })).toBe('<circle cx="25" cy="25" r="2" fill="#f00" fill-opacity="0.5"/>');
+    const f: Frame = { width: 200, height: 100, margin: { top: 10, right: 50, bottom: 10, left: 10 } };
+    const g = legend(f, [{ label: 'limits', color: '#d00', line: { dashed: '4 3' } }, { label: 'area', color: '#0d0' }], 'right');
+    expect(g).toContain('<line x1="160" x2="180" y1="21" y2="21" stroke="#d00" stroke-width="2" stroke-dasharray="4 3"/><text x="184"');
+    expect(g).toContain('<rect x="160" y="31" width="10" height="10" fill="#0d0"/><text x="184"');
+  });
+});
+
+describe('control chart (no browser)', () => {
+  // Scores 0..10 in input order, threshold 7.5, alarm at image 4: positions are read back from the SVG.
+  const points = Array.from({ length: 11 }, (_, i) => ({ index: i, score: i, verdict: i > 7.5 ? 'NG' : 'OK', scoreEwma: i / 4, driftEwma: [-i / 5], ewmaLimit: 2 }));
+  const monitor = {
+    alarm: true,
+    firstAlarmAt: 4,
+    reasons: [],
+    images: 11,
+    ngRate: { run: 3 / 11, window: 0.3, expected: 0.05 },
+    reference: true,
+    notes: [],
+    settings: { window: 3, lambda: 0.2, limit: 3, clip: 4, alpha: 0.001 },
+    features: ['brightness'],
+    threshold: 7.5,
+    points,
+  };
+  const html = renderControlChart({ ...manifestOf([]), monitor } as RunManifest);
+  const [scores, ewma] = html.split('</svg>');
+  const circles = [...scores!.matchAll(/<circle cx="([\d.]+)" cy="([\d.]+)" r="2.2" fill="(#\w+)"/g)].map((m) => ({ x: Number(m[1]), y: Number(m[2]), fill: m[3] }));
+
+  it('draws one dot per image, NG in red, evenly spaced in input order', () => {
+    expect(circles).toHaveLength(11);
+    expect(circles.map((c) => c.fill === '#d1242f')).toEqual(points.map((p) => p.verdict === 'NG'));
+    const dx = circles[1]!.x - circles[0]!.x;
+    circles.forEach((c, i) => expect(c.x).toBeCloseTo(circles[0]!.x + i * dx, 0));
+    expect(circles[10]!.y).toBeLessThan(circles[0]!.y);
+  });
+
+  it('puts the threshold, the alarm line and the window median where the data says', () => {
+    const thr = Number(/class="threshold-line"><line x1="[\d.]+" x2="[\d.]+" y1="([\d.]+)"/.exec(scores!)![1]);
+    expect(thr).toBeCloseTo((circles[7]!.y + circles[8]!.y) / 2, 0);
+    const alarm = Number(/class="alarm-line"[^>]*><line x1="([\d.]+)"/.exec(scores!)![1]);
+    expect(alarm).toBeCloseTo(circles[4]!.x, 1);
+    expect(scores).toContain('alarm @ 4');
+    // Median of the last 3 scores: 0, 0.5, 1, 2, …, 9 (one behind the score from the third point on).
+    const median = /<polyline points="([^"]+)"[^>]*class="window-median"/.exec(scores!)![1]!.split(' ');
+    expect(median).toHaveLength(11);
+    expect(Number(median[5]!.split(',')[1])).toBeCloseTo(circles[4]!.y, 1);
+  });
+
+  it('draws the ± control limits and one series per distinct statistic', () => {
+    expect(ewma!.match(/class="control-limit"/g)).toHaveLength(2);
+    expect(ewma!.match(/class="score-ewma"/g)).toHaveLength(1);
+    expect(ewma!.match(/class="drift-ewma"/g)).toHaveLength(1);
+    expect(ewma).toContain('brightness robust z');
+  });
 });
 
 describe('charts in the report page (no browser)', () => {
@@ -168,16 +218,13 @@ describe('charts in the report page (no browser)', () => {
   });
 });
 
-describe.skipIf(!existsSync(CHROMIUM))(`charts in headless Chromium (skipped when ${CHROMIUM} is absent)`, () => {
+describe.skipIf(!HAS_CHROMIUM)(`charts in headless Chromium (skipped when ${CHROMIUM} is absent)`, () => {
   let browser: Browser;
   let runDir: string;
   beforeAll(async () => {
     runDir = await mkdtemp(path.join(os.tmpdir(), 'partscan-charts-'));
     await writeRunResults(runDir, manifestOf(labelledRun()));
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   });
   afterAll(async () => {
     await browser?.close();
@@ -186,12 +233,7 @@ describe.skipIf(!existsSync(CHROMIUM))(`charts in headless Chromium (skipped whe
 
   it('renders the charts with the known run’s bin counts, threshold line and per-defect counts', async () => {
     const report = await writeReport(runDir);
-    const page = await browser.newPage({ viewport: { width: 1366, height: 900 } });
-    const errors: string[] = [];
-    const requests: string[] = [];
-    page.on('pageerror', (e) => errors.push(e.message));
-    page.on('request', (r) => requests.push(r.url()));
-    await page.goto(pathToFileURL(report).href, { waitUntil: 'load' });
+    const { page, errors, requests } = await openReport(browser, report);
 
     const bars = await page.locator('svg.chart-histogram rect.hist-bar').evaluateAll((rects) =>
       rects.map((r) => {
@@ -229,7 +271,7 @@ describe.skipIf(!existsSync(CHROMIUM))(`charts in headless Chromium (skipped whe
     await expect(cells('all defects')).resolves.toEqual(['5', '1', '4', '0', '20.0%', '–', '0.0%']);
 
     expect(errors).toEqual([]);
-    expect(requests.filter((u) => !u.startsWith('file:') && !u.startsWith('data:'))).toEqual([]);
+    expect(externalRequests(requests)).toEqual([]);
     await page.close();
   });
 });

@@ -163,26 +163,27 @@ export function dot(x: LinearScale, y: LinearScale, vx: number, vy: number, radi
   return `<circle cx="${px(x.at(vx))}" cy="${px(y.at(vy))}" r="${radius}" fill="${fill}"${attrs(a)}/>`;
 }
 
+/** A labelled reference line: a group with the line (from, to) and its label text. */
+function refLine(from: [string, string], to: [string, string], labelAt: string, label: string, stroke: string, a?: Attrs & Stroke): string {
+  const { dashed, width, ...rest } = a ?? {};
+  return (
+    `<g${attrs(rest)}><line x1="${from[0]}" x2="${to[0]}" y1="${from[1]}" y2="${to[1]}" stroke="${stroke}"${strokeAttrs({ dashed, width }, 1.5)}/>` +
+    `<text ${labelAt} fill="${stroke}">${escapeHtml(label)}</text></g>`
+  );
+}
+
 /** A vertical reference line at data value `v` across the plot area, labelled at the top. */
 export function vline(f: Frame, x: LinearScale, v: number, label: string, stroke: string, a?: Attrs & Stroke): string {
   const b = plotBox(f);
   const xp = px(x.at(v));
-  const { dashed, width, ...rest } = a ?? {};
-  return (
-    `<g${attrs(rest)}><line x1="${xp}" x2="${xp}" y1="${px(b.y0)}" y2="${px(b.y1)}" stroke="${stroke}"${strokeAttrs({ dashed, width }, 1.5)}/>` +
-    `<text x="${xp}" y="${px(b.y0 - 3)}" text-anchor="middle" fill="${stroke}">${escapeHtml(label)}</text></g>`
-  );
+  return refLine([xp, px(b.y0)], [xp, px(b.y1)], `x="${xp}" y="${px(b.y0 - 3)}" text-anchor="middle"`, label, stroke, a);
 }
 
 /** A horizontal reference line at data value `v` across the plot area, labelled at the right. */
 export function hline(f: Frame, y: LinearScale, v: number, label: string, stroke: string, a?: Attrs & Stroke): string {
   const b = plotBox(f);
   const yp = px(y.at(v));
-  const { dashed, width, ...rest } = a ?? {};
-  return (
-    `<g${attrs(rest)}><line x1="${px(b.x0)}" x2="${px(b.x1)}" y1="${yp}" y2="${yp}" stroke="${stroke}"${strokeAttrs({ dashed, width }, 1.5)}/>` +
-    `<text x="${px(b.x1 + 3)}" y="${yp}" dy="0.32em" fill="${stroke}">${escapeHtml(label)}</text></g>`
-  );
+  return refLine([px(b.x0), yp], [px(b.x1), yp], `x="${px(b.x1 + 3)}" y="${yp}" dy="0.32em"`, label, stroke, a);
 }
 
 /** One legend row: a coloured swatch (areas, dots) or a short line sample (series, limits). */
