@@ -21,6 +21,7 @@ import { BACKBONES, type BackboneSpec } from '../../models/registry.js';
 import { PartscanError } from '../errors.js';
 import { evaluateModel } from '../model/evaluate.js';
 import { readModelFile } from '../model/model-file.js';
+import { parseModelHeader } from '../model/header-schema.js';
 import { fit } from '../model/fit.js';
 import { Model, PARTSCAN_VERSION, type FitOptions, type ModelHeader } from '../model/model.js';
 import { scoreToRunDir, writeScoredRun, type ScoredRunManifest } from '../export/score-run.js';
@@ -212,7 +213,7 @@ interface ScoreFlags {
 async function loadModel(file: string, threads?: number, weights?: string): Promise<Model> {
   const opts: Parameters<typeof Model.load>[1] = threads !== undefined ? { threads } : {};
   if (weights) {
-    const header = (await readModelFile(file, { sections: () => false })).header as unknown as ModelHeader;
+    const header = parseModelHeader((await readModelFile(file, { sections: () => false })).header, file);
     const spec: BackboneSpec = { backbone: header.backbone.name, weights, offline: true };
     if (header.backbone.seed !== undefined) spec.seed = header.backbone.seed;
     opts.backbone = spec;
@@ -360,7 +361,7 @@ async function reportCommand(runDir: string, f: { out?: string; title?: string; 
 async function infoCommand(modelFile: string, f: { json?: boolean }, io: CliIo): Promise<number> {
   // Reads the file only: no ONNX Runtime session is created for the backbone.
   const contents = await readModelFile(modelFile);
-  const { sections, ...header } = contents.header as unknown as ModelHeader & { sections: { name: string; byteLength: number; dtype: string; shape: number[] }[] };
+  const { sections, ...header } = parseModelHeader(contents.header, modelFile);
   const bytes = (await fs.stat(modelFile)).size;
   const info = {
     file: path.resolve(modelFile),
