@@ -58,17 +58,19 @@ const headerObject = z.looseObject({
     name: z.string().min(1),
     sha256: sha256Hex,
     layers: z.array(z.string().min(1)).min(1),
-    strides: z.array(int(1)),
+    strides: z.array(finite.refine((v) => v > 0, 'must be > 0')), // measured on .onnx backbones: not always integers
     channels: z.array(int(1)),
     seed: int(0).optional(),
     embedded: z.boolean(),
     inputName: z.string().min(1),
   }),
-  preprocess: z.looseObject({
+  // Not loose: these options go to preprocess(), which refuses keys it does not know; unknown ones are dropped.
+  preprocess: z.object({
     imageSize: int(16).max(MAX_IMAGE_SIZE),
     cropSize: int(16).optional(),
-    mean: rgb,
-    std: z.tuple([finite, finite, finite]).refine((s) => s.every((v) => v > 0), 'every std must be > 0'),
+    // On 0..1 pixel values: a mean far outside or a std near 0 turns every image into overflowing activations.
+    mean: rgb.refine((m) => m.every((v) => v >= -10 && v <= 10), 'every mean must lie in [-10, 10]'),
+    std: rgb.refine((s) => s.every((v) => v >= 1e-3 && v <= 100), 'every std must lie in [0.001, 100]'),
     background: z.tuple([int(0).max(255), int(0).max(255), int(0).max(255)]),
     kernel: z.enum(['nearest', 'linear', 'cubic', 'lanczos3']),
     maxPixels: int(1),
@@ -115,7 +117,12 @@ export const modelHeaderSchema = headerObject.superRefine((h, ctx) => {
   const p = h.preprocess;
   if (p.cropSize !== undefined && p.cropSize > p.imageSize) issue(['preprocess', 'cropSize'], `crop ${p.cropSize} exceeds the image size ${p.imageSize}`);
   const size = p.cropSize ?? p.imageSize;
-  if (e.gridH > size || e.gridW > size) issue(['embedding', e.gridH > size ? 'gridH' : 'gridW'], `grid ${e.gridW}×${e.gridH} is finer than the ${size} px input`);
+  // The grid is what the first layer makes of the input (stride s: about size/s; padding may shift it a little).
+  const stride = b.strides[0];
+  const slack = (v: number) => stride !== undefined && Math.abs(v * stride - size) > Math.max(2 * stride, 0.1 * size);
+  if (slack(e.gridH) || slack(e.gridW)) {
+    issue(['embedding', slack(e.gridH) ? 'gridH' : 'gridW'], `grid ${e.gridW}×${e.gridH} does not fit a ${size} px input at stride ${stride}`);
+  }
   // The blur kernel (radius 4σ) must fit in the map it blurs.
   if (4 * h.postprocess.blurSigma + 0.5 >= size) issue(['postprocess', 'blurSigma'], `σ ${h.postprocess.blurSigma} is too wide for a ${size} px map`);
   if (h.roi && (h.roi.width !== size || h.roi.height !== size)) issue(['roi'], `roi ${h.roi.width}×${h.roi.height} differs from the ${size} px model input`);
