@@ -118,7 +118,7 @@ describe('huge pages', () => {
     writeFileSync(
       script,
       `import { relaunchWithHugePages } from ${JSON.stringify(helper)};\n` +
-        `relaunchWithHugePages();\n` +
+        `await relaunchWithHugePages();\n` +
         `import('node:fs').then((fs) => { fs.appendFileSync(${JSON.stringify(out)}, JSON.stringify({ t: process.env.GLIBC_TUNABLES ?? null, args: process.argv.slice(2) }) + '\\n'); process.exit(7); });\n`,
     );
     const env = { ...process.env };

@@ -27,6 +27,7 @@ import { Model, PARTSCAN_VERSION, type FitOptions, type ModelHeader } from '../m
 import { scoreToRunDir, writeScoredRun, type ScoredRunManifest } from '../export/score-run.js';
 import { writeReport } from '../report/html.js';
 import { ensureOutputDir } from '../util/atomic-write.js';
+import { runCancellable } from '../util/cancellation.js';
 import { runDemo } from '../demo.js';
 import { errorLine, fmtNum, formatBytes, formatTable, toJson } from './format.js';
 import { expandImageArgs } from './inputs.js';
@@ -470,7 +471,7 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--tile <px>', 'split images into tiles of this size at native resolution (large images)', intArg('--tile', 16))
     .option('--tile-overlap <px>', 'overlap between tiles (default tile/8)', intArg('--tile-overlap', 0))
     .option('--json', 'print one JSON object')
-    .action(run((data: string[], flags: FitFlags) => fitCommand(data, flags, io)));
+    .action(run((data: string[], flags: FitFlags) => runCancellable([flags.out], () => fitCommand(data, flags, io))));
 
   program
     .command('score')
@@ -485,7 +486,7 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--weights <file>', 'backbone safetensors, for a model saved with --no-embed-backbone')
     .option('--json', 'print one JSON object')
     .addHelpText('after', '\nExit status: 0 all scored, 3 some images could not be scored (listed), 2 bad input.')
-    .action(run((model: string, images: string[], flags: ScoreFlags) => scoreCommand(model, images, flags, io)));
+    .action(run((model: string, images: string[], flags: ScoreFlags) => runCancellable([flags.out], () => scoreCommand(model, images, flags, io))));
 
   program
     .command('eval')
@@ -523,7 +524,11 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--raw', 'output raw scores instead of normalised ones')
     .option('--weights <file>', 'backbone safetensors, for a model saved with --no-embed-backbone')
     .option('--json', 'print one JSON object')
-    .action(run((model: string, flags: { onnx: string; raw?: boolean; weights?: string; json?: boolean }) => exportCommand(model, flags, io)));
+    .action(
+      run((model: string, flags: { onnx: string; raw?: boolean; weights?: string; json?: boolean }) =>
+        runCancellable([flags.onnx, `${flags.onnx}.data`], () => exportCommand(model, flags, io)),
+      ),
+    );
 
   program
     .command('demo')
