@@ -10,6 +10,8 @@
  *   but some images could not be scored (they are listed, with a count).
  * - Errors print one line, `partscan: <message>` (a PartscanError's message includes the file and the
  *   remedy); stack traces only with PARTSCAN_DEBUG=1.
+ * - SIGINT, SIGTERM, SIGHUP cancel `fit`, `score` and `export`: their temp files and the outputs they
+ *   created are removed and the process ends by the signal (see src/util/cancellation.ts).
  */
 
 import { exportModelOnnx } from '../export/onnx-export.js';
