@@ -112,7 +112,7 @@ describe('huge pages', () => {
 
   it('relaunchWithHugePages re-runs a command with the tunable, forwarding arguments, output and exit status', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'partscan-hp-'));
-    const script = path.join(dir, 'child.ts');
+    const script = path.join(dir, 'child.mts'); // ESM: the relaunch is awaited at top level
     const out = path.join(dir, 'out.json');
     const helper = path.join(REPO, 'src', 'util', 'huge-pages.ts');
     writeFileSync(
