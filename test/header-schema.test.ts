@@ -19,14 +19,18 @@ import { normalizeScore } from '../src/postprocess/normalize.js';
 import { imageNormalization, verdict } from '../src/postprocess/thresholds.js';
 import { listImages } from '../datasets/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
+import { runCli } from '../src/cli/cli.js';
 
 /** Fuzz iterations (each writes, loads and, when accepted, scores a model); PARTSCAN_FUZZ_RUNS raises it for a longer hunt. */
-const FUZZ_RUNS = Number(process.env.PARTSCAN_FUZZ_RUNS ?? 300);
+const FUZZ_RUNS = Number(process.env.PARTSCAN_FUZZ_RUNS ?? 250);
+/** Runs of the fuzz of the backbone identity in a file with its backbone embedded (each loads an ORT session). */
+const EMBEDDED_RUNS = Math.round(FUZZ_RUNS / 10);
 
 const spec = { backbone: 'resnet50', weights: REF_WEIGHTS, layers: ['layer1', 'layer2'] };
 const image = path.join(BOTTLE, 'test', 'broken_large', '000.png');
 let tmp: string;
 let validFile: string;
+let embeddedFile: string;
 let header: Record<string, unknown>;
 let sections: { name: string; data: SectionData; shape: number[] }[];
 let shared: Backbone;
@@ -38,6 +42,8 @@ beforeAll(async () => {
   const model = await fit(all.slice(0, 8), { backbone: spec, channels: 8, imageSize: 64, seed: 1, calibration: all.slice(8, 11), contaminationCheck: false });
   validFile = path.join(tmp, 'valid.partscan');
   await model.save(validFile, { embedBackbone: false });
+  embeddedFile = path.join(tmp, 'embedded.partscan');
+  await model.save(embeddedFile);
   reference = (await model.score(image)).imageScore;
   await model.dispose();
   const contents = await readModelFile(validFile);
@@ -232,4 +238,62 @@ describe('model header schema', () => {
     expect(outcomes.get('scored') ?? 0).toBeGreaterThan(0);
     expect(outcomes.get('MODEL_FORMAT') ?? 0).toBeGreaterThan(0);
   }, 600_000);
+  it(`fuzz: ${EMBEDDED_RUNS} mutated backbone identities of a file with its backbone embedded give a typed error or a correct score`, async () => {
+    const contents = await readModelFile(embeddedFile);
+    const { sections: table, ...h0 } = contents.header;
+    const secs = table.map((t) => ({ name: t.name, data: contents.sections.get(t.name)!, shape: [...t.shape] }));
+    const b0 = h0.backbone as Record<string, unknown>;
+    const keys = Object.keys(b0);
+    // Mostly plausible values (other layer names, counts, strides, the other input name), so that many
+    // mutated identities pass the schema and reach the backbone graph.
+    const value = fc.oneof(
+      { weight: 1, arbitrary: fc.jsonValue({ maxDepth: 2 }) },
+      {
+        weight: 4,
+        arbitrary: fc.constantFrom('layer1', 'layer2', 'layer3', 'input', 'x', 4, 8, 256, [256, 512], [512, 256], [256, 500], [128, 640], ['layer2', 'layer1'], ['layer1', 'layer3'], [4, 8], [8, 4], [4, 16], true, false, 'f'.repeat(64)),
+      },
+    );
+    const outcomes = new Map<string, number>();
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.record({ key: fc.constantFrom(...keys), value, del: fc.nat(5).map((v) => v === 0) }), { minLength: 1, maxLength: 2 }), async (ms) => {
+        const h = clone(h0) as Record<string, unknown>;
+        const b = h.backbone as Record<string, unknown>;
+        for (const m of ms) {
+          if (m.del) delete b[m.key];
+          else b[m.key] = m.value;
+        }
+        const file = await write(h, secs);
+        let model: Model | undefined;
+        try {
+          model = await Model.load(file);
+          const r = await model.score(image);
+          outcomes.set('scored', (outcomes.get('scored') ?? 0) + 1);
+          // A backbone identity that still loads and scores must give the fitted model's score.
+          expect(Math.abs(r.imageScore - reference), JSON.stringify(ms)).toBeLessThanOrEqual(1e-4 * Math.max(1, reference));
+        } catch (e) {
+          expect(isPartscanError(e), `untyped ${String((e as Error)?.stack ?? e)} for ${JSON.stringify(ms)}`).toBe(true);
+          const code = (e as { code: string }).code;
+          outcomes.set(code, (outcomes.get(code) ?? 0) + 1);
+        } finally {
+          await model?.dispose();
+          await fs.rm(file, { force: true });
+        }
+      }),
+      { numRuns: EMBEDDED_RUNS },
+    );
+    console.log(`embedded-backbone fuzz: ${EMBEDDED_RUNS} runs →`, Object.fromEntries(outcomes));
+    expect(outcomes.get('MODEL_FORMAT') ?? 0).toBeGreaterThan(0);
+  }, 600_000);
+
+  it('partscan info and score refuse a malformed header with one line naming the field (exit 2)', async () => {
+    const h = clone(header);
+    set(h, ['thresholds', 'imageStats'], undefined);
+    const file = await write(h);
+    for (const args of [['info', file], ['score', file, image, '--out', path.join(tmp, 'never'), '--weights', REF_WEIGHTS]]) {
+      const err: string[] = [];
+      const code = await runCli(['node', 'partscan', ...args], { out: () => undefined, err: (t) => void err.push(t) });
+      expect(code).toBe(2);
+      expect(err.join('')).toMatch(/^partscan: .*header field thresholds\.imageStats: .*re-fit the model/);
+    }
+  });
 });

@@ -23,7 +23,7 @@ import { BACKBONES, type BackboneSpec } from '../../models/registry.js';
 import { PartscanError } from '../errors.js';
 import { evaluateModel } from '../model/evaluate.js';
 import { readModelFile } from '../model/model-file.js';
-import { parseModelHeader } from '../model/header-schema.js';
+import { checkModelSections, parseModelHeader } from '../model/header-schema.js';
 import { fit } from '../model/fit.js';
 import { Model, PARTSCAN_VERSION, type FitOptions, type ModelHeader } from '../model/model.js';
 import { scoreToRunDir, writeScoredRun, type ScoredRunManifest } from '../export/score-run.js';
@@ -364,7 +364,9 @@ async function reportCommand(runDir: string, f: { out?: string; title?: string; 
 async function infoCommand(modelFile: string, f: { json?: boolean }, io: CliIo): Promise<number> {
   // Reads the file only: no ONNX Runtime session is created for the backbone.
   const contents = await readModelFile(modelFile);
-  const { sections, ...header } = parseModelHeader(contents.header, modelFile);
+  const parsed = parseModelHeader(contents.header, modelFile);
+  checkModelSections(parsed, contents.sections, modelFile);
+  const { sections, ...header } = parsed;
   const bytes = (await fs.stat(modelFile)).size;
   const info = {
     file: path.resolve(modelFile),
