@@ -78,8 +78,8 @@ export function relaunchWithHugePages(): Promise<void> {
   return relaunch(env);
 }
 
-/** @internal The relaunch itself, with a given environment (tests force it where THP is unavailable). */
-export function relaunch(env: NodeJS.ProcessEnv): Promise<void> {
+/** The relaunch itself, with the environment it runs in. */
+function relaunch(env: NodeJS.ProcessEnv): Promise<void> {
   let child: ChildProcess;
   try {
     child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: 'inherit' });
@@ -92,12 +92,17 @@ export function relaunch(env: NodeJS.ProcessEnv): Promise<void> {
       for (const s of FORWARDED_SIGNALS) process.removeListener(s, forward);
     };
     for (const s of FORWARDED_SIGNALS) process.on(s, forward);
-    child.once('error', () => {
-      // Could not start (e.g. EAGAIN): run here, without huge pages.
+    let ranHere = false;
+    child.on('error', () => {
+      // Could not start (e.g. EAGAIN): run here, without huge pages. (A failed kill also reports an
+      // error; the child then still runs, and this process keeps waiting for it.)
+      if (child.pid !== undefined || ranHere) return;
+      ranHere = true;
       stopForwarding();
       resolve();
     });
     child.once('exit', (code, signal) => {
+      if (ranHere) return; // 'exit' may follow a failed start: the work runs here now
       stopForwarding();
       if (signal) {
         // No listener left for it: the default action ends this process by the same signal.
@@ -111,4 +116,4 @@ export function relaunch(env: NodeJS.ProcessEnv): Promise<void> {
 }
 
 /** Signals a relaunching parent passes on to its child. */
-export const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
