@@ -14,14 +14,11 @@ import { z } from 'zod';
 import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
 import { driftModelSchema } from '../guards/drift.js';
-
-/** Largest network input side a header may ask for (preprocessing allocates 3·side² floats per image). */
-export const MAX_IMAGE_SIZE = 8192;
+import { preprocessOptionsSchema } from '../preprocess/options.js';
 
 const int = (min = 0) => z.number().int().min(min);
 const finite = z.number().refine(Number.isFinite, 'expected a finite number');
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'expected a sha256 as 64 lowercase hex digits');
-const rgb = z.tuple([finite, finite, finite]);
 const scoreRange = z.looseObject({ min: finite, max: finite }).refine((r) => r.min <= r.max, 'min must not exceed max');
 const thresholdMethod = z.enum(['f1-adaptive', 'good-sigma', 'good-quantile', 'manual']);
 
@@ -64,17 +61,9 @@ const headerObject = z.looseObject({
     embedded: z.boolean(),
     inputName: z.string().min(1),
   }),
-  // Not loose: these options go to preprocess(), which refuses keys it does not know; unknown ones are dropped.
-  preprocess: z.object({
-    imageSize: int(16).max(MAX_IMAGE_SIZE),
-    cropSize: int(16).optional(),
-    // On 0..1 pixel values: a mean far outside or a std near 0 turns every image into overflowing activations.
-    mean: rgb.refine((m) => m.every((v) => v >= -10 && v <= 10), 'every mean must lie in [-10, 10]'),
-    std: rgb.refine((s) => s.every((v) => v >= 1e-3 && v <= 100), 'every std must lie in [0.001, 100]'),
-    background: z.tuple([int(0).max(255), int(0).max(255), int(0).max(255)]),
-    kernel: z.enum(['nearest', 'linear', 'cubic', 'lanczos3']),
-    maxPixels: int(1),
-  }),
+  // The preprocessing options' own schema (one home for their ranges), without its strictness: unknown
+  // keys are dropped, since these options go to preprocess(), which refuses keys it does not know.
+  preprocess: z.object(preprocessOptionsSchema.shape),
   embedding: z.looseObject({ channels: int(1), seed: int(0), totalChannels: int(1), gridH: int(1), gridW: int(1) }),
   gaussian: z.looseObject({
     images: int(1),
