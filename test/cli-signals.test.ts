@@ -21,6 +21,7 @@ import { BOTTLE, REF_WEIGHTS, REPO } from './helpers/shared.js';
 const BIN = path.join(REPO, 'bin', 'partscan.js');
 let tmp: string;
 let train: string;
+let bigTrain: string;
 let modelFile: string;
 let images: string[];
 
@@ -31,6 +32,10 @@ beforeAll(async () => {
   train = path.join(tmp, 'train');
   await fs.mkdir(train);
   for (const f of all.slice(0, 16)) await fs.symlink(f, path.join(train, path.basename(f)));
+  // A fit that cannot finish within seconds, to be signalled mid-computation.
+  bigTrain = path.join(tmp, 'big-train');
+  await fs.mkdir(bigTrain);
+  for (const f of all.slice(0, 120)) await fs.symlink(f, path.join(bigTrain, path.basename(f)));
   const model = await fit(all.slice(0, 6), { backbone: { backbone: 'resnet50', weights: REF_WEIGHTS }, channels: 16, imageSize: 64, calibration: all.slice(6, 8), contaminationCheck: false });
   modelFile = path.join(tmp, 'm.partscan');
   await model.save(modelFile); // backbone embedded: score and export need no weights
@@ -132,7 +137,7 @@ describe('signals to the CLI launcher (parent pid only)', () => {
     const dir = path.join(tmp, 'fit-compute');
     await fs.mkdir(dir);
     const out = path.join(dir, 'model.partscan');
-    const o = await runAndSignal(['fit', train, '--out', out, '--weights', REF_WEIGHTS, '--image-size', '64', '--channels', '16'], 'SIGINT', dir, 4000);
+    const o = await runAndSignal(['fit', bigTrain, '--out', out, '--weights', REF_WEIGHTS, '--image-size', '224', '--channels', '100'], 'SIGINT', dir, 3000);
     expect(o.signalledAt).toBe('timer');
     expectCleanEnd(o, 'SIGINT');
     expect(listAll(dir)).toEqual([]);
