@@ -40,7 +40,7 @@ const { values } = parseArgs({
     'no-huge-pages': { type: 'boolean', default: false },
   },
 });
-if (!values['no-huge-pages']) relaunchWithHugePages();
+if (!values['no-huge-pages']) await relaunchWithHugePages();
 
 const mb = (kb: number): number => Math.round(kb / 1024);
 const quantile = (xs: number[], q: number): number => {

@@ -11,5 +11,6 @@ if (!existsSync(entry)) {
 // Large buffers want transparent huge pages (see src/util/huge-pages.ts): re-run once with glibc's
 // tunable set, unless PARTSCAN_HUGE_PAGES=0.
 const hugePages = fileURLToPath(new URL('../dist/src/util/huge-pages.js', import.meta.url));
-if (existsSync(hugePages)) (await import(hugePages)).relaunchWithHugePages();
+// The relaunching parent forwards SIGINT/SIGTERM/SIGHUP to the child and ends as the child ended.
+if (existsSync(hugePages)) await (await import(hugePages)).relaunchWithHugePages();
 await import(entry);

@@ -27,6 +27,7 @@ export type PartscanErrorCode =
   | 'MASK' // ROI or ground-truth mask problems
   | 'OUTPUT' // output path not writable, is a file, disk full
   | 'OPTIONS' // invalid options
+  | 'CANCELLED' // a command cancelled by a signal (SIGINT, SIGTERM, SIGHUP)
   | 'THRESHOLD';
 
 export interface PartscanErrorInit {

@@ -626,7 +626,7 @@ describe('model files', () => {
     const f = path.join(tmp, 'container.partscan');
     await writeModelFile(f, { format: 'something-else' }, [{ name: 'mean', data: new Float64Array(4), shape: [4] }]);
     const e = await expectError(Model.load(f), 'MODEL_FORMAT', f);
-    expect(e.message).toMatch(/incomplete header/);
+    expect(e.message).toMatch(/header field format/);
   });
 
   it('weights supplied at load differ from the ones the model was fitted with → BACKBONE_MISMATCH', async () => {

@@ -112,13 +112,13 @@ describe('huge pages', () => {
 
   it('relaunchWithHugePages re-runs a command with the tunable, forwarding arguments, output and exit status', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'partscan-hp-'));
-    const script = path.join(dir, 'child.ts');
+    const script = path.join(dir, 'child.mts'); // ESM: the relaunch is awaited at top level
     const out = path.join(dir, 'out.json');
     const helper = path.join(REPO, 'src', 'util', 'huge-pages.ts');
     writeFileSync(
       script,
       `import { relaunchWithHugePages } from ${JSON.stringify(helper)};\n` +
-        `relaunchWithHugePages();\n` +
+        `await relaunchWithHugePages();\n` +
         `import('node:fs').then((fs) => { fs.appendFileSync(${JSON.stringify(out)}, JSON.stringify({ t: process.env.GLIBC_TUNABLES ?? null, args: process.argv.slice(2) }) + '\\n'); process.exit(7); });\n`,
     );
     const env = { ...process.env };

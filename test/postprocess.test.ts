@@ -118,6 +118,10 @@ describe('gaussianKernel1d', () => {
     expect(k[16]! / k[15]!).toBeCloseTo(Math.exp(1 / 32), 5);
   });
 
+  it('a tiny sigma (2σ² underflows to 0) gives the identity kernel, not NaN (found by the model-header fuzz)', () => {
+    for (const sigma of [5e-324, 1e-200, 1e-3]) expect(Array.from(gaussianKernel1d(sigma))).toEqual([1]);
+  });
+
   it('rejects a non-positive sigma with a typed error', () => {
     expect(() => gaussianKernel1d(0)).toThrow(/sigma must be a positive number/);
     try {

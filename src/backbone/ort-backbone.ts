@@ -159,7 +159,7 @@ export class OrtBackbone implements Backbone {
         { remedy: 'check the image size (at least 32 px for the ResNets) and that the backbone graph is valid', cause: e },
       );
     }
-    return this.identity.layers.map((layer) => {
+    return this.identity.layers.map((layer, i) => {
       const t = outputs[layer];
       if (!t || t.type !== 'float32' || t.dims.length !== 4) {
         throw new PartscanError(
@@ -167,6 +167,12 @@ export class OrtBackbone implements Backbone {
           `Backbone ${this.identity.name} output "${layer}" is ${t ? `${t.type} with dims [${t.dims.join(', ')}]` : 'missing'}; a float32 [N, C, H, W] map is needed.`,
           { remedy: 'choose feature layers that are 4-D convolutional maps' },
         );
+      }
+      // Channel indices are resolved against the identity's counts: a graph that disagrees would gather the wrong channels.
+      if (t.dims[1] !== this.identity.channels[i]) {
+        throw new PartscanError('BACKBONE_MISMATCH', `Backbone ${this.identity.name} output "${layer}" has ${t.dims[1]} channels; its identity says ${this.identity.channels[i]}.`, {
+          remedy: 'the model header does not describe its backbone graph: re-fit the model',
+        });
       }
       return { data: t.data as Float32Array, dims: [t.dims[0]!, t.dims[1]!, t.dims[2]!, t.dims[3]!] as [number, number, number, number] };
     });

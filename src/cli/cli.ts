@@ -10,6 +10,8 @@
  *   but some images could not be scored (they are listed, with a count).
  * - Errors print one line, `partscan: <message>` (a PartscanError's message includes the file and the
  *   remedy); stack traces only with PARTSCAN_DEBUG=1.
+ * - SIGINT, SIGTERM, SIGHUP cancel `fit`, `score` and `export`: their temp files and the outputs they
+ *   created are removed and the process ends by the signal (see src/util/cancellation.ts).
  */
 
 import { exportModelOnnx } from '../export/onnx-export.js';
@@ -21,11 +23,13 @@ import { BACKBONES, type BackboneSpec } from '../../models/registry.js';
 import { PartscanError } from '../errors.js';
 import { evaluateModel } from '../model/evaluate.js';
 import { readModelFile } from '../model/model-file.js';
+import { checkModelSections, parseModelHeader } from '../model/header-schema.js';
 import { fit } from '../model/fit.js';
 import { Model, PARTSCAN_VERSION, type FitOptions, type ModelHeader } from '../model/model.js';
 import { scoreToRunDir, writeScoredRun, type ScoredRunManifest } from '../export/score-run.js';
 import { writeReport } from '../report/html.js';
 import { ensureOutputDir } from '../util/atomic-write.js';
+import { runCancellable } from '../util/cancellation.js';
 import { runDemo } from '../demo.js';
 import { errorLine, fmtNum, formatBytes, formatTable, toJson } from './format.js';
 import { formatVerdictLine, formatVerdictTable } from './format-verdicts.js';
@@ -214,7 +218,7 @@ interface ScoreFlags {
 async function loadModel(file: string, threads?: number, weights?: string): Promise<Model> {
   const opts: Parameters<typeof Model.load>[1] = threads !== undefined ? { threads } : {};
   if (weights) {
-    const header = (await readModelFile(file, { sections: () => false })).header as unknown as ModelHeader;
+    const header = parseModelHeader((await readModelFile(file, { sections: () => false })).header, file);
     const spec: BackboneSpec = { backbone: header.backbone.name, weights, offline: true };
     if (header.backbone.seed !== undefined) spec.seed = header.backbone.seed;
     opts.backbone = spec;
@@ -371,7 +375,9 @@ async function reportCommand(runDir: string, f: { out?: string; title?: string; 
 async function infoCommand(modelFile: string, f: { json?: boolean }, io: CliIo): Promise<number> {
   // Reads the file only: no ONNX Runtime session is created for the backbone.
   const contents = await readModelFile(modelFile);
-  const { sections, ...header } = contents.header as unknown as ModelHeader & { sections: { name: string; byteLength: number; dtype: string; shape: number[] }[] };
+  const parsed = parseModelHeader(contents.header, modelFile);
+  checkModelSections(parsed, contents.sections, modelFile);
+  const { sections, ...header } = parsed;
   const bytes = (await fs.stat(modelFile)).size;
   const info = {
     file: path.resolve(modelFile),
@@ -482,7 +488,7 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--tile <px>', 'split images into tiles of this size at native resolution (large images)', intArg('--tile', 16))
     .option('--tile-overlap <px>', 'overlap between tiles (default tile/8)', intArg('--tile-overlap', 0))
     .option('--json', 'print one JSON object')
-    .action(run((data: string[], flags: FitFlags) => fitCommand(data, flags, io)));
+    .action(run((data: string[], flags: FitFlags) => runCancellable([flags.out], () => fitCommand(data, flags, io))));
 
   program
     .command('score')
@@ -497,7 +503,7 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--weights <file>', 'backbone safetensors, for a model saved with --no-embed-backbone')
     .option('--json', 'print one JSON object')
     .addHelpText('after', '\nExit status: 0 all scored, 3 some images could not be scored (listed), 2 bad input.')
-    .action(run((model: string, images: string[], flags: ScoreFlags) => scoreCommand(model, images, flags, io)));
+    .action(run((model: string, images: string[], flags: ScoreFlags) => runCancellable([flags.out], () => scoreCommand(model, images, flags, io))));
 
   program
     .command('eval')
@@ -535,7 +541,11 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--raw', 'output raw scores instead of normalised ones')
     .option('--weights <file>', 'backbone safetensors, for a model saved with --no-embed-backbone')
     .option('--json', 'print one JSON object')
-    .action(run((model: string, flags: { onnx: string; raw?: boolean; weights?: string; json?: boolean }) => exportCommand(model, flags, io)));
+    .action(
+      run((model: string, flags: { onnx: string; raw?: boolean; weights?: string; json?: boolean }) =>
+        runCancellable([flags.onnx, `${flags.onnx}.data`], () => exportCommand(model, flags, io)),
+      ),
+    );
 
   program
     .command('demo')

@@ -210,7 +210,8 @@ export function driftScore(model: DriftModel, descriptor: readonly number[]): Dr
   return { score, flag: score > model.k, reasons, z: zs };
 }
 
-const driftModelSchema = z
+/** The schema of a {@link DriftModel} (also part of the model header's schema). */
+export const driftModelSchema = z
   .object({
     kind: z.literal('partscan-drift'),
     version: z.literal(1),

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { PartscanError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { sectionTableSchema } from './header-schema.js';
 
 /**
  * The `.partscan` container: one file, self-describing, checksummed.
@@ -196,7 +197,13 @@ export async function readModelFile(
     } catch {
       throw formatError(file, 'header is not valid JSON');
     }
-    if (!Array.isArray(header.sections)) throw formatError(file, 'no section table');
+    if (header === null || typeof header !== 'object' || Array.isArray(header)) throw formatError(file, 'header is not a JSON object');
+    // The table decides what is read and allocated: check it before any section is touched.
+    const table = sectionTableSchema.safeParse(header.sections);
+    if (!table.success) {
+      const i = table.error.issues[0]!;
+      throw formatError(file, `section table entry sections${i.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${String(k)}`)).join('')}: ${i.message}`);
+    }
     const sections = new Map<string, SectionData>();
     for (const s of header.sections) {
       if (s.offset + s.byteLength > size) throw formatError(file, `section "${s.name}" extends past the end of the file (truncated)`);

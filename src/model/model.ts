@@ -28,6 +28,7 @@ import type { TrainingSetReport } from '../guards/training-set.js';
 import { driftScore, parseDriftModel, type DriftModel } from '../guards/drift.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { readModelFile, writeModelFile, type SectionData } from './model-file.js';
+import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
 import type { MonitorReference } from './monitor-reference.js';
 
 const require = createRequire(import.meta.url);
@@ -344,7 +345,9 @@ export class Model {
       ...(opts.verify === undefined ? {} : { verify: opts.verify }),
       ...(opts.resumeStatistics ? {} : { sections: (name: string) => !RESUME_SECTIONS.includes(name) }),
     });
-    const header = contents.header as unknown as ModelHeader;
+    // One schema checks every field, and the section shapes against grid and d, before anything is used.
+    const header = parseModelHeader(contents.header, file) as unknown as ModelHeader;
+    checkModelSections(header as unknown as ParsedModelHeader, contents.sections, file);
     const need = (name: string): SectionData => {
       const s = contents.sections.get(name);
       if (!s) {
@@ -352,9 +355,6 @@ export class Model {
       }
       return s;
     };
-    if (header.format !== 'partscan-model' || !header.embedding || !header.backbone || !header.preprocess) {
-      throw new PartscanError('MODEL_FORMAT', `${file} has an incomplete header.`, { file, remedy: 're-fit the model' });
-    }
     const parts: ModelParts = {
       header,
       channelIndices: need('channels') as Int32Array,

@@ -30,7 +30,9 @@ function gaussianWeights(sigma: number): Float64Array {
   let sum = 0;
   for (let i = 0; i < size; i++) {
     const x = i - radius;
-    weights[i] = Math.exp(-(x * x) / (2 * sigma * sigma));
+    // The centre tap is exactly 1 (e⁰), also when 2σ² underflows to 0 (σ ≈ 1e-160 or below), where the
+    // formula would give 0/0 = NaN and the whole map NaN.
+    weights[i] = x === 0 ? 1 : Math.exp(-(x * x) / (2 * sigma * sigma));
     sum += weights[i]!;
   }
   for (let i = 0; i < size; i++) weights[i] = weights[i]! / sum;

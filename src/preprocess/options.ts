@@ -56,8 +56,10 @@ export const preprocessOptionsSchema = z
       .int('cropSize must be an integer')
       .min(MIN_IMAGE_SIZE, `cropSize must be at least ${MIN_IMAGE_SIZE}`)
       .optional(),
-    mean: rgbTuple('mean'),
-    std: rgbTuple('std').refine((s) => s.every((v) => v > 0), 'std values must be > 0'),
+    // On 0..1 pixel values. A mean far outside, or a std near 0, turns every image into overflowing
+    // activations (non-finite scores): refused here, for options and model files alike.
+    mean: rgbTuple('mean').refine((m) => m.every((v) => v >= -10 && v <= 10), 'mean values must lie in [-10, 10]'),
+    std: rgbTuple('std').refine((s) => s.every((v) => v >= 1e-3 && v <= 100), 'std values must lie in [0.001, 100] (and be > 0)'),
     background: z.tuple([byteValue, byteValue, byteValue], {
       error: 'background must be an array of three integers 0..255 (R, G, B)',
     }),

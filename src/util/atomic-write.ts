@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { PartscanError } from '../errors.js';
+import { throwIfCancelled, trackTempFile, untrackTempFile } from './cancellation.js';
 
 /** Translates file-system errors into actionable {@link PartscanError}s ('OUTPUT'). */
 export function outputError(file: string, e: unknown): PartscanError {
@@ -36,6 +37,7 @@ export async function writeFileAtomic(
   const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let handle: fs.FileHandle | undefined;
   try {
+    trackTempFile(tmp); // before it exists: a signal may come while the open is under way
     handle = await fs.open(tmp, 'wx');
     if (typeof data === 'string' || data instanceof Uint8Array) {
       await handle.writeFile(data);
@@ -53,11 +55,14 @@ export async function writeFileAtomic(
     await handle.sync();
     await handle.close();
     handle = undefined;
+    throwIfCancelled(file); // a cancelled command puts nothing into place
     await fs.rename(tmp, file);
   } catch (e) {
     await handle?.close().catch(() => undefined);
     await fs.rm(tmp, { force: true }).catch(() => undefined);
     throw e instanceof PartscanError ? e : outputError(file, e);
+  } finally {
+    untrackTempFile(tmp);
   }
 }
 

@@ -1,5 +1,6 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { constants } from 'node:os';
 
 /**
  * Transparent huge pages for the process's large buffers (Linux with glibc).
@@ -19,7 +20,11 @@ import { readFileSync } from 'node:fs';
  */
 export const HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1';
 
-/** Opt-out: set to 0 to keep the process's memory settings untouched. */
+/**
+ * Opt-out: set to 0 to keep the process's memory settings untouched. Set to 1 to relaunch even where
+ * the kernel does not offer transparent huge pages (the tunable is then harmless; tests use it to
+ * exercise the relaunch on any Linux with glibc).
+ */
 export const HUGE_PAGES_ENV = 'PARTSCAN_HUGE_PAGES';
 
 /** True when this process was started with glibc's huge-page tunable. */
@@ -48,22 +53,67 @@ function isGlibcLinux(): boolean {
 export function hugePagesEnvironment(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv | undefined {
   if (env[HUGE_PAGES_ENV] === '0' || hugePagesEnabled(env)) return undefined;
   // The sysfs read first: it is cheap, the process report behind isGlibcLinux is not.
-  if (!kernelOffersHugePages() || !isGlibcLinux()) return undefined;
+  if (env[HUGE_PAGES_ENV] !== '1' && !kernelOffersHugePages()) return undefined;
+  if (!isGlibcLinux()) return undefined;
   const tunables = env.GLIBC_TUNABLES ? `${env.GLIBC_TUNABLES}:${HUGE_PAGES_TUNABLE}` : HUGE_PAGES_TUNABLE;
   // The marker stops a second relaunch even if glibc drops the variable (e.g. for setuid binaries).
   return { ...env, GLIBC_TUNABLES: tunables, [HUGE_PAGES_ENV]: '0' };
 }
 
 /**
- * Re-runs the current Node.js command once with huge pages enabled, forwarding stdio and the exit
- * status, and exits; returns without doing anything when they are already on, unavailable, or turned
- * off with `PARTSCAN_HUGE_PAGES=0`. For command-line entry points only: call it before any work.
+ * Re-runs the current Node.js command once with huge pages enabled, forwarding stdio, signals and the
+ * exit status; the returned promise then never settles (the process exits when the child does). It
+ * resolves at once, doing nothing, when huge pages are already on, unavailable, or turned off with
+ * `PARTSCAN_HUGE_PAGES=0`. For command-line entry points only: `await` it before any work.
+ *
+ * Supervisors signal one pid, not a process group: SIGINT, SIGTERM and SIGHUP sent to this process are
+ * passed on to the child, which does the work (and cleans up after itself, see src/util/cancellation.ts).
+ * The parent ends the way the child ended: with its exit code, or, when the child was ended by a signal,
+ * by re-raising that signal on itself (a shell then reports 128 + n, and a parent program sees the
+ * signal), so the relaunch is invisible to whoever started the command.
  */
-export function relaunchWithHugePages(): void {
+export function relaunchWithHugePages(): Promise<void> {
   const env = hugePagesEnvironment();
-  if (!env) return;
-  const child = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: 'inherit' });
-  if (child.error) return; // could not spawn: run here, without huge pages
-  if (child.signal) process.kill(process.pid, child.signal);
-  process.exit(child.status ?? 1);
+  if (!env) return Promise.resolve();
+  return relaunch(env);
 }
+
+/** The relaunch itself, with the environment it runs in. */
+function relaunch(env: NodeJS.ProcessEnv): Promise<void> {
+  let child: ChildProcess;
+  try {
+    child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: 'inherit' });
+  } catch {
+    return Promise.resolve(); // could not spawn: run here, without huge pages
+  }
+  return new Promise<void>((resolve) => {
+    const forward = (signal: NodeJS.Signals): void => void child.kill(signal);
+    const stopForwarding = (): void => {
+      for (const s of FORWARDED_SIGNALS) process.removeListener(s, forward);
+    };
+    for (const s of FORWARDED_SIGNALS) process.on(s, forward);
+    let ranHere = false;
+    child.on('error', () => {
+      // Could not start (e.g. EAGAIN): run here, without huge pages. (A failed kill also reports an
+      // error; the child then still runs, and this process keeps waiting for it.)
+      if (child.pid !== undefined || ranHere) return;
+      ranHere = true;
+      stopForwarding();
+      resolve();
+    });
+    child.once('exit', (code, signal) => {
+      if (ranHere) return; // 'exit' may follow a failed start: the work runs here now
+      stopForwarding();
+      if (signal) {
+        // No listener left for it: the default action ends this process by the same signal.
+        process.kill(process.pid, signal);
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2000);
+        process.exit(128 + (constants.signals[signal] ?? 0));
+      }
+      process.exit(code ?? 1);
+    });
+  });
+}
+
+/** Signals a relaunching parent passes on to its child. */
+const FORWARDED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];

@@ -1,0 +1,198 @@
+/**
+ * Signals to the CLI, as a supervisor sends them: to the pid of `bin/partscan.js` only, never to the
+ * process group. The launcher relaunches itself for huge pages (forced with PARTSCAN_HUGE_PAGES=1, so the
+ * relaunch happens even where the kernel offers no transparent huge pages), so the signalled process is
+ * the parent and the work runs in its child. For fit, score and export: the parent ends by the same
+ * signal, no child survives it, and neither the output nor a temp file remains.
+ *
+ * Each command is signalled at the moment its first temp file appears (inotify on the output folder),
+ * i.e. mid-write, the worst moment; a second fit is signalled mid-computation. Needs the compiled CLI
+ * (dist/, built by `npm install` / `npm run build`).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { existsSync, promises as fs, readdirSync, readFileSync, watch } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fit } from '../src/model/fit.js';
+import { listImages } from '../datasets/loaders.js';
+import { BOTTLE, REF_WEIGHTS, REPO } from './helpers/shared.js';
+
+const BIN = path.join(REPO, 'bin', 'partscan.js');
+let tmp: string;
+let train: string;
+let bigTrain: string;
+let modelFile: string;
+let images: string[];
+
+beforeAll(async () => {
+  if (!existsSync(path.join(REPO, 'dist', 'src', 'cli', 'main.js'))) throw new Error('the compiled CLI is missing: run `npm run build` first');
+  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-signals-'));
+  const all = await listImages(path.join(BOTTLE, 'train', 'good'));
+  train = path.join(tmp, 'train');
+  await fs.mkdir(train);
+  for (const f of all.slice(0, 16)) await fs.symlink(f, path.join(train, path.basename(f)));
+  // A fit that cannot finish within seconds, to be signalled mid-computation.
+  bigTrain = path.join(tmp, 'big-train');
+  await fs.mkdir(bigTrain);
+  for (const f of all.slice(0, 120)) await fs.symlink(f, path.join(bigTrain, path.basename(f)));
+  const model = await fit(all.slice(0, 6), { backbone: { backbone: 'resnet50', weights: REF_WEIGHTS }, channels: 16, imageSize: 64, calibration: all.slice(6, 8), contaminationCheck: false });
+  modelFile = path.join(tmp, 'm.partscan');
+  await model.save(modelFile); // backbone embedded: score and export need no weights
+  await model.dispose();
+  images = (await listImages(path.join(BOTTLE, 'test', 'good'))).slice(0, 20);
+}, 180_000);
+
+afterAll(async () => {
+  if (tmp) await fs.rm(tmp, { recursive: true, force: true });
+});
+
+/** Pids whose parent is `pid` (from /proc). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      // Field 4 of /proc/<pid>/stat is the parent pid; the command name (field 2) may hold spaces.
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(name));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return out;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Every file and folder under `dir` (relative paths). */
+function listAll(dir: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort();
+}
+
+interface Outcome {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  children: number[];
+  stderr: string;
+  signalledAt: 'file' | 'timer' | 'never';
+}
+
+/** When to send the signal: when a file or folder whose name passes the test appears in the watched folder, or after a delay (ms). */
+type Trigger = ((name: string) => boolean) | number;
+const tempFile: Trigger = (name) => name.endsWith('.tmp');
+
+/** Runs `partscan <args>` through bin/partscan.js and sends `signal` to that pid only, at `trigger`. */
+function runAndSignal(args: string[], signal: NodeJS.Signals, watchDir: string, trigger: Trigger = tempFile): Promise<Outcome> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [BIN, ...args], {
+      cwd: REPO,
+      stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, PARTSCAN_HUGE_PAGES: '1', PARTSCAN_NO_PROGRESS: '1', GLIBC_TUNABLES: '' },
+    });
+    let stderr = '';
+    p.stderr!.on('data', (b) => (stderr += b));
+    const children = new Set<number>();
+    let signalledAt: Outcome['signalledAt'] = 'never';
+    const fire = (why: Outcome['signalledAt']) => {
+      if (signalledAt !== 'never' || p.exitCode !== null) return;
+      for (const c of childrenOf(p.pid!)) children.add(c);
+      signalledAt = why;
+      p.kill(signal);
+    };
+    const poll = setInterval(() => {
+      for (const c of childrenOf(p.pid!)) children.add(c);
+    }, 20);
+    const watcher = watch(watchDir, (_e, name) => {
+      if (typeof trigger === 'function' && name && trigger(String(name))) fire('file');
+    });
+    const timer = typeof trigger === 'number' ? setTimeout(() => fire('timer'), trigger) : undefined;
+    p.on('error', reject);
+    p.on('exit', (code, sig) => {
+      clearInterval(poll);
+      clearTimeout(timer);
+      watcher.close();
+      resolve({ code, signal: sig, children: [...children], stderr, signalledAt });
+    });
+  });
+}
+
+function expectCleanEnd(o: Outcome, signal: NodeJS.Signals): void {
+  expect(o.signalledAt, `never signalled (the command ended first): ${o.stderr}`).not.toBe('never');
+  expect(o.children.length, 'the launcher did not relaunch itself').toBeGreaterThan(0);
+  expect(o.signal, `exit code ${o.code}, stderr: ${o.stderr}`).toBe(signal);
+  for (const c of o.children) expect(alive(c), `child ${c} outlived the parent`).toBe(false);
+}
+
+describe('signals to the CLI launcher (parent pid only)', () => {
+  it('fit: SIGINT mid-computation ends parent and child, no model file', async () => {
+    const dir = path.join(tmp, 'fit-compute');
+    await fs.mkdir(dir);
+    const out = path.join(dir, 'model.partscan');
+    const o = await runAndSignal(['fit', bigTrain, '--out', out, '--weights', REF_WEIGHTS, '--image-size', '224', '--channels', '100'], 'SIGINT', dir, 3000);
+    expect(o.signalledAt).toBe('timer');
+    expectCleanEnd(o, 'SIGINT');
+    expect(listAll(dir)).toEqual([]);
+  }, 120_000);
+
+  it('fit: SIGINT while the model file is being written leaves neither it nor its temp file', async () => {
+    const dir = path.join(tmp, 'fit-write');
+    await fs.mkdir(dir);
+    const out = path.join(dir, 'model.partscan');
+    const o = await runAndSignal(['fit', train, '--out', out, '--weights', REF_WEIGHTS, '--image-size', '64', '--channels', '16'], 'SIGINT', dir);
+    expectCleanEnd(o, 'SIGINT');
+    expect(listAll(dir)).toEqual([]);
+  }, 120_000);
+
+  it('score: SIGTERM as the run folder appears removes the folder it created', async () => {
+    const parent = path.join(tmp, 'score-parent');
+    await fs.mkdir(parent);
+    const out = path.join(parent, 'run');
+    const o = await runAndSignal(['score', modelFile, ...images, '--out', out], 'SIGTERM', parent, (name) => name === 'run');
+    expectCleanEnd(o, 'SIGTERM');
+    expect(listAll(parent)).toEqual([]);
+  }, 120_000);
+
+  it('score into an existing folder: SIGTERM removes only what the run added', async () => {
+    const out = path.join(tmp, 'score-existing');
+    await fs.mkdir(out);
+    await fs.writeFile(path.join(out, 'keep.txt'), 'not the run\'s');
+    const o = await runAndSignal(['score', modelFile, ...images, '--out', out], 'SIGTERM', out);
+    expectCleanEnd(o, 'SIGTERM');
+    expect(listAll(out)).toEqual(['keep.txt']);
+  }, 120_000);
+
+  it('export: SIGHUP while the ONNX file is being written leaves no .onnx, .data or temp file', async () => {
+    const dir = path.join(tmp, 'export');
+    await fs.mkdir(dir);
+    const o = await runAndSignal(['export', modelFile, '--onnx', path.join(dir, 'm.onnx')], 'SIGHUP', dir);
+    expectCleanEnd(o, 'SIGHUP');
+    expect(listAll(dir)).toEqual([]);
+  }, 120_000);
+
+  it('without the relaunch (PARTSCAN_HUGE_PAGES=0) the CLI cleans up and ends by the signal itself', async () => {
+    const dir = path.join(tmp, 'direct');
+    await fs.mkdir(dir);
+    const p = spawn(process.execPath, [BIN, 'export', modelFile, '--onnx', path.join(dir, 'm.onnx')], {
+      cwd: REPO,
+      stdio: 'ignore',
+      env: { ...process.env, PARTSCAN_HUGE_PAGES: '0' },
+    });
+    const w = watch(dir, (_e, name) => {
+      if (name && String(name).endsWith('.tmp')) p.kill('SIGINT');
+    });
+    const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) => p.on('exit', (c, s) => r([c, s])));
+    w.close();
+    expect(childrenOf(p.pid!)).toEqual([]);
+    expect(signal, `exit code ${code}`).toBe('SIGINT');
+    expect(listAll(dir)).toEqual([]);
+  }, 120_000);
+});
