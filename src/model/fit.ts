@@ -22,7 +22,8 @@ import { fitDriftModel } from '../guards/drift.js';
 import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
-import { contaminationSuspects, leaveOneOutScores, scoreOutliers } from './contamination.js';
+import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings, scoreOutliers } from './contamination.js';
+import { keptEmbeddingBudget } from './loo-budget.js';
 import {
   BLUR_SIGMA,
   DEFAULT_CHANNELS,
@@ -177,6 +178,13 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   /** Whether all samples are kept and fitted at once ({@link fitGaussiansLowRank}); decided on the first batch. */
   let lowRank: boolean | undefined;
   const fitEmbeddings = new BufferPool(1);
+  // The leave-one-out check scores the training images from their embeddings: the low-rank fit keeps
+  // them anyway; the streaming fit keeps a copy when it fits the memory budget, else the check runs the
+  // backbone a second time.
+  const looWanted = opts.contaminationCheck !== false && !resumeFrom && !tiling && fitFiles.length >= 8;
+  const looBudget = looWanted ? keptEmbeddingBudget(opts.contaminationMemory) : 0;
+  let kept: EmbeddingBuffer | undefined;
+  let keptTooLarge: number | undefined;
   let done = 0;
   for (let b = 0; b < batches.length; b++) {
     const prepared = await pending!;
@@ -198,6 +206,12 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
     }
     if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
+    if (looWanted && !lowRank && !kept && keptTooLarge === undefined && done === 0) {
+      const bytes = P * fitFiles.length * d * 4;
+      if (bytes <= looBudget) kept = { data: new Float32Array(P * fitFiles.length * d), capacity: fitFiles.length, count: 0, P, d };
+      else keptTooLarge = bytes;
+    }
+    if (kept) appendEmbeddings(kept, emb.data, n);
     if (!lowRank) {
       acc ??= new GaussianAccumulator(P, d);
       // Merge several backbone batches per statistics update: the per-position outer products then run as
@@ -280,7 +294,19 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   // contaminated training images and, pooled with the calibration scores, calibration outliers.
   let looScores: number[] | undefined;
   if (opts.contaminationCheck !== false && !resumeFrom && fitFiles.length >= 8) {
-    looScores = await leaveOneOutScores(model, fitFiles);
+    const own = kept?.count === fitFiles.length ? kept.data : fitted.samples && !tiling && fitted.count === fitFiles.length ? fitted.samples : undefined;
+    kept = undefined;
+    if (own) {
+      looScores = await leaveOneOutScoresFromEmbeddings(model, own, fitFiles.length);
+    } else {
+      if (keptTooLarge !== undefined) {
+        warnings.push({
+          code: 'LOO_SECOND_PASS',
+          message: `The training embeddings (${(keptTooLarge / 2 ** 30).toFixed(2)} GiB) exceed the leave-one-out memory budget (${(looBudget / 2 ** 30).toFixed(2)} GiB): the contamination check ran the backbone over the training images a second time (slower). Raise the budget (contaminationMemory / --loo-memory) if the machine has the memory.`,
+        });
+      }
+      looScores = await leaveOneOutScores(model, fitFiles);
+    }
     report.suspects = contaminationSuspects(fitFiles, looScores);
     for (const s of report.suspects) {
       warnings.push({
