@@ -16,8 +16,9 @@ import { defaultPreprocessOptions, validatePreprocessOptions } from '../preproce
 import { preprocessBatch, preprocessTiles } from '../preprocess/preprocess.js';
 import { selectThresholds, type Thresholds } from '../postprocess/thresholds.js';
 import type { PreprocessOptions, Tensor4D } from '../types.js';
-import { imageFingerprint } from '../guards/fingerprint.js';
-import { checkTrainingSet } from '../guards/training-set.js';
+import { imageFingerprint, type ImageFingerprint } from '../guards/fingerprint.js';
+import { fingerprintAndPreprocess } from '../guards/decode-once.js';
+import { checkTrainingSet, type TrainingSetReport } from '../guards/training-set.js';
 import { fitDriftModel } from '../guards/drift.js';
 import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
@@ -139,12 +140,11 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   const tiling = resumeFrom ? resumeFrom.header.tiling : opts.tile ? { tile: opts.tile.size, overlap: opts.tile.overlap } : undefined;
   const report: FitReport = { rejected: [], nearDuplicates: [], suspects: [] };
   let fitFiles = candidateFiles;
-  if (opts.guards !== false) {
-    const fingerprints = [];
-    for (let i = 0; i < fitFiles.length; i += 8) {
-      fingerprints.push(...(await Promise.all(fitFiles.slice(i, i + 8).map((f) => imageFingerprint(f, { maxPixels: preprocess.maxPixels })))));
-    }
-    const check = checkTrainingSet(fingerprints);
+  // Without tiling the guards fingerprint each image from the decode that feeds the backbone (in the
+  // fit loop below); with tiling they run here, before the loop.
+  const guardsInLoop = opts.guards !== false && !tiling;
+  const loopFingerprints: ImageFingerprint[] = [];
+  const applyGuards = (check: TrainingSetReport): void => {
     warnings.push(...check.warnings);
     report.rejected = check.rejected;
     report.nearDuplicates = check.nearDuplicates;
@@ -156,12 +156,23 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
         remedy: 'check the camera / export: the training folder must hold real photos of good parts',
       });
     }
+  };
+  if (opts.guards !== false && tiling) {
+    const fingerprints = [];
+    for (let i = 0; i < fitFiles.length; i += 8) {
+      fingerprints.push(...(await Promise.all(fitFiles.slice(i, i + 8).map((f) => imageFingerprint(f, { maxPixels: preprocess.maxPixels })))));
+    }
+    applyGuards(checkTrainingSet(fingerprints));
   }
   const descriptors: number[][] = [];
   // Pipeline: decode/resize the next batch (sharp, its own threads) while ORT runs the current one.
   const batches: string[][] = [];
   for (let i = 0; i < fitFiles.length; i += batchSize) batches.push(fitFiles.slice(i, i + batchSize));
-  const prepare = async (files: string[]): Promise<{ tensor: Float32Array; n: number }> => {
+  const prepare = async (files: string[]): Promise<{ tensor: Float32Array; n: number; fingerprints?: ImageFingerprint[] }> => {
+    if (guardsInLoop) {
+      const tensor = new Float32Array(files.length * 3 * size * size);
+      return { tensor, n: files.length, fingerprints: (await fingerprintAndPreprocess(files, preprocess, tensor)).fingerprints };
+    }
     if (!tiling) return { tensor: (await preprocessBatch(files, preprocess)).tensor, n: files.length };
     const parts = await Promise.all(files.map((f) => preprocessTiles(f, preprocess, tiling.tile, tiling.overlap)));
     const n = parts.reduce((a, p) => a + p.boxes.length, 0);
@@ -187,9 +198,22 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   let keptTooLarge: number | undefined;
   let done = 0;
   for (let b = 0; b < batches.length; b++) {
-    const prepared = await pending!;
+    let prepared = await pending!;
     pending = b + 1 < batches.length ? prepare(batches[b + 1]!) : undefined;
     pending?.catch(() => undefined);
+    if (prepared.fingerprints) {
+      // Rejections (constant images, later copies of duplicates) depend only on the images so far, so
+      // they are decided batch by batch, by the same rule as the full check after the loop.
+      loopFingerprints.push(...prepared.fingerprints);
+      const out = new Set(checkTrainingSet(loopFingerprints, { nearDuplicateDistance: 0 }).rejected.map((r) => r.file));
+      const keep = batches[b]!.map((f, k) => (out.has(f) ? -1 : k)).filter((k) => k >= 0);
+      if (keep.length < batches[b]!.length) prepared = { tensor: keepImages(prepared.tensor, keep, 3 * size * size), n: keep.length };
+      if (keep.length === 0) {
+        done += batches[b]!.length;
+        opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
+        continue;
+      }
+    }
     const n = prepared.n;
     if (!tiling) for (let k = 0; k < n; k++) descriptors.push(driftDescriptorFromTensor(prepared.tensor, k * 3 * size * size, size, preprocess));
     const input = { data: prepared.tensor, dims: [n, 3, size, size] as [number, number, number, number] };
@@ -201,7 +225,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     if (!grid) grid = { gridH: emb.gridH, gridW: emb.gridW };
     const P = emb.gridH * emb.gridW;
     // Samples per image (tiles with tiling), to foresee the samples to come.
-    const perImage = n / batches[b]!.length;
+    const perImage = tiling ? n / batches[b]!.length : 1;
     if (lowRank === undefined) {
       ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
     }
@@ -230,6 +254,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     done += batches[b]!.length;
     opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
   }
+  if (guardsInLoop) applyGuards(checkTrainingSet(loopFingerprints));
   if (lowRank === undefined && resumeFrom) {
     // Resumed without new images.
     ({ lowRank, pendingEmb, acc } = await startStatistics(resumeFrom.positions, d, 0, acc, priorSamples, kernels));
@@ -294,7 +319,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   // contaminated training images and, pooled with the calibration scores, calibration outliers.
   let looScores: number[] | undefined;
   if (opts.contaminationCheck !== false && !resumeFrom && fitFiles.length >= 8) {
-    const own = kept?.count === fitFiles.length ? kept.data : fitted.samples && !tiling && fitted.count === fitFiles.length ? fitted.samples : undefined;
+    const own = kept?.count === fitFiles.length ? compactEmbeddings(kept) : fitted.samples && !tiling && fitted.count === fitFiles.length ? fitted.samples : undefined;
     kept = undefined;
     if (own) {
       looScores = await leaveOneOutScoresFromEmbeddings(model, own, fitFiles.length);
@@ -401,6 +426,13 @@ function compactEmbeddings(buf: EmbeddingBuffer): Float32Array {
   // Moving rows forward never overwrites unread data.
   for (let p = 1; p < P; p++) x.copyWithin(p * count * d, p * capacity * d, (p * capacity + count) * d);
   return x.subarray(0, P * count * d);
+}
+
+/** The images `keep` (indices) of a batch tensor of `per` values per image, as a new tensor. */
+function keepImages(tensor: Float32Array, keep: number[], per: number): Float32Array {
+  const out = new Float32Array(keep.length * per);
+  keep.forEach((k, i) => out.set(tensor.subarray(k * per, (k + 1) * per), i * per));
+  return out;
 }
 
 /** Folds the buffered embeddings into the statistics and empties the buffer. */
