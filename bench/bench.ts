@@ -26,7 +26,7 @@ import { evaluateModel } from '../src/model/evaluate.js';
 import { loadDataset } from '../datasets/loaders.js';
 import { hugePagesEnabled, relaunchWithHugePages } from '../src/util/huge-pages.js';
 import type { FitOptions } from '../src/model/model.js';
-import { backboneFloor, cpuInfo, defaultCliRuns, referenceRun } from './default-path.js';
+import { backboneFloor, cpuInfo, defaultCliRuns, referenceRun, startupBreakdown } from './default-path.js';
 
 const { values } = parseArgs({
   options: {
@@ -133,6 +133,7 @@ async function main(): Promise<void> {
     ? { skipped: '--no-cli' }
     : await defaultCliRuns({ data: values.data!, weights, channels, imageSize, modelFile: cliModel, fitArgs: values.precision ? ['--precision', values.precision] : [] });
   await fs.rm(cliModel, { force: true });
+  const startup = await startupBreakdown(modelFile, testFiles[0]!);
   const reference = values['no-reference'] ? { skipped: '--no-reference' } : await referenceRun({ data: values.data!, weights, channels, imageSize });
   if (!values.out) await fs.rm(modelFile, { force: true });
   const ratio = (a: unknown, b: unknown): number | null => (typeof a === 'number' && typeof b === 'number' && b > 0 ? +(a / b).toFixed(2) : null);
@@ -168,6 +169,7 @@ async function main(): Promise<void> {
     modelBytes,
     accuracy: { image_auroc: ev.metrics.image_auroc, pixel_auroc: ev.metrics.pixel_auroc, aupro: ev.metrics.aupro },
     defaultCli: cliRuns,
+    startup,
     reference,
     ratios: {
       cliFitToReferenceFit: ratio((cliRuns as { fitSeconds?: number }).fitSeconds, reference.fit_s),

@@ -160,3 +160,37 @@ export async function referenceRun(o: { data: string; weights: string; channels:
   if (run.code !== 0) return { skipped: `reference failed (${run.code}): ${run.stderr.slice(-500)}` };
   return { ...(lastJson(run.stdout) ?? {}), wallSeconds: +run.seconds.toFixed(2) };
 }
+
+/**
+ * CLI start to first image, in parts: Node's own start, the launcher printing its version with and
+ * without the huge-pages relaunch (their difference is the relaunch), loading the CLI's modules, then in
+ * this process loading `modelFile` and scoring `image` twice (the first score builds the scoring graph
+ * and sessions; the second is the steady state).
+ */
+export async function startupBreakdown(modelFile: string, image: string): Promise<Record<string, number | string>> {
+  const { Model } = await import('../src/model/model.js');
+  const cli = cliCommand();
+  const node = await timeCommand([process.execPath, '-e', '0']);
+  const version = await timeCommand([...cli.argv, '--version']);
+  const versionNoRelaunch = await timeCommand([...cli.argv, '--version'], { ...process.env, PARTSCAN_HUGE_PAGES: '0' });
+  const t0 = performance.now();
+  const model = await Model.load(modelFile);
+  const t1 = performance.now();
+  await model.score(image);
+  const t2 = performance.now();
+  await model.score(image);
+  const t3 = performance.now();
+  await model.dispose();
+  const s = (x: number): number => +x.toFixed(3);
+  return {
+    cli: cli.kind,
+    nodeStartSeconds: s(node.seconds),
+    cliVersionSeconds: s(version.seconds),
+    hugePagesRelaunchSeconds: s(version.seconds - versionNoRelaunch.seconds),
+    cliModulesSeconds: s(versionNoRelaunch.seconds - node.seconds),
+    modelLoadSeconds: s((t1 - t0) / 1000),
+    firstImageSeconds: s((t2 - t1) / 1000),
+    steadyImageSeconds: s((t3 - t2) / 1000),
+    startToFirstImageSeconds: s(version.seconds + (t2 - t0) / 1000),
+  };
+}
