@@ -113,8 +113,8 @@ export async function leaveOneOutScores(model: Model, files: string[]): Promise<
 
 /**
  * {@link leaveOneOutScores} from the training embeddings the fit kept ([P, n, d], image order of the
- * fit), with no second backbone pass: in-sample distances of all n images, then per chunk of images the
- * same rescaling, upsampling and blur.
+ * fit), with no second backbone pass: per chunk of images, in-sample distances, then the same
+ * rescaling, upsampling and blur.
  */
 export async function leaveOneOutScoresFromEmbeddings(model: Model, embeddings: Float32Array, n: number): Promise<number[]> {
   const P = model.positions;
@@ -124,14 +124,15 @@ export async function leaveOneOutScoresFromEmbeddings(model: Model, embeddings: 
     });
   }
   const loo = looTransform(model.header.gaussian.images);
-  const d2 = await model.embeddingDistances(embeddings, n);
+  const d = model.dim;
   const scores: number[] = [];
+  // Chunks of images, as the second pass had: ORT's intermediates stay the size of one chunk's embeddings.
   const chunk = 16;
   for (let i0 = 0; i0 < n; i0 += chunk) {
     const c = Math.min(chunk, n - i0);
-    const part = new Float32Array(P * c);
-    for (let p = 0; p < P; p++) part.set(d2.subarray(p * n + i0, p * n + i0 + c), p * c);
-    scores.push(...mapMaxima(await model.mapsFromDistances(part, c, loo)));
+    const part = new Float32Array(P * c * d);
+    for (let p = 0; p < P; p++) part.set(embeddings.subarray((p * n + i0) * d, (p * n + i0 + c) * d), p * c * d);
+    scores.push(...mapMaxima(await model.mapsFromDistances(await model.embeddingDistances(part, c), c, loo)));
   }
   return scores;
 }
