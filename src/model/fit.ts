@@ -196,6 +196,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   const looBudget = looWanted ? keptEmbeddingBudget(opts.contaminationMemory) : 0;
   let kept: EmbeddingBuffer | undefined;
   let keptTooLarge: number | undefined;
+  let keptDecided = false;
   let done = 0;
   for (let b = 0; b < batches.length; b++) {
     let prepared = await pending!;
@@ -230,7 +231,8 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
     }
     if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
-    if (looWanted && !lowRank && !kept && keptTooLarge === undefined && done === 0) {
+    if (looWanted && !lowRank && !keptDecided) {
+      keptDecided = true;
       const bytes = P * fitFiles.length * d * 4;
       if (bytes <= looBudget) kept = { data: new Float32Array(P * fitFiles.length * d), capacity: fitFiles.length, count: 0, P, d };
       else keptTooLarge = bytes;
