@@ -45,13 +45,8 @@ export function cpuInfo(): { model: string; cores: number; isa: Record<'avx2' | 
 export function cliCommand(): { argv: string[]; kind: 'dist' | 'src (tsx)' } {
   const dist = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
   const src = path.join(REPO, 'src', 'cli', 'cli.ts');
-  const fresh = (() => {
-    try {
-      return existsSync(dist) && readFileSync(dist) && (spawnSync('find', [path.join(REPO, 'src'), '-newer', dist, '-name', '*.ts'], { encoding: 'utf8' }).stdout ?? '').trim() === '';
-    } catch {
-      return false;
-    }
-  })();
+  // Current when no source file is newer than the compiled entry point.
+  const fresh = existsSync(dist) && (spawnSync('find', [path.join(REPO, 'src'), '-newer', dist, '-name', '*.ts'], { encoding: 'utf8' }).stdout ?? 'x').trim() === '';
   if (fresh && existsSync(src)) return { argv: [process.execPath, path.join(REPO, 'bin', 'partscan.js')], kind: 'dist' };
   return { argv: [process.execPath, '--import', 'tsx', path.join(REPO, 'src', 'cli', 'main.ts')], kind: 'src (tsx)' };
 }
