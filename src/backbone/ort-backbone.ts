@@ -24,13 +24,6 @@ export function defaultIntraOpThreads(): number {
   return Math.max(1, Math.min(os.availableParallelism(), 4));
 }
 
-function checkThreads(threads: number): number {
-  if (!Number.isInteger(threads) || threads < 1) {
-    throw new PartscanError('OPTIONS', `intraOpNumThreads must be a positive integer, got ${threads}.`, { remedy: 'pass 1 or more' });
-  }
-  return threads;
-}
-
 function describe(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -44,9 +37,6 @@ export class OrtBackbone implements Backbone {
   /** Name of the graph's image input. */
   readonly inputName: string;
   private session: ort.InferenceSession | undefined;
-  /** For a backbone created by {@link OrtBackbone.deferred}: opens the session on first run. */
-  private opening: (() => Promise<ort.InferenceSession>) | undefined;
-  private disposed = false;
   /** Runs in flight, so dispose() can wait for them instead of freeing the session under them. */
   private readonly running = new Set<Promise<unknown>>();
   /** Output dims per input shape, learnt from the first run at that shape. */
@@ -57,7 +47,7 @@ export class OrtBackbone implements Backbone {
    */
   private readonly outputPools: BufferPool[];
 
-  private constructor(session: ort.InferenceSession | undefined, onnx: Uint8Array, identity: BackboneIdentity, inputName: string) {
+  private constructor(session: ort.InferenceSession, onnx: Uint8Array, identity: BackboneIdentity, inputName: string) {
     this.session = session;
     this.onnx = onnx;
     this.identity = identity;
@@ -71,27 +61,10 @@ export class OrtBackbone implements Backbone {
    * 'ONNX_TENSOR_NOT_FOUND' when a named input/output is absent.
    */
   static async create(onnx: Uint8Array, identity: BackboneIdentity, opts: OrtBackboneOptions = {}): Promise<OrtBackbone> {
-    const { session, inputName } = await OrtBackbone.open(onnx, identity, opts);
-    return new OrtBackbone(session, onnx, identity, inputName);
-  }
-
-  /**
-   * A backbone whose session is opened (and checked, as by {@link OrtBackbone.create}) on its first
-   * run. A loaded model scores through its single scoring graph, which holds the backbone graph
-   * itself, so its backbone session is often never needed: deferring it saves creating it at load.
-   * `opts.inputName` is required (the graph is not read until then).
-   */
-  static deferred(onnx: Uint8Array, identity: BackboneIdentity, opts: OrtBackboneOptions & { inputName: string }): OrtBackbone {
-    checkThreads(opts.intraOpNumThreads ?? defaultIntraOpThreads());
-    const b = new OrtBackbone(undefined, onnx, identity, opts.inputName);
-    let opened: Promise<ort.InferenceSession> | undefined;
-    b.opening = () => (opened ??= OrtBackbone.open(onnx, identity, opts).then((o) => o.session));
-    return b;
-  }
-
-  /** Creates a session and checks its input and layer outputs. */
-  private static async open(onnx: Uint8Array, identity: BackboneIdentity, opts: OrtBackboneOptions): Promise<{ session: ort.InferenceSession; inputName: string }> {
-    const threads = checkThreads(opts.intraOpNumThreads ?? defaultIntraOpThreads());
+    const threads = opts.intraOpNumThreads ?? defaultIntraOpThreads();
+    if (!Number.isInteger(threads) || threads < 1) {
+      throw new PartscanError('OPTIONS', `intraOpNumThreads must be a positive integer, got ${threads}.`, { remedy: 'pass 1 or more' });
+    }
     let session: ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(onnx, ortSessionOptions(threads));
@@ -112,7 +85,7 @@ export class OrtBackbone implements Backbone {
     for (const layer of identity.layers) {
       if (!session.outputNames.includes(layer)) await fail(`output "${layer}"`, session.outputNames);
     }
-    return { session, inputName: inputName! };
+    return new OrtBackbone(session, onnx, identity, inputName!);
   }
 
   /**
@@ -149,11 +122,6 @@ export class OrtBackbone implements Backbone {
 
   /** Runs the session; with `into`, ORT writes the outputs (of the given dims) into those buffers. */
   private async run(input: Tensor4D, into?: { buffers: Float32Array[]; dims: number[][] }): Promise<Tensor4D[]> {
-    if (!this.session && this.opening && !this.disposed) {
-      const session = await this.opening();
-      if (this.disposed) await session.release();
-      else this.session ??= session;
-    }
     const session = this.session;
     if (!session) {
       throw new PartscanError('OPTIONS', `Backbone ${this.identity.name} was disposed.`, { remedy: 'create a new backbone before extracting features' });
@@ -208,7 +176,6 @@ export class OrtBackbone implements Backbone {
   async dispose(): Promise<void> {
     const s = this.session;
     this.session = undefined;
-    this.disposed = true;
     for (const pool of this.outputPools) pool.clear();
     await Promise.allSettled([...this.running]);
     await s?.release();

@@ -380,8 +380,7 @@ export class Model {
       const onnx = contents.sections.get('backbone.onnx') as Uint8Array | undefined;
       if (!onnx) throw new PartscanError('MODEL_FORMAT', `${file}: embedded backbone section missing.`, { file, remedy: 're-fit the model' });
       const { embedded: _e, inputName, ...identity } = header.backbone;
-      // Session opened on first use: scoring usually runs the single scoring graph instead.
-      backbone = OrtBackbone.deferred(onnx, identity, { ...threadOpt(opts.threads), inputName });
+      backbone = await OrtBackbone.create(onnx, identity, { ...threadOpt(opts.threads), inputName });
     }
     const model = new Model(parts, backbone, opts.threads);
     model.modelFile = file;
