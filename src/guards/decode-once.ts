@@ -8,6 +8,7 @@
 import { preprocessBatch, preprocessPixelsInto } from '../preprocess/preprocess.js';
 import type { PreprocessOptions } from '../types.js';
 import { decodeAndFingerprint, type DecodedFingerprint, type ImageFingerprint } from './fingerprint.js';
+import { checkTrainingSet, type TrainingSetReport } from './training-set.js';
 
 /** Images decoded at once; sharp parallelises inside each decode as well. */
 const CONCURRENCY = 4;
@@ -51,4 +52,34 @@ export async function fingerprintAndPreprocess(
   };
   await Promise.all(Array.from({ length: Math.min(CONCURRENCY, files.length) }, worker));
   return { fingerprints, redecoded };
+}
+
+/**
+ * The training-set guards applied batch by batch while the fit runs (images fingerprinted by
+ * {@link fingerprintAndPreprocess}). Rejections — constant images, later copies of exact duplicates —
+ * depend only on the images before, so each batch's are final when it arrives; they are decided by
+ * `checkTrainingSet` itself on the images so far. {@link LoopGuards.report} is the full check
+ * (near-duplicates, size and colour-mode outliers) once all images are in.
+ */
+export class LoopGuards {
+  private readonly fingerprints: ImageFingerprint[] = [];
+
+  /** Adds a batch's fingerprints (in `files` order); returns the indices of its images that stay. */
+  admit(files: readonly string[], fingerprints: readonly ImageFingerprint[]): number[] {
+    this.fingerprints.push(...fingerprints);
+    const out = new Set(checkTrainingSet(this.fingerprints, { nearDuplicateDistance: 0 }).rejected.map((r) => r.file));
+    return files.map((f, k) => (out.has(f) ? -1 : k)).filter((k) => k >= 0);
+  }
+
+  /** The full check over every image admitted so far. */
+  report(): TrainingSetReport {
+    return checkTrainingSet(this.fingerprints);
+  }
+}
+
+/** The images `keep` (indices) of a batch tensor of `per` values per image, as a new tensor. */
+export function keepImages(tensor: Float32Array, keep: readonly number[], per: number): Float32Array {
+  const out = new Float32Array(keep.length * per);
+  keep.forEach((k, i) => out.set(tensor.subarray(k * per, (k + 1) * per), i * per));
+  return out;
 }

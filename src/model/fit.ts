@@ -17,14 +17,14 @@ import { preprocessBatch, preprocessTiles } from '../preprocess/preprocess.js';
 import { selectThresholds, type Thresholds } from '../postprocess/thresholds.js';
 import type { PreprocessOptions, Tensor4D } from '../types.js';
 import { imageFingerprint, type ImageFingerprint } from '../guards/fingerprint.js';
-import { fingerprintAndPreprocess } from '../guards/decode-once.js';
+import { fingerprintAndPreprocess, keepImages, LoopGuards } from '../guards/decode-once.js';
 import { checkTrainingSet, type TrainingSetReport } from '../guards/training-set.js';
 import { fitDriftModel } from '../guards/drift.js';
 import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
 import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings, scoreOutliers } from './contamination.js';
-import { keptEmbeddingBudget } from './loo-budget.js';
+import { KeptEmbeddings } from './kept-embeddings.js';
 import {
   BLUR_SIGMA,
   DEFAULT_CHANNELS,
@@ -142,8 +142,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   let fitFiles = candidateFiles;
   // Without tiling the guards fingerprint each image from the decode that feeds the backbone (in the
   // fit loop below); with tiling they run here, before the loop.
-  const guardsInLoop = opts.guards !== false && !tiling;
-  const loopFingerprints: ImageFingerprint[] = [];
+  const loopGuards = opts.guards !== false && !tiling ? new LoopGuards() : undefined;
   const applyGuards = (check: TrainingSetReport): void => {
     warnings.push(...check.warnings);
     report.rejected = check.rejected;
@@ -169,7 +168,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   const batches: string[][] = [];
   for (let i = 0; i < fitFiles.length; i += batchSize) batches.push(fitFiles.slice(i, i + batchSize));
   const prepare = async (files: string[]): Promise<{ tensor: Float32Array; n: number; fingerprints?: ImageFingerprint[] }> => {
-    if (guardsInLoop) {
+    if (loopGuards) {
       const tensor = new Float32Array(files.length * 3 * size * size);
       return { tensor, n: files.length, fingerprints: (await fingerprintAndPreprocess(files, preprocess, tensor)).fingerprints };
     }
@@ -192,22 +191,15 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   // The leave-one-out check scores the training images from their embeddings: the low-rank fit keeps
   // them anyway; the streaming fit keeps a copy when it fits the memory budget, else the check runs the
   // backbone a second time.
-  const looWanted = opts.contaminationCheck !== false && !resumeFrom && !tiling && fitFiles.length >= 8;
-  const looBudget = looWanted ? keptEmbeddingBudget(opts.contaminationMemory) : 0;
+  const looKeep = opts.contaminationCheck !== false && !resumeFrom && !tiling && fitFiles.length >= 8 ? new KeptEmbeddings(opts.contaminationMemory) : undefined;
   let kept: EmbeddingBuffer | undefined;
-  let keptTooLarge: number | undefined;
-  let keptDecided = false;
   let done = 0;
   for (let b = 0; b < batches.length; b++) {
     let prepared = await pending!;
     pending = b + 1 < batches.length ? prepare(batches[b + 1]!) : undefined;
     pending?.catch(() => undefined);
-    if (prepared.fingerprints) {
-      // Rejections (constant images, later copies of duplicates) depend only on the images so far, so
-      // they are decided batch by batch, by the same rule as the full check after the loop.
-      loopFingerprints.push(...prepared.fingerprints);
-      const out = new Set(checkTrainingSet(loopFingerprints, { nearDuplicateDistance: 0 }).rejected.map((r) => r.file));
-      const keep = batches[b]!.map((f, k) => (out.has(f) ? -1 : k)).filter((k) => k >= 0);
+    if (loopGuards && prepared.fingerprints) {
+      const keep = loopGuards.admit(batches[b]!, prepared.fingerprints);
       if (keep.length < batches[b]!.length) prepared = { tensor: keepImages(prepared.tensor, keep, 3 * size * size), n: keep.length };
       if (keep.length === 0) {
         done += batches[b]!.length;
@@ -231,12 +223,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
     }
     if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
-    if (looWanted && !lowRank && !keptDecided) {
-      keptDecided = true;
-      const bytes = P * fitFiles.length * d * 4;
-      if (bytes <= looBudget) kept = { data: new Float32Array(P * fitFiles.length * d), capacity: fitFiles.length, count: 0, P, d };
-      else keptTooLarge = bytes;
-    }
+    if (looKeep && !lowRank) kept ??= looKeep.start(P, fitFiles.length, d);
     if (kept) appendEmbeddings(kept, emb.data, n);
     if (!lowRank) {
       acc ??= new GaussianAccumulator(P, d);
@@ -256,7 +243,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     done += batches[b]!.length;
     opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
   }
-  if (guardsInLoop) applyGuards(checkTrainingSet(loopFingerprints));
+  if (loopGuards) applyGuards(loopGuards.report());
   if (lowRank === undefined && resumeFrom) {
     // Resumed without new images.
     ({ lowRank, pendingEmb, acc } = await startStatistics(resumeFrom.positions, d, 0, acc, priorSamples, kernels));
@@ -326,12 +313,8 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     if (own) {
       looScores = await leaveOneOutScoresFromEmbeddings(model, own, fitFiles.length);
     } else {
-      if (keptTooLarge !== undefined) {
-        warnings.push({
-          code: 'LOO_SECOND_PASS',
-          message: `The training embeddings (${(keptTooLarge / 2 ** 30).toFixed(2)} GiB) exceed the leave-one-out memory budget (${(looBudget / 2 ** 30).toFixed(2)} GiB): the contamination check ran the backbone over the training images a second time (slower). Raise the budget (contaminationMemory / --loo-memory) if the machine has the memory.`,
-        });
-      }
+      const w = looKeep?.secondPassWarning();
+      if (w) warnings.push(w);
       looScores = await leaveOneOutScores(model, fitFiles);
     }
     report.suspects = contaminationSuspects(fitFiles, looScores);
@@ -428,13 +411,6 @@ function compactEmbeddings(buf: EmbeddingBuffer): Float32Array {
   // Moving rows forward never overwrites unread data.
   for (let p = 1; p < P; p++) x.copyWithin(p * count * d, p * capacity * d, (p * capacity + count) * d);
   return x.subarray(0, P * count * d);
-}
-
-/** The images `keep` (indices) of a batch tensor of `per` values per image, as a new tensor. */
-function keepImages(tensor: Float32Array, keep: number[], per: number): Float32Array {
-  const out = new Float32Array(keep.length * per);
-  keep.forEach((k, i) => out.set(tensor.subarray(k * per, (k + 1) * per), i * per));
-  return out;
 }
 
 /** Folds the buffered embeddings into the statistics and empties the buffer. */
