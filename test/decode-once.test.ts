@@ -52,4 +52,10 @@ describe('single decode for guards and backbone input', () => {
     await sharp(src).jpeg().withMetadata({ orientation: 6 }).toFile(rotated);
     expect(await sameAsTwoDecodes([alpha, deep, rotated, src], 128)).toBe(3);
   }, 120_000);
+
+  it('an 8-bit gray PNG (one channel) is preprocessed from its single decode, identically', async () => {
+    const gray = path.join(tmp, 'gray.png');
+    await sharp(path.join(BOTTLE, 'train', 'good', '001.png')).grayscale().png().toFile(gray);
+    expect(await sameAsTwoDecodes([gray], 96)).toBe(0);
+  }, 60_000);
 });
