@@ -3,12 +3,17 @@
  *
  *   npm run bench -- [--data ../shared/datasets/mvtec_bottle] [--backbone resnet50|mobilenetv2-int8] [--channels 100] [--image-size 224]
  *                    [--batch 16] [--score-batch N (default: the model's, 8 … 32 by d)] [--threads N] [--latency-samples 20] [--out model.partscan]
- *                    [--no-huge-pages]
+ *                    [--no-huge-pages] [--no-cli] [--no-reference] [--precision P]
  *
  * Figures: fit images/s, score ms/image (batch 1 and batched), p50/p95 single-image latency through the
  * public API (one call at a time, and every test image as a concurrent request through a
  * BatchingScorer), peak RSS after fit and at the end (process maxRSS), model file bytes, and the AUROCs
- * so speed is never bought with accuracy.
+ * so speed is never bought with accuracy. Beside them (bench/default-path.ts): the default CLI fit and
+ * eval as a user runs them (spawned; guards, leave-one-out check, calibration split), eval split into
+ * scoring and metrics, the backbone-only floor, the PyTorch reference's fit and score times with the
+ * same data and settings (when /usr/bin/python3 has torch), the CPU's ISA flags, and the ratios.
+ * `--precision P` is passed to both fits (`partscan fit --precision P`, `fit({ precision })`) for
+ * backbones with a choice of precision.
  */
 import { promises as fs } from 'node:fs';
 import os from 'node:os';
@@ -21,6 +26,8 @@ import { BatchingScorer } from '../src/model/batching-scorer.js';
 import { evaluateModel } from '../src/model/evaluate.js';
 import { loadDataset } from '../datasets/loaders.js';
 import { hugePagesEnabled, relaunchWithHugePages } from '../src/util/huge-pages.js';
+import type { FitOptions } from '../src/model/model.js';
+import { backboneFloor, cpuInfo, defaultCliRuns, referenceRun, startupBreakdown } from './default-path.js';
 
 const { values } = parseArgs({
   options: {
@@ -38,6 +45,10 @@ const { values } = parseArgs({
     guards: { type: 'boolean', default: false },
     // Measure without transparent huge pages (as an embedding program that does not set GLIBC_TUNABLES).
     'no-huge-pages': { type: 'boolean', default: false },
+    // Leave out the spawned default CLI fit/eval, or the PyTorch reference (both take minutes).
+    'no-cli': { type: 'boolean', default: false },
+    'no-reference': { type: 'boolean', default: false },
+    precision: { type: 'string' },
   },
 });
 if (!values['no-huge-pages']) await relaunchWithHugePages();
@@ -56,8 +67,7 @@ async function main(): Promise<void> {
   const backbone = values.backbone === 'resnet50' && values.weights ? { backbone: 'resnet50', weights: values.weights } : { backbone: values.backbone! };
   const rss0 = process.resourceUsage().maxRSS;
 
-  const t0 = performance.now();
-  const model = await fit(ds, {
+  const fitOptions: FitOptions = {
     backbone,
     channels,
     imageSize,
@@ -68,7 +78,11 @@ async function main(): Promise<void> {
     guards: values.guards === true,
     contaminationCheck: values.guards === true,
     ...(threads ? { threads } : {}),
-  });
+  };
+  // The precision hook: passed through as is, for backbones that accept it.
+  if (values.precision) Object.assign(fitOptions, { precision: values.precision });
+  const t0 = performance.now();
+  const model = await fit(ds, fitOptions);
   const fitSeconds = (performance.now() - t0) / 1000;
   const modelFile = values.out ?? path.join(os.tmpdir(), `partscan-bench-${process.pid}.partscan`);
   const ts = performance.now();
@@ -112,16 +126,34 @@ async function main(): Promise<void> {
   );
   const concurrentMs = (performance.now() - tc) / testFiles.length;
   await model.dispose();
+
+  // What users run, and the floors and references to compare it with (see bench/default-path.ts).
+  const weights = values.weights!;
+  const floor = values.backbone === 'resnet50' ? await backboneFloor({ files: testFiles, weights, imageSize, batch: 8, ...(threads ? { threads } : {}) }) : undefined;
+  const cliModel = path.join(os.tmpdir(), `partscan-bench-cli-${process.pid}.partscan`);
+  const cliRuns = values['no-cli']
+    ? { skipped: '--no-cli' }
+    : await defaultCliRuns({ data: values.data!, weights, channels, imageSize, modelFile: cliModel, fitArgs: values.precision ? ['--precision', values.precision] : [] });
+  await fs.rm(cliModel, { force: true });
+  const startup = await startupBreakdown(modelFile, testFiles[0]!);
+  const reference = values['no-reference'] ? { skipped: '--no-reference' } : await referenceRun({ data: values.data!, weights, channels, imageSize });
   if (!values.out) await fs.rm(modelFile, { force: true });
+  const ratio = (a: unknown, b: unknown): number | null => (typeof a === 'number' && typeof b === 'number' && b > 0 ? +(a / b).toFixed(2) : null);
+  const refScoreMs = typeof reference.score_s === 'number' ? (reference.score_s * 1000) / testFiles.length : undefined;
 
   const out = {
-    machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+    machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version, loadavg1: +os.loadavg()[0]!.toFixed(2) },
+    cpu: cpuInfo(),
     config: { hugePages: hugePagesEnabled(), data: values.data, backbone: values.backbone, channels, imageSize, fitBatch: Number(values.batch), scoreBatch, threads: threads ?? 'default' },
     fit: { images: model.header.gaussian.images, seconds: +fitSeconds.toFixed(2), imagesPerSecond: +(model.header.gaussian.images / fitSeconds).toFixed(2), saveSeconds: +saveSeconds.toFixed(2) },
     score: {
       images: testFiles.length,
       warmupSeconds: +warmupSeconds.toFixed(2),
       evaluateSeconds: +ev.seconds.toFixed(2),
+      evaluateScoringSeconds: +ev.scoringSeconds.toFixed(2),
+      evaluateMetricsSeconds: +ev.metricsSeconds.toFixed(2),
+      evaluateMetricsShare: +(ev.metricsSeconds / ev.seconds).toFixed(3),
+      backboneFloorMsPerImage: floor?.msPerImage ?? null,
       batchedMsPerImage: +batchedMs.toFixed(1),
       batchedImagesPerSecond: +(1000 / batchedMs).toFixed(2),
       batch1MsPerImage: +(lat.reduce((a, b) => a + b, 0) / lat.length).toFixed(1),
@@ -138,6 +170,16 @@ async function main(): Promise<void> {
     memory: { startRssMB: mb(rss0), peakRssAfterFitMB: mb(rssAfterFit), peakRssMB: mb(process.resourceUsage().maxRSS) },
     modelBytes,
     accuracy: { image_auroc: ev.metrics.image_auroc, pixel_auroc: ev.metrics.pixel_auroc, aupro: ev.metrics.aupro },
+    defaultCli: cliRuns,
+    startup,
+    reference,
+    ratios: {
+      cliFitToReferenceFit: ratio((cliRuns as { fitSeconds?: number }).fitSeconds, reference.fit_s),
+      cliEvalToReferenceScore: ratio((cliRuns as { evalSeconds?: number }).evalSeconds, reference.score_s),
+      bareFitToReferenceFit: ratio(fitSeconds, reference.fit_s),
+      batchedScoreToReferenceScore: ratio(batchedMs, refScoreMs),
+      batchedScoreToBackboneFloor: ratio(batchedMs, floor?.msPerImage),
+    },
   };
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
 }

@@ -115,6 +115,7 @@ interface FitFlags {
   offline?: boolean;
   tile?: number;
   tileOverlap?: number;
+  looMemory?: number;
   json?: boolean;
 }
 
@@ -145,6 +146,7 @@ async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<numbe
   if (f.threads !== undefined) opts.threads = f.threads;
   if (f.roi) opts.roi = f.roi;
   if (f.band) opts.band = f.band;
+  if (f.looMemory !== undefined) opts.contaminationMemory = f.looMemory * 2 ** 20;
   if (f.tile !== undefined) opts.tile = { size: f.tile, overlap: f.tileOverlap ?? Math.round(f.tile / 8) };
   else if (f.tileOverlap !== undefined) {
     throw new PartscanError('OPTIONS', '--tile-overlap needs --tile.', { remedy: 'add --tile <px>, e.g. --tile 256 --tile-overlap 32' });
@@ -487,6 +489,7 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--offline', 'never download weights')
     .option('--tile <px>', 'split images into tiles of this size at native resolution (large images)', intArg('--tile', 16))
     .option('--tile-overlap <px>', 'overlap between tiles (default tile/8)', intArg('--tile-overlap', 0))
+    .option('--loo-memory <MiB>', 'memory for keeping training embeddings so the leave-one-out check needs no second backbone pass (default 1/8 of RAM; 0 = second pass)', intArg('--loo-memory', 0))
     .option('--json', 'print one JSON object')
     .action(run((data: string[], flags: FitFlags) => runCancellable([flags.out], () => fitCommand(data, flags, io))));
 

@@ -8,7 +8,8 @@
 import { createHash } from 'node:crypto';
 import sharp, { type OutputInfo } from 'sharp';
 import { PartscanError } from '../errors.js';
-import { decodeError, DECODE_FAIL_ON, probeImage, readImageBytes } from '../preprocess/decode.js';
+import { decodeError, DECODE_FAIL_ON, probeImage, readImageBytes, type ImageBytes } from '../preprocess/decode.js';
+import type { ImageInfo } from '../types.js';
 import { DEFAULT_MAX_PIXELS } from '../preprocess/options.js';
 import { globalImageStats, type GlobalImageStats, type RawPixels } from './image-stats.js';
 import { perceptualHash } from './phash.js';
@@ -102,25 +103,38 @@ export function fingerprintPixels(
     height,
     ...lumaMoments(luma),
     thumbnail: grayThumbnail(luma, width, height),
-    stats: globalImageStats(pixels),
+    stats: globalImageStats(pixels, luma),
   };
 }
 
+/** One image read and decoded once: its bytes, header facts, 8-bit pixels and {@link ImageFingerprint}. */
+export interface DecodedFingerprint {
+  /** The encoded bytes, as read. */
+  bytes: ImageBytes;
+  /** Header facts (probe). */
+  info: ImageInfo;
+  /** Whether the header carries an ICC profile. */
+  hasProfile: boolean;
+  /** Decoded pixels: auto-oriented, 8-bit, the file's own channels. */
+  pixels: RawPixels;
+  /** The fingerprint of those pixels. */
+  fingerprint: ImageFingerprint;
+}
+
 /**
- * Decodes an image once (EXIF auto-orientation applied, 16-bit and CMYK converted to 8-bit sRGB/gray
- * by the decoder) and returns its {@link ImageFingerprint}. Throws 'IMAGE_DECODE',
- * 'IMAGE_UNSUPPORTED' or 'IMAGE_TOO_LARGE' like the preprocessing does.
+ * Reads and decodes an image once and fingerprints it, keeping the decoded pixels for a caller that
+ * goes on to preprocess them (the fit: `fingerprintAndPreprocess`). Errors as {@link imageFingerprint}.
  */
-export async function imageFingerprint(source: string | Buffer, options: FingerprintOptions = {}): Promise<ImageFingerprint> {
+export async function decodeAndFingerprint(source: string | Buffer, options: FingerprintOptions = {}): Promise<DecodedFingerprint> {
   const maxPixels = options.maxPixels ?? DEFAULT_MAX_PIXELS;
   const bytes = await readImageBytes(source);
   const info = await probeImage(bytes, maxPixels);
   let decoded: { data: Buffer; info: OutputInfo };
+  let hasProfile = false;
   try {
-    decoded = await sharp(bytes.data, { failOn: DECODE_FAIL_ON, limitInputPixels: false })
-      .autoOrient()
-      .raw({ depth: 'uchar' })
-      .toBuffer({ resolveWithObject: true });
+    const image = sharp(bytes.data, { failOn: DECODE_FAIL_ON, limitInputPixels: false });
+    hasProfile = (await image.metadata()).hasProfile === true;
+    decoded = await image.autoOrient().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (e) {
     throw decodeError(e, bytes, maxPixels);
   }
@@ -131,15 +145,23 @@ export async function imageFingerprint(source: string | Buffer, options: Fingerp
     });
   }
   const data = new Uint8Array(decoded.data.buffer, decoded.data.byteOffset, decoded.data.byteLength);
-  return fingerprintPixels(
-    { data, width, height, channels },
-    {
-      file: bytes.label,
-      sha256: createHash('sha256').update(bytes.data).digest('hex'),
-      channels: info.channels,
-      space: info.space,
-      format: info.format,
-      hasAlpha: info.hasAlpha,
-    },
-  );
+  const pixels = { data, width, height, channels };
+  const fingerprint = fingerprintPixels(pixels, {
+    file: bytes.label,
+    sha256: createHash('sha256').update(bytes.data).digest('hex'),
+    channels: info.channels,
+    space: info.space,
+    format: info.format,
+    hasAlpha: info.hasAlpha,
+  });
+  return { bytes, info, hasProfile, pixels, fingerprint };
+}
+
+/**
+ * Decodes an image once (EXIF auto-orientation applied, 16-bit and CMYK converted to 8-bit sRGB/gray
+ * by the decoder) and returns its {@link ImageFingerprint}. Throws 'IMAGE_DECODE',
+ * 'IMAGE_UNSUPPORTED' or 'IMAGE_TOO_LARGE' like the preprocessing does.
+ */
+export async function imageFingerprint(source: string | Buffer, options: FingerprintOptions = {}): Promise<ImageFingerprint> {
+  return (await decodeAndFingerprint(source, options)).fingerprint;
 }

@@ -86,8 +86,12 @@ export function laplacianVariance(gray: ArrayLike<number>, width: number, height
   return Math.max(0, sumSq / n - mean * mean);
 }
 
-/** Computes {@link GlobalImageStats} of one decoded image (pure; decode with sharp at the edge). */
-export function globalImageStats(pixels: RawPixels): GlobalImageStats {
+/**
+ * Computes {@link GlobalImageStats} of one decoded image (pure; decode with sharp at the edge). `luma`,
+ * when the caller already has it (`lumaFromInterleaved` of the same pixels), is not computed again.
+ * Scalar accumulators, one branch per layout: this runs for every training image.
+ */
+export function globalImageStats(pixels: RawPixels, luma?: Float32Array): GlobalImageStats {
   const { data, width, height, channels } = pixels;
   const n = width * height;
   if (n === 0) {
@@ -95,24 +99,43 @@ export function globalImageStats(pixels: RawPixels): GlobalImageStats {
       remedy: 'check the decoded image size',
     });
   }
-  const luma = lumaFromInterleaved(data, width, height, channels);
-  const color = channels >= 3;
-  const sums = [0, 0, 0];
-  const sq = [0, 0, 0];
+  const l8 = luma && luma.length === n ? luma : lumaFromInterleaved(data, width, height, channels);
+  let r = 0;
+  let g = 0;
+  let b = 0;
+  let rr = 0;
+  let gg = 0;
+  let bb = 0;
   let lumaSum = 0;
   let lumaSq = 0;
-  for (let i = 0; i < n; i++) {
-    const p = i * channels;
-    for (let c = 0; c < 3; c++) {
-      const v = data[p + (color ? c : 0)]!;
-      sums[c]! += v;
-      sq[c]! += v * v;
+  if (channels >= 3) {
+    for (let i = 0, p = 0; i < n; i++, p += channels) {
+      const vr = data[p]!;
+      const vg = data[p + 1]!;
+      const vb = data[p + 2]!;
+      r += vr;
+      g += vg;
+      b += vb;
+      rr += vr * vr;
+      gg += vg * vg;
+      bb += vb * vb;
+      const l = l8[i]!;
+      lumaSum += l;
+      lumaSq += l * l;
     }
-    const l = luma[i]!;
-    lumaSum += l;
-    lumaSq += l * l;
+  } else {
+    for (let i = 0, p = 0; i < n; i++, p += channels) {
+      const v = data[p]!;
+      r += v;
+      rr += v * v;
+      const l = l8[i]!;
+      lumaSum += l;
+      lumaSq += l * l;
+    }
+    g = b = r;
+    gg = bb = rr;
   }
-  return statsFromSums({ sums, squares: sq, lumaSum, lumaSquares: lumaSq, n }, luma, width, height);
+  return statsFromSums({ sums: [r, g, b], squares: [rr, gg, bb], lumaSum, lumaSquares: lumaSq, n }, l8, width, height);
 }
 
 /** Running sums over the pixels of one image, on 0..255 values. */

@@ -5,8 +5,9 @@
  */
 
 import { PartscanError } from '../errors.js';
-import { aupro, DEFAULT_FPR_LIMIT } from './aupro.js';
-import { auroc, pixelAuroc } from './auroc.js';
+import { DEFAULT_FPR_LIMIT } from './aupro.js';
+import { auroc } from './auroc.js';
+import { sortPixels, subsetPixelMetrics, type SortedPixels } from './pixel-sweep.js';
 import type { MapSize } from './common.js';
 import { f1Max } from './f1.js';
 
@@ -78,20 +79,21 @@ function mapSizeOf(item: EvaluationItem, index: number): MapSize {
   );
 }
 
-/** Metrics for a subset of items (the whole run, or good + one defect type). */
-function evaluateSet(items: readonly EvaluationItem[], fprLimit: number): SetMetrics {
+/**
+ * Metrics for a subset of items (the whole run, or good + one defect type): `inSet` marks them among
+ * all items; the pixel metrics come from the run's pixels sorted once ({@link sortPixels}).
+ */
+function evaluateSet(all: readonly EvaluationItem[], inSet: Uint8Array, pixels: SortedPixels | undefined, fprLimit: number): SetMetrics {
+  const items = all.filter((_, i) => inSet[i]);
   const scores = items.map((it) => it.imageScore);
   const labels = items.map((it) => it.anomalous);
-  const withMaps = items.filter((it) => it.map !== undefined);
-  const maps = withMaps.map((it) => it.map!);
-  const masks = withMaps.map((it) => it.mask);
-  const anomalous = withMaps.map((it) => it.anomalous);
-  const sizes = withMaps.map((it, i) => mapSizeOf(it, i));
+  const withMaps = items.some((it) => it.map !== undefined);
+  const pixel = withMaps && pixels ? subsetPixelMetrics(pixels, inSet, fprLimit) : { pixel_auroc: NaN, aupro: NaN };
   const n_defect = labels.filter(Boolean).length;
   return {
     image_auroc: auroc(scores, labels),
-    pixel_auroc: withMaps.length > 0 ? pixelAuroc(maps, masks, { anomalous }) : NaN,
-    aupro: withMaps.length > 0 ? aupro(maps, masks, sizes, fprLimit, { anomalous }) : NaN,
+    pixel_auroc: pixel.pixel_auroc,
+    aupro: pixel.aupro,
     image_f1_max: f1Max(scores, labels).f1,
     n_good: items.length - n_defect,
     n_defect,
@@ -116,12 +118,26 @@ export function evaluateRun(items: readonly EvaluationItem[], options: EvaluateO
       );
     }
   });
-  const overall = evaluateSet(items, fprLimit);
-  const good = items.filter((it) => !it.anomalous);
+  if (!(fprLimit > 0 && fprLimit <= 1)) {
+    throw new PartscanError('OPTIONS', `AUPRO FPR limit must be in (0, 1], got ${fprLimit}.`, {
+      remedy: 'use the standard 0.3, or another fraction of false-positive pixels',
+    });
+  }
+  const pixels = items.some((it) => it.map !== undefined)
+    ? sortPixels(
+        items.map((it) => it.map),
+        items.map((it) => it.mask),
+        items.map((it, i) => (it.map ? mapSizeOf(it, i) : undefined)),
+        items.map((it) => it.anomalous),
+      )
+    : undefined;
+  const overall = evaluateSet(items, new Uint8Array(items.length).fill(1), pixels, fprLimit);
   const per_defect: Record<string, SetMetrics> = {};
   const types = [...new Set(items.filter((it) => it.anomalous).map((it) => it.label))].sort();
   for (const type of types) {
-    per_defect[type] = evaluateSet([...good, ...items.filter((it) => it.anomalous && it.label === type)], fprLimit);
+    // All good items plus this type's, in their input order.
+    const inSet = Uint8Array.from(items, (it) => (!it.anomalous || it.label === type ? 1 : 0));
+    per_defect[type] = evaluateSet(items, inSet, pixels, fprLimit);
   }
   return { ...overall, per_defect };
 }

@@ -17,13 +17,15 @@ import { preprocessBatch, preprocessTiles } from '../preprocess/preprocess.js';
 import { resizeNearest } from '../postprocess/resize.js';
 import { selectThresholds, type Thresholds } from '../postprocess/thresholds.js';
 import type { PreprocessOptions, Tensor4D } from '../types.js';
-import { imageFingerprint } from '../guards/fingerprint.js';
-import { checkTrainingSet } from '../guards/training-set.js';
+import { imageFingerprint, type ImageFingerprint } from '../guards/fingerprint.js';
+import { fingerprintAndPreprocess, keepImages, LoopGuards } from '../guards/decode-once.js';
+import { checkTrainingSet, type TrainingSetReport } from '../guards/training-set.js';
 import { fitDriftModel } from '../guards/drift.js';
 import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
-import { contaminationSuspects, leaveOneOutScores, scoreOutliers } from './contamination.js';
+import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings, scoreOutliers } from './contamination.js';
+import { KeptEmbeddings } from './kept-embeddings.js';
 import { buildMonitorReference } from './monitor-reference.js';
 import {
   BLUR_SIGMA,
@@ -142,12 +144,10 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   const tiling = resumeFrom ? resumeFrom.header.tiling : opts.tile ? { tile: opts.tile.size, overlap: opts.tile.overlap } : undefined;
   const report: FitReport = { rejected: [], nearDuplicates: [], suspects: [] };
   let fitFiles = candidateFiles;
-  if (opts.guards !== false) {
-    const fingerprints = [];
-    for (let i = 0; i < fitFiles.length; i += 8) {
-      fingerprints.push(...(await Promise.all(fitFiles.slice(i, i + 8).map((f) => imageFingerprint(f, { maxPixels: preprocess.maxPixels })))));
-    }
-    const check = checkTrainingSet(fingerprints);
+  // Without tiling the guards fingerprint each image from the decode that feeds the backbone (in the
+  // fit loop below); with tiling they run here, before the loop.
+  const loopGuards = opts.guards !== false && !tiling ? new LoopGuards() : undefined;
+  const applyGuards = (check: TrainingSetReport): void => {
     warnings.push(...check.warnings);
     report.rejected = check.rejected;
     report.nearDuplicates = check.nearDuplicates;
@@ -159,12 +159,23 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
         remedy: 'check the camera / export: the training folder must hold real photos of good parts',
       });
     }
+  };
+  if (opts.guards !== false && tiling) {
+    const fingerprints = [];
+    for (let i = 0; i < fitFiles.length; i += 8) {
+      fingerprints.push(...(await Promise.all(fitFiles.slice(i, i + 8).map((f) => imageFingerprint(f, { maxPixels: preprocess.maxPixels })))));
+    }
+    applyGuards(checkTrainingSet(fingerprints));
   }
   const descriptors: number[][] = [];
   // Pipeline: decode/resize the next batch (sharp, its own threads) while ORT runs the current one.
   const batches: string[][] = [];
   for (let i = 0; i < fitFiles.length; i += batchSize) batches.push(fitFiles.slice(i, i + batchSize));
-  const prepare = async (files: string[]): Promise<{ tensor: Float32Array; n: number }> => {
+  const prepare = async (files: string[]): Promise<{ tensor: Float32Array; n: number; fingerprints?: ImageFingerprint[] }> => {
+    if (loopGuards) {
+      const tensor = new Float32Array(files.length * 3 * size * size);
+      return { tensor, n: files.length, fingerprints: (await fingerprintAndPreprocess(files, preprocess, tensor)).fingerprints };
+    }
     if (!tiling) return { tensor: (await preprocessBatch(files, preprocess)).tensor, n: files.length };
     const parts = await Promise.all(files.map((f) => preprocessTiles(f, preprocess, tiling.tile, tiling.overlap)));
     const n = parts.reduce((a, p) => a + p.boxes.length, 0);
@@ -181,11 +192,25 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   /** Whether all samples are kept and fitted at once ({@link fitGaussiansLowRank}); decided on the first batch. */
   let lowRank: boolean | undefined;
   const fitEmbeddings = new BufferPool(1);
+  // The leave-one-out check scores the training images from their embeddings: the low-rank fit keeps
+  // them anyway; the streaming fit keeps a copy when it fits the memory budget, else the check runs the
+  // backbone a second time.
+  const looKeep = opts.contaminationCheck !== false && !resumeFrom && !tiling && fitFiles.length >= 8 ? new KeptEmbeddings(opts.contaminationMemory) : undefined;
+  let kept: EmbeddingBuffer | undefined;
   let done = 0;
   for (let b = 0; b < batches.length; b++) {
-    const prepared = await pending!;
+    let prepared = await pending!;
     pending = b + 1 < batches.length ? prepare(batches[b + 1]!) : undefined;
     pending?.catch(() => undefined);
+    if (loopGuards && prepared.fingerprints) {
+      const keep = loopGuards.admit(batches[b]!, prepared.fingerprints);
+      if (keep.length < batches[b]!.length) prepared = { tensor: keepImages(prepared.tensor, keep, 3 * size * size), n: keep.length };
+      if (keep.length === 0) {
+        done += batches[b]!.length;
+        opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
+        continue;
+      }
+    }
     const n = prepared.n;
     if (!tiling) for (let k = 0; k < n; k++) descriptors.push(driftDescriptorFromTensor(prepared.tensor, k * 3 * size * size, size, preprocess));
     const input = { data: prepared.tensor, dims: [n, 3, size, size] as [number, number, number, number] };
@@ -197,11 +222,13 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     if (!grid) grid = { gridH: emb.gridH, gridW: emb.gridW };
     const P = emb.gridH * emb.gridW;
     // Samples per image (tiles with tiling), to foresee the samples to come.
-    const perImage = n / batches[b]!.length;
+    const perImage = tiling ? n / batches[b]!.length : 1;
     if (lowRank === undefined) {
       ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
     }
     if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
+    if (looKeep && !lowRank) kept ??= looKeep.start(P, fitFiles.length, d);
+    if (kept) appendEmbeddings(kept, emb.data, n);
     if (!lowRank) {
       acc ??= new GaussianAccumulator(P, d);
       // Merge several backbone batches per statistics update: the per-position outer products then run as
@@ -220,6 +247,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     done += batches[b]!.length;
     opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
   }
+  if (loopGuards) applyGuards(loopGuards.report());
   if (lowRank === undefined && resumeFrom) {
     // Resumed without new images.
     ({ lowRank, pendingEmb, acc } = await startStatistics(resumeFrom.positions, d, 0, acc, priorSamples, kernels));
@@ -284,7 +312,15 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   // contaminated training images and, pooled with the calibration scores, calibration outliers.
   let looScores: number[] | undefined;
   if (opts.contaminationCheck !== false && !resumeFrom && fitFiles.length >= 8) {
-    looScores = await leaveOneOutScores(model, fitFiles);
+    const own = kept?.count === fitFiles.length ? compactEmbeddings(kept) : fitted.samples && !tiling && fitted.count === fitFiles.length ? fitted.samples : undefined;
+    kept = undefined;
+    if (own) {
+      looScores = await leaveOneOutScoresFromEmbeddings(model, own, fitFiles.length);
+    } else {
+      const w = looKeep?.secondPassWarning();
+      if (w) warnings.push(w);
+      looScores = await leaveOneOutScores(model, fitFiles);
+    }
     report.suspects = contaminationSuspects(fitFiles, looScores);
     for (const s of report.suspects) {
       warnings.push({

@@ -119,6 +119,12 @@ export interface FitOptions {
    * and images whose score is a robust outlier (likely defects among the "good" set) are reported.
    */
   contaminationCheck?: boolean;
+  /**
+   * Bytes the streaming fit may spend keeping the training embeddings so that the contamination check
+   * needs no second backbone pass (default 1/8 of RAM; 0 = always the second pass). Past it the check
+   * runs the backbone again and the fit warns 'LOO_SECOND_PASS'.
+   */
+  contaminationMemory?: number;
 }
 
 /** What the training-set guards found during {@link fit}. */
@@ -513,6 +519,14 @@ export class Model {
     const d2 = backbone.withFeatures
       ? await backbone.withFeatures(batch, (maps) => this.gridDistances(maps, n))
       : await this.gridDistances(await backbone.extract(batch), n);
+    return this.mapsFromDistances(d2, n, transformSquared);
+  }
+
+  /**
+   * Anomaly maps from squared grid distances [P, N] (optionally transformed per distance, e.g. the
+   * leave-one-out rescaling): the tail of {@link anomalyMaps}, for distances computed elsewhere.
+   */
+  async mapsFromDistances(d2: Float32Array, n: number, transformSquared?: (d2: number) => number): Promise<Float32Array[]> {
     const P = this.positions;
     // Image-major squared distances [N, P] (optionally transformed, e.g. leave-one-out rescaling).
     const byImage = new Float32Array(n * P);
@@ -562,24 +576,29 @@ export class Model {
         remedy: 'score with the backbone and image size the model was fitted with',
       });
     }
+    // Pooled: a fresh [P, N, d] array per batch (220 MB at d=550, N=32) costs more in page faults than the gather.
+    const emb = gatherEmbedding(maps, this.sources, this.embeddingPool.acquire(this.positions * n * this.dim)).data;
+    try {
+      return await this.embeddingDistances(emb, n);
+    } finally {
+      this.embeddingPool.release(emb);
+    }
+  }
+
+  /** Squared Mahalanobis distances [P, N] of embeddings [P, N, d] (e.g. the fit's own, kept). */
+  async embeddingDistances(emb: Float32Array, n: number): Promise<Float32Array> {
     const P = this.positions;
     const d = this.dim;
     this.mean32 ??= Float32Array.from(this.mean);
     const mean = this.mean32;
     const [kernels, inverses] = await Promise.all([this.kernels(), this.fullInverses()]);
     const out = new Float32Array(P * n);
-    // Pooled: a fresh [P, N, d] array per batch (220 MB at d=550, N=32) costs more in page faults than the gather.
-    const emb = gatherEmbedding(maps, this.sources, this.embeddingPool.acquire(P * n * d)).data;
-    try {
-      let p0 = 0;
-      for (const inv of inverses) {
-        const pc = inv.length / (d * d);
-        const r = await kernels.mahalanobisSquared(emb.subarray(p0 * n * d, (p0 + pc) * n * d), mean.subarray(p0 * d, (p0 + pc) * d), inv, pc, n);
-        out.set(r, p0 * n);
-        p0 += pc;
-      }
-    } finally {
-      this.embeddingPool.release(emb);
+    let p0 = 0;
+    for (const inv of inverses) {
+      const pc = inv.length / (d * d);
+      const r = await kernels.mahalanobisSquared(emb.subarray(p0 * n * d, (p0 + pc) * n * d), mean.subarray(p0 * d, (p0 + pc) * d), inv, pc, n);
+      out.set(r, p0 * n);
+      p0 += pc;
     }
     return out;
   }

@@ -103,6 +103,32 @@ async function preprocessInto(
 }
 
 /**
+ * Preprocesses pixels that are already decoded and oriented (8-bit sRGB RGB or gray, no alpha, no ICC
+ * profile: what the decode of an ordinary PNG/JPEG gives) into `out` (length 3·side²), with the same
+ * resize and normalisation as {@link preprocessImage}, so the same values as preprocessing the file.
+ * For pixels decoded for another purpose (the fit's guards) without a second decode.
+ */
+export async function preprocessPixelsInto(
+  pixels: { data: Uint8Array; width: number; height: number; channels: 1 | 3 },
+  opts: PreprocessOptions,
+  out: Float32Array,
+): Promise<void> {
+  const { width, height, channels } = pixels;
+  const { data, info } = await sharp(pixels.data, { raw: { width, height, channels } })
+    .pipelineColourspace('srgb')
+    .toColourspace('srgb')
+    .resize(opts.imageSize, opts.imageSize, { fit: 'fill', kernel: opts.kernel, fastShrinkOnLoad: false })
+    .raw({ depth: 'uchar' })
+    .toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3) {
+    throw new PartscanError('IMAGE_UNSUPPORTED', `Decoded pixels gave ${info.channels} channels instead of RGB.`, {
+      remedy: 'pass 8-bit RGB or gray pixels',
+    });
+  }
+  normaliseInto(data, opts.imageSize, opts.cropSize ?? opts.imageSize, opts, out);
+}
+
+/**
  * Preprocesses one image (file path or encoded bytes) into a normalised [3, size, size] CHW tensor,
  * where size is `cropSize ?? imageSize`. Very small images are upscaled, not refused: check
  * `info.width`/`info.height` to warn about them.
