@@ -61,15 +61,8 @@ export * from './guards/index.js';
 export { driftDescriptorFromTensor } from './guards/tensor-descriptor.js';
 export type { FitReport } from './model/model.js';
 export { stitchTiles } from './model/model.js';
-export {
-  CONTAMINATION_Z,
-  CONTAMINATION_GAP,
-  CONTAMINATION_GAP_FROM_Z,
-  logRobustZ,
-  scoreOutliers,
-  contaminationSuspects,
-  leaveOneOutScores,
-} from './model/contamination.js';
+export { CONTAMINATION_Z, CONTAMINATION_GAP, CONTAMINATION_GAP_FROM_Z, logRobustZ, scoreOutliers } from './guards/robust-stats.js';
+export { contaminationSuspects, leaveOneOutScores } from './model/contamination.js';
 export type { ContaminationSuspect } from './model/contamination.js';
 export { preprocessTiles, tileLayout } from './preprocess/preprocess.js';
 export type { TileBox } from './preprocess/preprocess.js';

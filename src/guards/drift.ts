@@ -28,6 +28,7 @@
 
 import { z } from 'zod';
 import { PartscanError } from '../errors.js';
+import { MAD_TO_SIGMA, median } from './robust-stats.js';
 
 /** A fitted drift model: plain JSON. */
 export interface DriftModel {
@@ -94,16 +95,6 @@ export const DEFAULT_DRIFT_K = 5;
  * by ≥ ~7.5 % before it can flag, however uniform the training images were.
  */
 export const DEFAULT_RELATIVE_FLOOR = 0.015;
-/** Makes the MAD a consistent estimator of the standard deviation for Gaussian data. */
-export const MAD_TO_SIGMA = 1.482602218505602;
-
-/** Median of a copy of `values` (mean of the two middle values for even lengths). */
-export function median(values: ArrayLike<number>): number {
-  const s = Float64Array.from(values).sort();
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
 /** Throws 'INVALID_TENSOR' unless every value is finite. */
 function assertFiniteDescriptor(d: readonly number[], what: string): void {
   for (let j = 0; j < d.length; j++) {

@@ -4,64 +4,8 @@
  */
 import { PartscanError } from '../errors.js';
 import { preprocessBatch } from '../preprocess/preprocess.js';
+import { scoreOutliers } from '../guards/robust-stats.js';
 import type { Model } from './model.js';
-
-/**
- * Robust z-scores on the raw scale: (x − median) / (1.4826·MAD), with a tiny floor on the spread. For
- * right-skewed image scores use {@link logRobustZ} (what the contamination checks use).
- */
-export function robustZ(xs: readonly number[]): number[] {
-  const sorted = [...xs].sort((a, b) => a - b);
-  const median = sorted[Math.floor(sorted.length / 2)]!;
-  const mad = xs.map((x) => Math.abs(x - median)).sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const spread = Math.max(1.4826 * mad, 1e-6 * Math.abs(median), 1e-12);
-  return xs.map((x) => (x - median) / spread);
-}
-
-/**
- * Robust z of the logarithm of each score: (ln x − median ln x) / (1.4826·MAD(ln x)).
- *
- * Why the logarithm: image scores are maxima of Mahalanobis distances over a map, positive and
- * right-skewed with a spread that grows with the level (leave-one-out scores measured on MVTec bottle,
- * d=100: skewness 4.8; magnetic tile: 4.0). A median/MAD z on the raw scores treats that long but
- * ordinary upper tail as outliers (z > 5 flagged 11 of 209 good bottle images and 35 of 720
- * magnetic-tile ones); on the log scale the rule is scale-free and the bulk much closer to symmetric.
- */
-export function logRobustZ(scores: readonly number[]): number[] {
-  const logs = scores.map((x) => Math.log(Math.max(x, 1e-12)));
-  const sorted = [...logs].sort((a, b) => a - b);
-  const median = sorted[Math.floor(sorted.length / 2)]!;
-  const mad = logs.map((x) => Math.abs(x - median)).sort((a, b) => a - b)[Math.floor(logs.length / 2)]!;
-  const spread = Math.max(1.4826 * mad, 1e-6); // identical scores are no outliers
-  return logs.map((x) => (x - median) / spread);
-}
-
-/** {@link logRobustZ} above which a score is an outlier on its own (~3·10⁻⁷ per image for log-normal scores). */
-export const CONTAMINATION_Z = 5;
-/** Lower {@link logRobustZ} from which a score is an outlier when a gap separates it from the rest... */
-export const CONTAMINATION_GAP_FROM_Z = 3;
-/** ...of at least this many robust standard deviations (of the log scores) to the next lower score. */
-export const CONTAMINATION_GAP = 1.5;
-
-/**
- * Which good-image scores (leave-one-out training scores, or calibration scores pooled with them) score
- * like defects. On the log scale ({@link logRobustZ}) a score is an outlier when z > {@link
- * CONTAMINATION_Z}, or when it belongs to the top group that sits above z = {@link
- * CONTAMINATION_GAP_FROM_Z} and is separated from all lower scores by a gap ≥ {@link CONTAMINATION_GAP}.
- * The gap condition catches a defect in a small, tight training set (e.g. 2× the median where good
- * images vary by ±20%) without flagging the continuous upper tail of good parts that real data show even
- * on the log scale. Clean log-normal samples: ≈0.01 flags per 200 images, ≈0.05 per 25 (simulated).
- * Only high scores count: a low score never looks like a defect.
- */
-export function scoreOutliers(scores: readonly number[]): { z: number[]; outlier: boolean[] } {
-  const z = logRobustZ(scores);
-  const desc = [...z].sort((a, b) => b - a);
-  let cut = Infinity; // scores with z ≥ cut are outliers
-  for (let i = 0; i < desc.length && desc[i]! > CONTAMINATION_GAP_FROM_Z; i++) {
-    if (desc[i]! > CONTAMINATION_Z || desc[i]! - desc[i + 1]! >= CONTAMINATION_GAP) cut = desc[i]!;
-  }
-  return { z, outlier: z.map((v) => v >= cut) };
-}
 
 /** A training image that scores like an outlier leave-one-out. */
 export interface ContaminationSuspect {

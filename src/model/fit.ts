@@ -24,7 +24,8 @@ import { fitDriftModel } from '../guards/drift.js';
 import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
-import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings, scoreOutliers } from './contamination.js';
+import { scoreOutliers } from '../guards/robust-stats.js';
+import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './contamination.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
 import { buildMonitorReference } from './monitor-reference.js';
 import {

@@ -6,8 +6,8 @@
 
 import { z } from 'zod';
 import { PartscanError } from '../errors.js';
-import { driftScore, MAD_TO_SIGMA, median, type DriftModel } from '../guards/drift.js';
-import { scoreOutliers } from './contamination.js';
+import { driftScore, type DriftModel } from '../guards/drift.js';
+import { MAD_TO_SIGMA, median, scoreOutliers } from '../guards/robust-stats.js';
 
 /** The calibration reference stored in a model file (header field `monitor`, format ≥ 1.2). */
 export interface MonitorReference {

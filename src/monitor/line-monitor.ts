@@ -18,7 +18,8 @@
 
 import { z } from 'zod';
 import { PartscanError } from '../errors.js';
-import { median, parseDriftModel, type DriftModel } from '../guards/drift.js';
+import { parseDriftModel, type DriftModel } from '../guards/drift.js';
+import { median } from '../guards/robust-stats.js';
 import type { ModelHeader, ScoreResult } from '../model/model.js';
 import { parseMonitorReference, type MonitorReference } from '../model/monitor-reference.js';
 import { ewmaLimit, mannWhitney, normalScore, percentileIn } from './spc.js';
