@@ -66,7 +66,7 @@ export interface ChannelQuantizedWeights {
 
 /**
  * Quantizes `[outC, ...]` row-major weights per output channel, symmetrically to [-127, 127]. An
- * all-zero channel gets scale 1 (its values are exact either way). |w − q·scale| ≤ scale/2.
+ * all-zero (or below 1e-30) channel gets scale 1. |w − q·scale| ≤ scale/2.
  */
 export function quantizeWeightsPerChannel(weight: Float32Array, outC: number): ChannelQuantizedWeights {
   if (!(Number.isInteger(outC) && outC > 0) || weight.length % outC !== 0) {
@@ -78,7 +78,8 @@ export function quantizeWeightsPerChannel(weight: Float32Array, outC: number): C
   for (let c = 0; c < outC; c++) {
     let m = 0;
     for (let i = c * per; i < (c + 1) * per; i++) m = Math.max(m, Math.abs(weight[i]!));
-    const s = Math.fround(m > 0 ? m / INT8_MAX : 1);
+    // Below ~1e-30 the step would be subnormal (imprecise): such a channel is zero for every purpose.
+    const s = Math.fround(m > 1e-30 ? m / INT8_MAX : 1);
     scales[c] = s;
     for (let i = c * per; i < (c + 1) * per; i++) q[i] = Math.max(-INT8_MAX, Math.min(INT8_MAX, roundHalfEven(weight[i]! / s)));
   }

@@ -109,6 +109,7 @@ interface FitFlags {
   offline?: boolean;
   tile?: number;
   tileOverlap?: number;
+  precision?: 'fp32' | 'int8';
   json?: boolean;
 }
 
@@ -139,6 +140,7 @@ async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<numbe
   if (f.threads !== undefined) opts.threads = f.threads;
   if (f.roi) opts.roi = f.roi;
   if (f.band) opts.band = f.band;
+  if (f.precision !== undefined) opts.precision = f.precision;
   if (f.tile !== undefined) opts.tile = { size: f.tile, overlap: f.tileOverlap ?? Math.round(f.tile / 8) };
   else if (f.tileOverlap !== undefined) {
     throw new PartscanError('OPTIONS', '--tile-overlap needs --tile.', { remedy: 'add --tile <px>, e.g. --tile 256 --tile-overlap 32' });
@@ -161,6 +163,7 @@ async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<numbe
   const summary = {
     model: path.resolve(f.out),
     backbone: h.backbone.name,
+    precision: h.backbone.precision ?? 'fp32',
     images: h.gaussian.images,
     calibrationImages: h.fit.calibrationImages,
     channels: h.embedding.channels,
@@ -182,7 +185,7 @@ async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<numbe
   io.out(
     [
       `model      ${summary.model} (${formatBytes(bytes)}${f.embedBackbone ? ', backbone embedded' : ''}${f.compact ? ', compact' : ''})`,
-      `backbone   ${summary.backbone}`,
+      `backbone   ${summary.backbone} (${summary.precision})`,
       `images     ${summary.images} fitted, ${summary.calibrationImages} for calibration`,
       `embedding  d ${summary.channels}, grid ${summary.grid.width}×${summary.grid.height}, input ${summary.imageSize} px`,
       t
@@ -466,6 +469,7 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--band <low,high>', 'uncertainty band in normalised units, e.g. 0.45,0.55', bandArg)
     .option('--cache-dir <dir>', 'backbone weights cache (default $PARTSCAN_CACHE_DIR or ~/.cache/partscan)')
     .option('--offline', 'never download weights')
+    .addOption(new Option('--precision <p>', 'backbone precision: fp32 (default) or int8 (quantized, calibrated on the good images)').choices(['fp32', 'int8']))
     .option('--tile <px>', 'split images into tiles of this size at native resolution (large images)', intArg('--tile', 16))
     .option('--tile-overlap <px>', 'overlap between tiles (default tile/8)', intArg('--tile-overlap', 0))
     .option('--json', 'print one JSON object')
