@@ -141,6 +141,12 @@ async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<numbe
   if (f.roi) opts.roi = f.roi;
   if (f.band) opts.band = f.band;
   if (f.precision !== undefined) opts.precision = f.precision;
+  if (f.precision === 'int8' && !f.embedBackbone) {
+    // Model.save refuses it too; saying so now saves the minutes of fitting.
+    throw new PartscanError('OPTIONS', '--precision int8 needs the backbone embedded: an int8 model must embed its backbone.', {
+      remedy: 'drop --no-embed-backbone, or use --precision fp32',
+    });
+  }
   if (f.tile !== undefined) opts.tile = { size: f.tile, overlap: f.tileOverlap ?? Math.round(f.tile / 8) };
   else if (f.tileOverlap !== undefined) {
     throw new PartscanError('OPTIONS', '--tile-overlap needs --tile.', { remedy: 'add --tile <px>, e.g. --tile 256 --tile-overlap 32' });
