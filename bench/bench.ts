@@ -3,7 +3,7 @@
  *
  *   npm run bench -- [--data ../shared/datasets/mvtec_bottle] [--channels 100] [--image-size 224]
  *                    [--batch 16] [--score-batch N (default: the model's, 8 … 32 by d)] [--threads N] [--latency-samples 20] [--out model.partscan]
- *                    [--no-huge-pages]
+ *                    [--no-huge-pages] [--precision fp32|int8]
  *
  * Figures: fit images/s, score ms/image (batch 1 and batched), p50/p95 single-image latency through the
  * public API (one call at a time, and every test image as a concurrent request through a
@@ -34,6 +34,8 @@ const { values } = parseArgs({
     'latency-samples': { type: 'string', default: '20' },
     out: { type: 'string' },
     guards: { type: 'boolean', default: false },
+    // Backbone precision of the fit (fp32 | int8; see docs/PRECISION.md).
+    precision: { type: 'string', default: 'fp32' },
     // Measure without transparent huge pages (as an embedding program that does not set GLIBC_TUNABLES).
     'no-huge-pages': { type: 'boolean', default: false },
   },
@@ -65,6 +67,7 @@ async function main(): Promise<void> {
     // Measure the PaDiM fit itself (as the reference does); the guards are measured separately.
     guards: values.guards === true,
     contaminationCheck: values.guards === true,
+    precision: values.precision as 'fp32' | 'int8',
     ...(threads ? { threads } : {}),
   });
   const fitSeconds = (performance.now() - t0) / 1000;
@@ -114,7 +117,7 @@ async function main(): Promise<void> {
 
   const out = {
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version },
-    config: { hugePages: hugePagesEnabled(), data: values.data, backbone: values.backbone, channels, imageSize, fitBatch: Number(values.batch), scoreBatch, threads: threads ?? 'default' },
+    config: { hugePages: hugePagesEnabled(), data: values.data, backbone: values.backbone, precision: values.precision, channels, imageSize, fitBatch: Number(values.batch), scoreBatch, threads: threads ?? 'default' },
     fit: { images: model.header.gaussian.images, seconds: +fitSeconds.toFixed(2), imagesPerSecond: +(model.header.gaussian.images / fitSeconds).toFixed(2), saveSeconds: +saveSeconds.toFixed(2) },
     score: {
       images: testFiles.length,
