@@ -103,6 +103,17 @@ describe('quantizer maths', () => {
     );
   });
 
+  it('percentile ranges of large tensors come from a strided sample: close to the full histogram, min/max exact', () => {
+    const x = new Float32Array(3_000_001);
+    for (let i = 0; i < x.length; i++) x[i] = Math.sin(i * 0.7071) * 10 + (i % 997 === 0 ? 40 : 0);
+    const full = percentileRange(x, 99.9, 4096, x.length);
+    const sampled = percentileRange(x, 99.9, 4096, 1 << 16);
+    const binW = (50 - -10) / 4096;
+    expect(Math.abs(sampled.max - full.max)).toBeLessThan(20 * binW);
+    expect(Math.abs(sampled.min - full.min)).toBeLessThan(20 * binW);
+    expect(percentileRange(x, 100, 4096, 1 << 16)).toEqual(percentileRange(x, 100, 4096, x.length));
+  });
+
   it('precision option: fp32 by default, int8 accepted, anything else a typed OPTIONS error', () => {
     expect(validatePrecision(undefined)).toBe('fp32');
     expect(validatePrecision('int8')).toBe('int8');
