@@ -74,6 +74,7 @@ describe('fit --precision', () => {
     const ops = decodeModel(file.sections.get('backbone.onnx') as Uint8Array).graph!.node!.map((n) => n.opType);
     expect(ops).toContain('QuantizeLinear');
     expect(ops.filter((o) => o === 'Conv').length).toBe(43);
+    expect((await cli(['info', int8])).stdout).toMatch(/resnet50 \(int8, layers/);
     // A float model's header is unchanged: no precision field.
     const plain = await readModelFile(fp32, { sections: () => false });
     expect((plain.header.backbone as Record<string, unknown>).precision).toBeUndefined();

@@ -388,7 +388,7 @@ async function infoCommand(modelFile: string, f: { json?: boolean }, io: CliIo):
     [
       `file        ${info.file} (${formatBytes(bytes)})`,
       `format      ${h.format} ${h.formatVersion.join('.')}, written by partscan ${h.partscanVersion}`,
-      `backbone    ${h.backbone.name} (layers ${h.backbone.layers.join(',')}, sha256 ${h.backbone.sha256.slice(0, 12)}…, ${h.backbone.embedded ? 'embedded' : 'not embedded: needs the cached weights'})`,
+      `backbone    ${h.backbone.name} (${h.backbone.precision ?? 'fp32'}, layers ${h.backbone.layers.join(',')}, sha256 ${h.backbone.sha256.slice(0, 12)}…, ${h.backbone.embedded ? 'embedded' : 'not embedded: needs the cached weights'})`,
       `preprocess  ${p.imageSize} px${p.cropSize ? `, crop ${p.cropSize}` : ''}, ${p.kernel}`,
       `embedding   d ${h.embedding.channels} of ${h.embedding.totalChannels}, seed ${h.embedding.seed}, grid ${h.embedding.gridW}×${h.embedding.gridH}`,
       `statistics  ${h.gaussian.images} images, ε ${h.gaussian.epsilon}, ${h.gaussian.resumable ? `resumable (${h.gaussian.resumeState === 'samples' ? 'keeps the samples' : 'keeps scatter matrices'})` : 'compact'}`,
