@@ -58,18 +58,20 @@ function checkOptions(opts: CalibrationOptions): Required<Omit<CalibrationOption
 }
 
 /** Values histogrammed per tensor and batch at most; larger tensors are read at a fixed odd stride. */
-export const CALIBRATION_MAX_SAMPLES = 1 << 20;
+export const CALIBRATION_MAX_SAMPLES = 1 << 18;
 
 /**
  * [lower, upper] percentile of `x` (upper = `percentile`, lower = 100 − `percentile`): exact min and
- * max at 100, otherwise read off a `bins`-bin histogram over [min, max] (bin edges, so the range never
- * shrinks by more than one bin width). The histogram reads at most `maxSamples` values, at a fixed odd
- * stride (odd, so it does not alias with the even plane sizes of feature maps): deterministic.
+ * max at 100, otherwise read off a `bins`-bin histogram over the sample's [min, max] (bin edges, so the
+ * range never shrinks by more than one bin width). Below 100 only `maxSamples` values are read, at a
+ * fixed odd stride (odd, so it does not alias with the even plane sizes of feature maps): deterministic.
  */
 export function percentileRange(x: Float32Array, percentile: number, bins: number, maxSamples = CALIBRATION_MAX_SAMPLES): ActivationRange {
+  let stride = percentile >= 100 ? 1 : Math.ceil(x.length / maxSamples);
+  if (stride > 1 && stride % 2 === 0) stride++;
   let min = Infinity;
   let max = -Infinity;
-  for (let i = 0; i < x.length; i++) {
+  for (let i = 0; i < x.length; i += stride) {
     const v = x[i]!;
     if (v < min) min = v;
     if (v > max) max = v;
@@ -78,8 +80,6 @@ export function percentileRange(x: Float32Array, percentile: number, bins: numbe
   if (percentile >= 100 || max === min) return { min, max };
   const hist = new Float64Array(bins);
   const k = bins / (max - min);
-  let stride = Math.ceil(x.length / maxSamples);
-  if (stride > 1 && stride % 2 === 0) stride++;
   let n = 0;
   for (let i = 0; i < x.length; i += stride, n++) hist[Math.min(bins - 1, Math.floor((x[i]! - min) * k))]++;
   const tail = (n * (100 - percentile)) / 100;
