@@ -97,6 +97,21 @@ describe('fit --precision', () => {
     }
   }, 300_000);
 
+  it('fit --resume keeps an int8 model int8, and refuses a different --precision', async () => {
+    const base = path.join(tmp, 'int8.partscan');
+    const more = path.join(tmp, 'more');
+    await fs.mkdir(more, { recursive: true });
+    const names = (await fs.readdir(path.join(BOTTLE, 'train', 'good'))).filter((n) => n.endsWith('.png')).sort().slice(20, 23);
+    for (const n of names) await fs.symlink(path.join(BOTTLE, 'train', 'good', n), path.join(more, n));
+    const resumed = path.join(tmp, 'resumed.partscan');
+    const ok = await cli(['fit', more, '--resume', base, '--out', resumed, '--json']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout)).toMatchObject({ precision: 'int8', images: 11 });
+    const bad = await cli(['fit', more, '--resume', base, '--out', path.join(tmp, 'r2.partscan'), '--precision', 'fp32']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.stderr).toMatch(/differs from the resumed model's \(int8\)/);
+  }, 300_000);
+
   it('refuses an unknown precision and an int8 model without its embedded backbone', async () => {
     const bad = await cli(fitArgs(path.join(tmp, 'bad.partscan'), '--precision', 'fp16'));
     expect(bad.code).not.toBe(0);

@@ -373,7 +373,9 @@ export class Model {
     }
     Object.assign(parts, resumeSections(contents.sections, header, file));
     let backbone: Backbone | undefined;
-    if (opts.backbone) {
+    // A quantized graph cannot be rebuilt from a spec (weights): an embedded int8 backbone is used whatever spec is given.
+    const int8Embedded = header.backbone.precision === 'int8' && header.backbone.embedded;
+    if (opts.backbone && (isBackbone(opts.backbone) || !int8Embedded)) {
       backbone = isBackbone(opts.backbone) ? opts.backbone : await loadBackbone(opts.backbone, threadOpt(opts.threads));
       assertSameBackbone(header.backbone, backbone.identity, file);
     } else if (header.backbone.embedded) {
