@@ -43,12 +43,13 @@ const { values } = parseArgs({
     'latency-samples': { type: 'string', default: '20' },
     out: { type: 'string' },
     guards: { type: 'boolean', default: false },
+    // Backbone precision of the fit (fp32 | int8; see docs/PRECISION.md).
+    precision: { type: 'string', default: 'fp32' },
     // Measure without transparent huge pages (as an embedding program that does not set GLIBC_TUNABLES).
     'no-huge-pages': { type: 'boolean', default: false },
     // Leave out the spawned default CLI fit/eval, or the PyTorch reference (both take minutes).
     'no-cli': { type: 'boolean', default: false },
     'no-reference': { type: 'boolean', default: false },
-    precision: { type: 'string' },
   },
 });
 if (!values['no-huge-pages']) await relaunchWithHugePages();
@@ -77,10 +78,9 @@ async function main(): Promise<void> {
     // Measure the PaDiM fit itself (as the reference does); the guards are measured separately.
     guards: values.guards === true,
     contaminationCheck: values.guards === true,
+    precision: values.precision as 'fp32' | 'int8',
     ...(threads ? { threads } : {}),
   };
-  // The precision hook: passed through as is, for backbones that accept it.
-  if (values.precision) Object.assign(fitOptions, { precision: values.precision });
   const t0 = performance.now();
   const model = await fit(ds, fitOptions);
   const fitSeconds = (performance.now() - t0) / 1000;
@@ -133,7 +133,7 @@ async function main(): Promise<void> {
   const cliModel = path.join(os.tmpdir(), `partscan-bench-cli-${process.pid}.partscan`);
   const cliRuns = values['no-cli']
     ? { skipped: '--no-cli' }
-    : await defaultCliRuns({ data: values.data!, weights, channels, imageSize, modelFile: cliModel, fitArgs: values.precision ? ['--precision', values.precision] : [] });
+    : await defaultCliRuns({ data: values.data!, weights, channels, imageSize, modelFile: cliModel, fitArgs: ['--precision', values.precision!] });
   await fs.rm(cliModel, { force: true });
   const startup = await startupBreakdown(modelFile, testFiles[0]!);
   const reference = values['no-reference'] ? { skipped: '--no-reference' } : await referenceRun({ data: values.data!, weights, channels, imageSize });
@@ -144,7 +144,7 @@ async function main(): Promise<void> {
   const out = {
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version, loadavg1: +os.loadavg()[0]!.toFixed(2) },
     cpu: cpuInfo(),
-    config: { hugePages: hugePagesEnabled(), data: values.data, backbone: values.backbone, channels, imageSize, fitBatch: Number(values.batch), scoreBatch, threads: threads ?? 'default' },
+    config: { hugePages: hugePagesEnabled(), data: values.data, backbone: values.backbone, precision: values.precision, channels, imageSize, fitBatch: Number(values.batch), scoreBatch, threads: threads ?? 'default' },
     fit: { images: model.header.gaussian.images, seconds: +fitSeconds.toFixed(2), imagesPerSecond: +(model.header.gaussian.images / fitSeconds).toFixed(2), saveSeconds: +saveSeconds.toFixed(2) },
     score: {
       images: testFiles.length,

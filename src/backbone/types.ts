@@ -14,6 +14,8 @@ export interface BackboneIdentity {
   channels: number[];
   /** Seed, for generated random weights. */
   seed?: number;
+  /** 'int8' for a statically quantized graph (see src/backbone/quantize.ts); absent = float32. */
+  precision?: 'int8';
 }
 
 /** A feature extractor: NCHW float32 image batch in, one feature map per layer out. */

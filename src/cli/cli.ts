@@ -116,6 +116,7 @@ interface FitFlags {
   tile?: number;
   tileOverlap?: number;
   looMemory?: number;
+  precision?: 'fp32' | 'int8';
   json?: boolean;
 }
 
@@ -147,6 +148,13 @@ async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<numbe
   if (f.roi) opts.roi = f.roi;
   if (f.band) opts.band = f.band;
   if (f.looMemory !== undefined) opts.contaminationMemory = f.looMemory * 2 ** 20;
+  if (f.precision !== undefined) opts.precision = f.precision;
+  if (f.precision === 'int8' && !f.embedBackbone) {
+    // Model.save refuses it too; saying so now saves the minutes of fitting.
+    throw new PartscanError('OPTIONS', '--precision int8 needs the backbone embedded: an int8 model must embed its backbone.', {
+      remedy: 'drop --no-embed-backbone, or use --precision fp32',
+    });
+  }
   if (f.tile !== undefined) opts.tile = { size: f.tile, overlap: f.tileOverlap ?? Math.round(f.tile / 8) };
   else if (f.tileOverlap !== undefined) {
     throw new PartscanError('OPTIONS', '--tile-overlap needs --tile.', { remedy: 'add --tile <px>, e.g. --tile 256 --tile-overlap 32' });
@@ -169,6 +177,7 @@ async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<numbe
   const summary = {
     model: path.resolve(f.out),
     backbone: h.backbone.name,
+    precision: h.backbone.precision ?? 'fp32',
     images: h.gaussian.images,
     calibrationImages: h.fit.calibrationImages,
     channels: h.embedding.channels,
@@ -190,7 +199,7 @@ async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<numbe
   io.out(
     [
       `model      ${summary.model} (${formatBytes(bytes)}${f.embedBackbone ? ', backbone embedded' : ''}${f.compact ? ', compact' : ''})`,
-      `backbone   ${summary.backbone}`,
+      `backbone   ${summary.backbone} (${summary.precision})`,
       `images     ${summary.images} fitted, ${summary.calibrationImages} for calibration`,
       `embedding  d ${summary.channels}, grid ${summary.grid.width}×${summary.grid.height}, input ${summary.imageSize} px`,
       t
@@ -398,7 +407,7 @@ async function infoCommand(modelFile: string, f: { json?: boolean }, io: CliIo):
     [
       `file        ${info.file} (${formatBytes(bytes)})`,
       `format      ${h.format} ${h.formatVersion.join('.')}, written by partscan ${h.partscanVersion}`,
-      `backbone    ${h.backbone.name} (layers ${h.backbone.layers.join(',')}, sha256 ${h.backbone.sha256.slice(0, 12)}…, ${h.backbone.embedded ? 'embedded' : BACKBONES[h.backbone.name]?.kind === 'bundled' ? 'not embedded: ships with partscan' : 'not embedded: needs the cached weights'})`,
+      `backbone    ${h.backbone.name} (${h.backbone.precision ?? 'fp32'}, layers ${h.backbone.layers.join(',')}, sha256 ${h.backbone.sha256.slice(0, 12)}…, ${h.backbone.embedded ? 'embedded' : BACKBONES[h.backbone.name]?.kind === 'bundled' ? 'not embedded: ships with partscan' : 'not embedded: needs the cached weights'})`,
       `preprocess  ${p.imageSize} px${p.cropSize ? `, crop ${p.cropSize}` : ''}, ${p.kernel}`,
       `embedding   d ${h.embedding.channels} of ${h.embedding.totalChannels}, seed ${h.embedding.seed}, grid ${h.embedding.gridW}×${h.embedding.gridH}`,
       `statistics  ${h.gaussian.images} images, ε ${h.gaussian.epsilon}, ${h.gaussian.resumable ? `resumable (${h.gaussian.resumeState === 'samples' ? 'keeps the samples' : 'keeps scatter matrices'})` : 'compact'}`,
@@ -487,6 +496,7 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--band <low,high>', 'uncertainty band in normalised units, e.g. 0.45,0.55', bandArg)
     .option('--cache-dir <dir>', 'backbone weights cache (default $PARTSCAN_CACHE_DIR or ~/.cache/partscan)')
     .option('--offline', 'never download weights')
+    .addOption(new Option('--precision <p>', 'backbone precision: fp32 (default) or int8 (quantized, calibrated on the good images)').choices(['fp32', 'int8']))
     .option('--tile <px>', 'split images into tiles of this size at native resolution (large images)', intArg('--tile', 16))
     .option('--tile-overlap <px>', 'overlap between tiles (default tile/8)', intArg('--tile-overlap', 0))
     .option('--loo-memory <MiB>', 'memory for keeping training embeddings so the leave-one-out check needs no second backbone pass (default 1/8 of RAM; 0 = second pass)', intArg('--loo-memory', 0))

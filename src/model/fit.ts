@@ -24,6 +24,8 @@ import { fitDriftModel } from '../guards/drift.js';
 import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
+import { validatePrecision } from '../backbone/quantize.js';
+import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibrate.js';
 import { scoreOutliers } from '../guards/robust-stats.js';
 import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './contamination.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
@@ -80,6 +82,7 @@ async function fitBackbone(opts: FitOptions): Promise<Backbone> {
  */
 export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<Model> {
   const warnings: PartscanWarning[] = [];
+  const precision = validatePrecision(opts.precision);
   // A model resumed from a file reads its statistics for resuming with the rest, not in a second pass.
   const resumeFrom =
     typeof opts.resume === 'string'
@@ -188,6 +191,24 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     }
     return { tensor, n };
   };
+  if (resumeFrom && opts.precision !== undefined && precision !== (resumeFrom.header.backbone.precision ?? 'fp32')) {
+    throw new PartscanError('OPTIONS', `precision ${precision} differs from the resumed model's (${resumeFrom.header.backbone.precision ?? 'fp32'}).`, {
+      remedy: 'leave out --precision when resuming: a resumed fit keeps its backbone',
+    });
+  }
+  if (precision === 'int8' && !resumeFrom) {
+    // Calibrated on the first good images, in fixed batches of 4 whatever --batch-size: deterministic.
+    const calib = fitFiles.slice(0, DEFAULT_CALIBRATION_IMAGES);
+    const calibrationBatches = async function* () {
+      for (let i = 0; i < calib.length; i += 4) {
+        const p = await prepare(calib.slice(i, i + 4));
+        yield { data: p.tensor, dims: [p.n, 3, size, size] as [number, number, number, number] };
+      }
+    };
+    const fp32 = backbone;
+    backbone = await quantizeBackbone(fp32, calibrationBatches(), opts.threads !== undefined ? { threads: opts.threads } : {});
+    if (!(opts.backbone && isBackbone(opts.backbone))) await fp32.dispose();
+  }
   let pending = batches.length ? prepare(batches[0]!) : undefined;
   let pendingEmb: EmbeddingBuffer | undefined;
   /** Whether all samples are kept and fitted at once ({@link fitGaussiansLowRank}); decided on the first batch. */

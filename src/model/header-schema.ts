@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
 import { driftModelSchema } from '../guards/drift.js';
+import { monitorReferenceSchema } from './monitor-reference.js';
 import { preprocessOptionsSchema } from '../preprocess/options.js';
 
 const int = (min = 0) => z.number().int().min(min);
@@ -60,6 +61,7 @@ const headerObject = z.looseObject({
     seed: int(0).optional(),
     embedded: z.boolean(),
     inputName: z.string().min(1),
+    precision: z.literal('int8').optional(),
   }),
   // The preprocessing options' own schema (one home for their ranges), without its strictness: unknown
   // keys are dropped, since these options go to preprocess(), which refuses keys it does not know.
@@ -90,6 +92,7 @@ const headerObject = z.looseObject({
   fit: z.looseObject({ calibrationImages: int(0), calibrationWarnings: z.array(z.string()) }),
   tiling: z.looseObject({ tile: int(16), overlap: int(0) }).refine((t) => t.overlap < t.tile, 'overlap must be smaller than the tile').optional(),
   drift: driftModelSchema.optional(),
+  monitor: monitorReferenceSchema.optional(),
   sections: sectionTableSchema,
 });
 

@@ -125,6 +125,12 @@ export interface FitOptions {
    * runs the backbone again and the fit warns 'LOO_SECOND_PASS'.
    */
   contaminationMemory?: number;
+  /**
+   * Backbone precision (default 'fp32'). 'int8': the ResNet graph is statically quantized (QDQ, int8
+   * weights per channel, uint8 activations calibrated on the first good images of the fit) and that
+   * graph is the one stored in the model and used for scoring. See docs/PRECISION.md.
+   */
+  precision?: 'fp32' | 'int8';
 }
 
 /** What the training-set guards found during {@link fit}. */
@@ -376,7 +382,9 @@ export class Model {
     }
     Object.assign(parts, resumeSections(contents.sections, header, file));
     let backbone: Backbone | undefined;
-    if (opts.backbone) {
+    // A quantized graph cannot be rebuilt from a spec (weights): an embedded int8 backbone is used whatever spec is given.
+    const int8Embedded = header.backbone.precision === 'int8' && header.backbone.embedded;
+    if (opts.backbone && (isBackbone(opts.backbone) || !int8Embedded)) {
       backbone = isBackbone(opts.backbone) ? opts.backbone : await loadBackbone(opts.backbone, threadOpt(opts.threads));
       assertSameBackbone(header.backbone, backbone.identity, file);
     } else if (header.backbone.embedded) {
@@ -422,6 +430,11 @@ export class Model {
    */
   async save(file: string, opts: { embedBackbone?: boolean; resumable?: boolean } = {}): Promise<void> {
     const embed = opts.embedBackbone ?? true;
+    if (!embed && this.header.backbone.precision === 'int8') {
+      throw new PartscanError('OPTIONS', 'An int8 model must embed its backbone: the quantized graph cannot be rebuilt from the weights alone.', {
+        remedy: 'save with the backbone embedded (drop --no-embed-backbone), or fit with --precision fp32',
+      });
+    }
     const { m2, samples } = opts.resumable === false ? {} : await this.resumeStatistics();
     const resumable = m2 !== undefined || samples !== undefined;
     const backbone = embed ? await this.getBackbone() : undefined;
@@ -816,12 +829,13 @@ function assertSameBackbone(expected: BackboneIdentity, got: BackboneIdentity, f
     expected.name === got.name &&
     expected.sha256 === got.sha256 &&
     expected.layers.join(',') === got.layers.join(',') &&
-    expected.channels.join(',') === got.channels.join(',');
+    expected.channels.join(',') === got.channels.join(',') &&
+    (expected.precision ?? 'fp32') === (got.precision ?? 'fp32');
   if (!same) {
     throw new PartscanError(
       'BACKBONE_MISMATCH',
-      `${file} was fitted with backbone ${expected.name} (weights sha256 ${expected.sha256.slice(0, 12)}…, layers ${expected.layers.join(',')}), ` +
-        `but ${got.name} (sha256 ${got.sha256.slice(0, 12)}…, layers ${got.layers.join(',')}) was supplied.`,
+      `${file} was fitted with backbone ${expected.name} (weights sha256 ${expected.sha256.slice(0, 12)}…, layers ${expected.layers.join(',')}, ${expected.precision ?? 'fp32'}), ` +
+        `but ${got.name} (sha256 ${got.sha256.slice(0, 12)}…, layers ${got.layers.join(',')}, ${got.precision ?? 'fp32'}) was supplied.`,
       { file, remedy: 'score with the same backbone and weights the model was fitted with, or re-fit' },
     );
   }

@@ -71,7 +71,8 @@ function float32Json(x: number): number {
   return Number(Math.fround(x).toPrecision(7));
 }
 
-const referenceSchema = z.object({
+/** The schema of {@link MonitorReference} in a model header (part of the header schema). */
+export const monitorReferenceSchema = z.object({
   kind: z.literal('partscan-monitor-reference'),
   version: z.literal(1),
   scores: z.array(z.number().finite()).min(5),
@@ -84,7 +85,7 @@ const referenceSchema = z.object({
  * not a {@link MonitorReference}; scores are re-sorted so a hand-edited file cannot break the ranks.
  */
 export function parseMonitorReference(json: unknown, file?: string): MonitorReference {
-  const parsed = referenceSchema.safeParse(json);
+  const parsed = monitorReferenceSchema.safeParse(json);
   if (!parsed.success) {
     throw new PartscanError(
       'MODEL_FORMAT',
