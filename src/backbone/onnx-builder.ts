@@ -13,8 +13,12 @@ const { onnx } = onnxProto;
 export const OnnxDataType = {
   /** float32. */
   FLOAT: 1,
+  /** uint8. */
+  UINT8: 2,
   /** int64. */
   INT64: 7,
+  /** bool. */
+  BOOL: 9,
 } as const;
 
 /** A float attribute value (plain numbers are taken as ints, which most attributes are). */

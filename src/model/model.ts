@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module';
 import * as ort from 'onnxruntime-node';
 import { PartscanError, type PartscanWarning } from '../errors.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
@@ -29,17 +28,11 @@ import { driftScore, parseDriftModel, type DriftModel } from '../guards/drift.js
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { readModelFile, writeModelFile, type SectionData } from './model-file.js';
 import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
-import type { MonitorReference } from './monitor-reference.js';
+import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
+import { inlineScoringGraph } from './scoring-graph.js';
 
-const require = createRequire(import.meta.url);
-/** partscan's version, recorded in model files. */
-export const PARTSCAN_VERSION: string = (() => {
-  try {
-    return (require('../../../package.json') as { version: string }).version;
-  } catch {
-    return (require('../../package.json') as { version: string }).version;
-  }
-})();
+export { PARTSCAN_VERSION };
+export type { ModelHeader };
 
 /** PaDiM's covariance regulariser ε in Σ + ε·I. */
 export const DEFAULT_EPSILON = 0.01;
@@ -191,48 +184,6 @@ export interface ScoreOptions {
   closeRadius?: number;
 }
 
-/** Everything in a model except the big arrays: the `.partscan` header. */
-export interface ModelHeader {
-  /** Always 'partscan-model'. */
-  format: 'partscan-model';
-  /** Container version (major, minor). */
-  formatVersion: [number, number];
-  /** partscan version that wrote the file. */
-  partscanVersion: string;
-  /** Backbone identity; `embedded` tells whether its ONNX graph is inside the file. */
-  backbone: BackboneIdentity & { embedded: boolean; inputName: string };
-  /** Preprocessing recipe, identical at fit and score time. */
-  preprocess: PreprocessOptions;
-  /** Embedding: channel choice and grid. */
-  embedding: { channels: number; seed: number; totalChannels: number; gridH: number; gridW: number };
-  /** Gaussian statistics. */
-  gaussian: {
-    images: number;
-    epsilon: number;
-    storage: 'float32-packed';
-    resumable: boolean;
-    /**
-     * What a resumable file keeps for `fit --resume` (format 1.1; absent in 1.0 files, which keep
-     * 'scatter'): the centred scatter matrices (section 'm2'), or, for fits with at most d/2 samples,
-     * the samples themselves (section 'samples', smaller than the scatter matrices).
-     */
-    resumeState?: 'scatter' | 'samples';
-  };
-  /** Post-processing recipe. */
-  postprocess: { blurSigma: number; upsample: 'bilinear' };
-  /** Decision thresholds and normalisation (absent until calibrated). */
-  thresholds?: Thresholds;
-  /** Region of interest, when one was fitted in (section 'roi', size×size, 1 = inspect). */
-  roi?: { width: number; height: number };
-  /** Fit details. */
-  fit: { calibrationImages: number; calibrationWarnings: string[] };
-  /** Tiling (native-resolution tiles), when the model was fitted with it. */
-  tiling?: { tile: number; overlap: number };
-  /** Drift model of global image statistics of the fitted images (absent for tiled models). */
-  drift?: DriftModel;
-  /** Line monitoring's calibration reference (format 1.2; absent in older files and uncalibrated models). */
-  monitor?: MonitorReference;
-}
 
 /** Sections that only `fit --resume` needs. */
 const RESUME_SECTIONS: readonly string[] = ['m2', 'samples'];
@@ -559,7 +510,6 @@ export class Model {
    */
   private fusedScoring(): Promise<ort.InferenceSession | undefined> {
     this.fusedScoringPromise ??= (async () => {
-      const { inlineScoringGraph } = await import('../export/onnx-export.js');
       let bytes: Uint8Array | undefined;
       try {
         bytes = await inlineScoringGraph(this);

@@ -17,6 +17,7 @@ import {
   int64Initializer,
   makeNode,
   tensorValueInfo,
+  OnnxDataType,
   type OnnxAttributeValue,
 } from '../backbone/onnx-builder.js';
 import { gaussianBlur } from './blur.js';
@@ -24,7 +25,7 @@ import { resizeBilinear } from './resize.js';
 import { ortSessionOptions } from '../util/ort-options.js';
 
 const { onnx } = onnxProto;
-const FLOAT = 1;
+const { FLOAT } = OnnxDataType;
 
 /** Where {@link upsampleBlurNodes} puts what it builds. */
 export interface GraphSink {

@@ -1,6 +1,6 @@
 import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
-import { int64Initializer, makeNode, tensorValueInfo } from '../backbone/onnx-builder.js';
+import { int64Initializer, makeNode, OnnxDataType, tensorValueInfo } from '../backbone/onnx-builder.js';
 import os from 'node:os';
 import { ortSessionOptions } from '../util/ort-options.js';
 
@@ -18,7 +18,7 @@ const { onnx } = onnxProto;
  *   LU inverse and the scatter matrices.
  */
 
-const FLOAT = 1;
+const { FLOAT } = OnnxDataType;
 const DOUBLE = 11;
 
 function modelBytes(graph: onnxProto.onnx.IGraphProto, contrib = false): Uint8Array {
