@@ -27,6 +27,7 @@ export type PartscanErrorCode =
   | 'MASK' // ROI or ground-truth mask problems
   | 'OUTPUT' // output path not writable, is a file, disk full
   | 'OPTIONS' // invalid options
+  | 'QUEUE' // job queue: Redis unreachable, malformed job, job failed on a worker
   | 'THRESHOLD';
 
 export interface PartscanErrorInit {

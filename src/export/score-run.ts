@@ -134,23 +134,33 @@ export async function scoreToRunDir(
 /**
  * Writes a run from results that are already scored (e.g. by `evaluateModel`), so an evaluation can
  * export its run without scoring twice. Same files and manifest as {@link scoreToRunDir}.
+ *
+ * An entry may also be an {@link ImageResult} whose files were already exported into `outDir` by
+ * {@link exportScoredImage} elsewhere (queue workers): it is taken as it is. `failures` lists inputs
+ * that failed before reaching this writer.
  */
 export async function writeScoredRun(
   model: Model,
-  results: ScoreResult[],
+  results: ReadonlyArray<ScoreResult | ImageResult>,
   outDir: string,
-  opts: ScoreRunOptions = {},
+  opts: ScoreRunOptions & { failures?: ScoreRunFailure[] } = {},
 ): Promise<ScoredRunManifest> {
   await ensureOutputDir(outDir);
-  const stems = uniqueStems(results.map((r) => r.source));
+  const stems = uniqueStems(results.map((r) => ('anomalyMap' in r ? r.source : r.file)));
   const exported: ImageResult[] = [];
-  const failures: ScoreRunFailure[] = [];
+  const failures: ScoreRunFailure[] = [...(opts.failures ?? [])];
   for (let i = 0; i < results.length; i++) {
+    const r = results[i]!;
+    if (!('anomalyMap' in r)) {
+      exported.push(r);
+      opts.onProgress?.({ stage: 'score', done: i + 1, total: results.length });
+      continue;
+    }
     try {
-      exported.push(await exportScoredImage(model, results[i]!, outDir, stems[i]!, opts));
+      exported.push(await exportScoredImage(model, r, outDir, stems[i]!, opts));
     } catch (e) {
       if (!isImageError(e)) throw e;
-      failures.push(failureOf(results[i]!.source, e));
+      failures.push(failureOf(r.source, e));
     }
     opts.onProgress?.({ stage: 'score', done: i + 1, total: results.length });
   }
@@ -312,11 +322,12 @@ async function scoreIsolatingFailures(model: Model, part: string[], scoreOpts: {
 }
 
 /** Errors about one input (skip it) as opposed to errors about the model or the output (abort). */
-function isImageError(e: unknown): boolean {
+export function isImageError(e: unknown): boolean {
   return e instanceof PartscanError ? IMAGE_ERROR_CODES.has(e.code) : false;
 }
 
-function failureOf(file: string, e: unknown): ScoreRunFailure {
+/** The manifest's failure entry for an input that could not be scored. */
+export function failureOf(file: string, e: unknown): ScoreRunFailure {
   return e instanceof PartscanError
     ? { file, code: e.code, message: e.message }
     : { file, code: 'UNEXPECTED', message: e instanceof Error ? e.message : String(e) };
