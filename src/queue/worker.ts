@@ -9,7 +9,7 @@
  */
 
 import os from 'node:os';
-import { Worker, type Job } from 'bullmq';
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BackboneSpec } from '../../models/registry.js';
 import { PartscanError } from '../errors.js';
@@ -117,7 +117,7 @@ export async function startWorker(opts: WorkerOptions): Promise<PartscanWorker> 
       return out;
     } catch (e) {
       opts.onJob?.({ id: job.id ?? '?', name: job.name, ok: false, ms: performance.now() - t0, error: e instanceof Error ? e.message : String(e) });
-      throw e;
+      throw toJobError(e);
     }
   };
   const worker = new Worker(opts.queue ?? DEFAULT_QUEUE_NAME, processor, {
@@ -142,6 +142,19 @@ export async function startWorker(opts: WorkerOptions): Promise<PartscanWorker> 
         await quit(connection);
       })()),
   };
+}
+
+/** Typed errors that retrying cannot cure: a malformed job, a wrong model file, bad options or data. */
+const FINAL_CODES = new Set(['QUEUE', 'OPTIONS', 'MODEL_FORMAT', 'MODEL_VERSION', 'MODEL_CHECKSUM', 'DATASET', 'TRAINING_SET', 'BACKBONE_UNKNOWN', 'BACKBONE_MISMATCH', 'MASK']);
+
+/**
+ * The error BullMQ records: "CODE: message" for typed errors (the producer turns it back into a
+ * failure with its code), final for errors no retry can cure; anything else is retried.
+ */
+function toJobError(e: unknown): Error {
+  if (!(e instanceof PartscanError)) return e instanceof Error ? e : new Error(String(e));
+  const message = `${e.code}: ${e.message}`;
+  return FINAL_CODES.has(e.code) ? new UnrecoverableError(message) : new Error(message);
 }
 
 async function quit(c: Redis): Promise<void> {
