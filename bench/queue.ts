@@ -1,0 +1,111 @@
+/**
+ * Queue benchmark: throughput of `partscan worker` processes on a real redis-server against in-process
+ * batched scoring (a BatchingScorer with every image as a concurrent request), and the queue's
+ * per-image overhead. Prints one JSON object.
+ *
+ *   npm run bench:queue -- [--data ../shared/datasets/mvtec_bottle] [--channels 100] [--image-size 224]
+ *                          [--fit-images 30] [--repeat 1] [--workers 1,2] [--concurrency 16] [--threads N]
+ *
+ * Scored images: the data set's test split, `--repeat` times. Exports are off on both sides (the
+ * queue's cost is what is measured, not PNG encoding). Workers are started and warmed (model loaded)
+ * before the clock starts; the producer's model is loaded beforehand too. Needs redis-server.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadDataset } from '../datasets/loaders.js';
+import { BatchingScorer } from '../src/model/batching-scorer.js';
+import { fit } from '../src/model/fit.js';
+import { Model } from '../src/model/model.js';
+import { scoreOnQueue } from '../src/queue/producer.js';
+import { startRedis } from '../test/helpers/redis.js';
+
+const { values } = parseArgs({
+  options: {
+    data: { type: 'string', default: path.resolve(process.cwd(), '..', 'shared', 'datasets', 'mvtec_bottle') },
+    channels: { type: 'string', default: '100' },
+    'image-size': { type: 'string', default: '224' },
+    'fit-images': { type: 'string', default: '30' },
+    repeat: { type: 'string', default: '1' },
+    workers: { type: 'string', default: '1,2' },
+    concurrency: { type: 'string', default: '16' },
+    threads: { type: 'string' },
+    weights: { type: 'string', default: path.resolve(process.cwd(), '..', 'shared', 'reference', 'resnet50-random-seed0.safetensors') },
+  },
+});
+
+const NO_EXPORTS = { overlay: false, heatmap: false, mask: false, original: false };
+
+function spawnWorker(url: string, queue: string): { proc: ChildProcess; exited: Promise<unknown> } {
+  const args = ['--import', 'tsx', path.resolve('src/cli/main.ts'), 'worker', '--redis', url, '--queue', queue, '--concurrency', values.concurrency!];
+  if (values.threads) args.push('--threads', values.threads);
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, PARTSCAN_NO_PROGRESS: '1' } });
+  return { proc, exited: new Promise((r) => proc.once('exit', r)) };
+}
+
+async function main(): Promise<void> {
+  const channels = Number(values.channels);
+  const imageSize = Number(values['image-size']);
+  const threads = values.threads ? Number(values.threads) : undefined;
+  const ds = await loadDataset(values.data!);
+  const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-bench-queue-'));
+  const redis = await startRedis();
+  try {
+    const train = ds.train.slice(0, Number(values['fit-images']));
+    const fitted = await fit(train, { backbone: { backbone: 'resnet50', weights: values.weights! }, channels, imageSize, calibrationSplit: 0.2, contaminationCheck: false });
+    const modelFile = path.join(tmp, 'bench.partscan');
+    await fitted.save(modelFile, { resumable: false });
+    await fitted.dispose();
+    const files = Array.from({ length: Number(values.repeat) }, () => ds.test.map((s) => s.path)).flat();
+
+    // In process: every image a concurrent request to one BatchingScorer (batched scoring).
+    const model = await Model.load(modelFile, threads !== undefined ? { threads } : {});
+    const scorer = new BatchingScorer(model);
+    await Promise.all(files.slice(0, scorer.maxBatch).map((f) => scorer.score(f)));
+    let t = performance.now();
+    await Promise.all(files.map((f) => scorer.score(f)));
+    const localS = (performance.now() - t) / 1000;
+
+    const queue: { workers: number; seconds: number; imagesPerSecond: number }[] = [];
+    for (const k of values.workers!.split(',').map(Number)) {
+      const name = `bench-${k}`;
+      const workers = Array.from({ length: k }, () => spawnWorker(redis.url, name));
+      try {
+        // Warm-up: every worker loads the model before the clock starts.
+        await scoreOnQueue(modelFile, files.slice(0, 4 * k), path.join(tmp, `warm-${k}`), { redis: redis.url, queue: name, exports: NO_EXPORTS, model });
+        t = performance.now();
+        await scoreOnQueue(modelFile, files, path.join(tmp, `run-${k}`), { redis: redis.url, queue: name, exports: NO_EXPORTS, model });
+        const s = (performance.now() - t) / 1000;
+        queue.push({ workers: k, seconds: s, imagesPerSecond: files.length / s });
+      } finally {
+        for (const w of workers) w.proc.kill('SIGTERM');
+        await Promise.all(workers.map((w) => w.exited));
+      }
+    }
+    await model.dispose();
+    const one = queue.find((q) => q.workers === 1);
+    const out = {
+      cpu: os.cpus()[0]?.model ?? 'unknown',
+      cores: os.cpus().length,
+      channels,
+      imageSize,
+      images: files.length,
+      inProcess: { seconds: localS, imagesPerSecond: files.length / localS, maxBatch: scorer.maxBatch },
+      queue,
+      ...(one
+        ? {
+            overheadPercent1Worker: ((one.seconds - localS) / localS) * 100,
+            overheadMsPerImage: ((one.seconds - localS) * 1000) / files.length,
+          }
+        : {}),
+    };
+    process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+  } finally {
+    await redis.stop();
+    await fs.rm(tmp, { recursive: true, force: true });
+  }
+}
+
+await main();
