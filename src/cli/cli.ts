@@ -30,7 +30,6 @@ import { runDemo } from '../demo.js';
 import { errorLine, fmtNum, formatBytes, formatTable, toJson } from './format.js';
 import { expandImageArgs } from './inputs.js';
 import { createProgress } from './progress.js';
-import { scoreOnQueue } from '../queue/producer.js';
 import { fitQueueCommand, registerWorkerCommand } from './worker.js';
 
 /** Exit code: success. */
@@ -284,7 +283,7 @@ async function scoreCommand(modelFile: string, inputs: string[], f: ScoreFlags, 
       ...(f.maxSide !== undefined ? { maxSide: f.maxSide } : {}),
     };
     manifest = f.queue
-      ? await scoreOnQueue(modelFile, files, f.out, { ...common, model, redis: f.queue, ...(f.queueName ? { queue: f.queueName } : {}) })
+      ? await (await import('../queue/producer.js')).scoreOnQueue(modelFile, files, f.out, { ...common, model, redis: f.queue, ...(f.queueName ? { queue: f.queueName } : {}) })
       : await scoreToRunDir(model, files, f.out, { ...common, ...(f.batchSize !== undefined ? { batchSize: f.batchSize } : {}) });
   } finally {
     progress.stop();

@@ -1,14 +1,13 @@
 /**
  * The CLI's queue side: the `partscan worker` command, and `fit --queue` (score --queue is a branch of
  * the score command, which writes its run like a local score). Kept apart from cli.ts, which only
- * registers and dispatches to it.
+ * registers and dispatches to it. The queue modules (BullMQ, ioredis) are imported when a queue
+ * command runs, so other commands do not load them.
  */
 
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { PartscanError } from '../errors.js';
-import { fitOnQueue } from '../queue/producer.js';
-import { startWorker } from '../queue/worker.js';
 import type { CliIo } from './cli.js';
 import { toJson } from './format.js';
 
@@ -44,6 +43,7 @@ async function workerCommand(f: WorkerFlags, io: CliIo): Promise<number> {
   const t0 = performance.now();
   let jobs = 0;
   let failed = 0;
+  const { startWorker } = await import('../queue/worker.js');
   const w = await startWorker({
     redis: f.redis,
     ...(f.queue !== undefined ? { queue: f.queue } : {}),
@@ -146,6 +146,7 @@ export async function fitQueueCommand(data: string[], f: QueueFitFlags, io: CliI
     ...(f.compact ? { compact: true } : {}),
   };
   const t0 = performance.now();
+  const { fitOnQueue } = await import('../queue/producer.js');
   const r = await fitOnQueue(data.length === 1 ? data[0]! : data, f.out, {
     redis: f.queue!,
     ...(f.queueName ? { queue: f.queueName } : {}),
