@@ -5,10 +5,13 @@
  *
  *   npm run bench:queue -- [--data ../shared/datasets/mvtec_bottle] [--channels 100] [--image-size 224]
  *                          [--fit-images 30] [--repeat 1] [--workers 1,2] [--concurrency 16] [--threads N]
+ *                          [--rounds 2]
  *
  * Scored images: the data set's test split, `--repeat` times. Exports are off on both sides (the
  * queue's cost is what is measured, not PNG encoding). Workers are started and warmed (model loaded)
- * before the clock starts; the producer's model is loaded beforehand too. Needs redis-server.
+ * before the clock starts; the producer's model is loaded beforehand too. Each figure is the best of
+ * `--rounds` runs (shared machines are noisy; the rounds of in-process and queue scoring alternate).
+ * Redis runs with the append-only file, fsync every second (the production setting). Needs redis-server.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -32,6 +35,7 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '1,2' },
     concurrency: { type: 'string', default: '16' },
     threads: { type: 'string' },
+    rounds: { type: 'string', default: '2' },
     weights: { type: 'string', default: path.resolve(process.cwd(), '..', 'shared', 'reference', 'resnet50-random-seed0.safetensors') },
   },
 });
@@ -51,7 +55,8 @@ async function main(): Promise<void> {
   const threads = values.threads ? Number(values.threads) : undefined;
   const ds = await loadDataset(values.data!);
   const tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-bench-queue-'));
-  const redis = await startRedis();
+  const redis = await startRedis({ appendfsync: 'everysec' });
+  const rounds = Math.max(1, Number(values.rounds));
   try {
     const train = ds.train.slice(0, Number(values['fit-images']));
     const fitted = await fit(train, { backbone: { backbone: 'resnet50', weights: values.weights! }, channels, imageSize, calibrationSplit: 0.2, contaminationCheck: false });
@@ -64,9 +69,12 @@ async function main(): Promise<void> {
     const model = await Model.load(modelFile, threads !== undefined ? { threads } : {});
     const scorer = new BatchingScorer(model);
     await Promise.all(files.slice(0, scorer.maxBatch).map((f) => scorer.score(f)));
-    let t = performance.now();
-    await Promise.all(files.map((f) => scorer.score(f)));
-    const localS = (performance.now() - t) / 1000;
+    const localRound = async () => {
+      const t = performance.now();
+      await Promise.all(files.map((f) => scorer.score(f)));
+      return (performance.now() - t) / 1000;
+    };
+    let localS = Infinity;
 
     const queue: { workers: number; seconds: number; imagesPerSecond: number }[] = [];
     for (const k of values.workers!.split(',').map(Number)) {
@@ -75,9 +83,13 @@ async function main(): Promise<void> {
       try {
         // Warm-up: every worker loads the model before the clock starts.
         await scoreOnQueue(modelFile, files.slice(0, 4 * k), path.join(tmp, `warm-${k}`), { redis: redis.url, queue: name, exports: NO_EXPORTS, model });
-        t = performance.now();
-        await scoreOnQueue(modelFile, files, path.join(tmp, `run-${k}`), { redis: redis.url, queue: name, exports: NO_EXPORTS, model });
-        const s = (performance.now() - t) / 1000;
+        let s = Infinity;
+        for (let r = 0; r < rounds; r++) {
+          localS = Math.min(localS, await localRound());
+          const t = performance.now();
+          await scoreOnQueue(modelFile, files, path.join(tmp, `run-${k}-${r}`), { redis: redis.url, queue: name, exports: NO_EXPORTS, model });
+          s = Math.min(s, (performance.now() - t) / 1000);
+        }
         queue.push({ workers: k, seconds: s, imagesPerSecond: files.length / s });
       } finally {
         for (const w of workers) w.proc.kill('SIGTERM');
@@ -92,6 +104,7 @@ async function main(): Promise<void> {
       channels,
       imageSize,
       images: files.length,
+      rounds,
       inProcess: { seconds: localS, imagesPerSecond: files.length / localS, maxBatch: scorer.maxBatch },
       queue,
       ...(one

@@ -19,6 +19,7 @@ import { JOB_SCORE, parseJob, scoreJobSchema, type ScoreJobData, type ScoreJobRe
 import { ModelCache, fileSha256 } from '../src/queue/model-cache.js';
 import { connectRedis } from '../src/queue/redis.js';
 import { startWorker, type PartscanWorker } from '../src/queue/worker.js';
+import { scoreOnQueue } from '../src/queue/producer.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 
@@ -155,6 +156,45 @@ describe('worker (in process, real Redis)', () => {
     const wrong = await runJob(JOB_SCORE, { model: { path: modelFile, sha256: 'b'.repeat(64) }, image: { path: good[20]! } });
     expect((wrong as { error: string }).error).toMatch(/^QUEUE: Model file .* has sha256/);
     expect((wrong as { attemptsMade: number }).attemptsMade).toBe(1);
+  });
+});
+
+describe('limits', () => {
+  it('a worker with --allow-root refuses a job that names a path outside its folders', async () => {
+    const w = await startWorker({ redis: redis.url, queue: 'rooted', concurrency: 1, threads: 1, allowedRoots: [tmp] });
+    const connection = connectRedis(redis.url);
+    const queue = new Queue('rooted', { connection: connection as never });
+    const events = new QueueEvents('rooted', { connection: connectRedis(redis.url) as never });
+    try {
+      await events.waitUntilReady();
+      const inside = await queue.add(JOB_SCORE, { model: { path: modelFile, sha256: sha }, image: { path: good[21]! } });
+      // The image lies in the shared data set, outside tmp.
+      await expect(inside.waitUntilFinished(events, 60_000)).rejects.toThrow(/^QUEUE: Job \S+ names .*outside the folders/);
+      const copy = path.join(tmp, 'inside.png');
+      await fs.copyFile(good[21]!, copy);
+      const ok = await queue.add(JOB_SCORE, { model: { path: modelFile, sha256: sha }, image: { path: copy } });
+      expect(((await ok.waitUntilFinished(events, 60_000)) as ScoreJobRecord).result?.file).toBe(copy);
+    } finally {
+      await events.close();
+      await queue.close();
+      await connection.quit();
+      await w.close();
+    }
+  });
+
+  it('a producer with no worker gives up after idleTimeoutMs with a typed error, leaving no records and no jobs', async () => {
+    const out = path.join(tmp, 'nobody');
+    const err = await scoreOnQueue(modelFile, good.slice(50, 53), out, { redis: redis.url, queue: 'nobody', idleTimeoutMs: 1500 }).catch((e: unknown) => e);
+    expect(isPartscanError(err, 'QUEUE'), String(err)).toBe(true);
+    expect(await fs.readdir(out)).toEqual([]);
+    const connection = connectRedis(redis.url);
+    const queue = new Queue('nobody', { connection: connection as never });
+    try {
+      expect(await queue.getWaitingCount()).toBe(0);
+    } finally {
+      await queue.close();
+      await connection.quit();
+    }
   });
 });
 

@@ -30,6 +30,7 @@ interface WorkerFlags {
   threads?: number;
   modelCacheMb?: number;
   lockMs?: number;
+  allowRoot?: string[];
   verbose?: boolean;
   json?: boolean;
 }
@@ -52,6 +53,7 @@ async function workerCommand(f: WorkerFlags, io: CliIo): Promise<number> {
     ...(f.threads !== undefined ? { threads: f.threads } : {}),
     ...(f.modelCacheMb !== undefined ? { modelCacheBytes: f.modelCacheMb * 1024 * 1024 } : {}),
     ...(f.lockMs !== undefined ? { lockDuration: f.lockMs } : {}),
+    ...(f.allowRoot?.length ? { allowedRoots: f.allowRoot } : {}),
     onJob: (e) => {
       jobs++;
       if (!e.ok) failed++;
@@ -91,6 +93,7 @@ export function registerWorkerCommand(program: Command, io: CliIo, run: (fn: (f:
     .option('--threads <n>', 'ONNX Runtime threads per model', intArg('--threads', 1))
     .option('--model-cache-mb <n>', 'memory budget of loaded models (default 4096)', intArg('--model-cache-mb', 1))
     .option('--lock-ms <n>', 'job lock; a dead worker\'s jobs move on after about this long (default 30000)', intArg('--lock-ms', 1000))
+    .option('--allow-root <dir...>', 'only serve jobs whose paths lie inside these folders (default: any path)')
     .option('--verbose', 'one line per job on stderr')
     .option('--json', 'print one JSON object (jobs done) on exit')
     .action(run((f: WorkerFlags) => workerCommand(f, io)));

@@ -161,6 +161,13 @@ export async function scoreOnQueue(
     const manifest = await writeScoredRun(model, results, dir, { failures, modelPath: opts.modelPath ?? modelFile });
     await fs.rm(records, { recursive: true, force: true });
     return manifest;
+  } catch (e) {
+    // The run is abandoned: take its jobs off the queue (best effort: Redis may be what failed) and
+    // leave no records behind.
+    const removal = Promise.all(jobs.map((j) => queue.remove(j.opts.jobId!).catch(() => 0)));
+    await Promise.race([removal, sleep(5000)]);
+    await fs.rm(records, { recursive: true, force: true });
+    throw e;
   } finally {
     if (ownModel) await model?.dispose();
     await queue.close().catch(() => undefined);

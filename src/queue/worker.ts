@@ -9,6 +9,7 @@
  */
 
 import os from 'node:os';
+import path from 'node:path';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BackboneSpec } from '../../models/registry.js';
@@ -52,6 +53,12 @@ export interface WorkerOptions {
    * to another worker within about this time.
    */
   lockDuration?: number;
+  /**
+   * Folders jobs may name (default: any). When given, every path in a job — model, image, run
+   * directory, fit data and output — must lie inside one of them, or the job fails with a 'QUEUE'
+   * error: someone who can write to Redis cannot make the worker read or write elsewhere.
+   */
+  allowedRoots?: string[];
   /** Called with each finished job (for logs and tests). */
   onJob?: (e: { id: string; name: string; ok: boolean; ms: number; error?: string }) => void;
 }
@@ -64,6 +71,7 @@ const workerOptionsSchema = z.strictObject({
   modelCacheBytes: z.number().int().min(1).optional(),
   threads: z.int().min(1).max(1024).optional(),
   lockDuration: z.int().min(1000).max(3_600_000).optional(),
+  allowedRoots: z.array(z.string().min(1)).min(1).optional(),
   onJob: z.function().optional(),
 });
 
@@ -109,10 +117,11 @@ export async function startWorker(opts: WorkerOptions): Promise<PartscanWorker> 
     ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
     ...(opts.maxBatch !== undefined ? { maxBatch: opts.maxBatch } : {}),
   });
+  const roots = opts.allowedRoots?.map((r) => path.resolve(r));
   const processor = async (job: Job): Promise<ScoreJobRecord | FitJobResult> => {
     const t0 = performance.now();
     try {
-      const out = job.name === JOB_FIT ? await runFitJob(job) : await runScoreJob(job, cache);
+      const out = job.name === JOB_FIT ? await runFitJob(job, roots) : await runScoreJob(job, cache, roots);
       opts.onJob?.({ id: job.id ?? '?', name: job.name, ok: true, ms: performance.now() - t0 });
       return out;
     } catch (e) {
@@ -169,12 +178,27 @@ function jobIdOf(job: Job): string {
   return id;
 }
 
-async function runScoreJob(job: Job, cache: ModelCache): Promise<ScoreJobRecord> {
+/** Throws a 'QUEUE' error when a path lies outside every allowed root. */
+function checkRoots(jobId: string, roots: string[] | undefined, paths: (string | undefined)[]): void {
+  if (!roots) return;
+  for (const p of paths) {
+    if (p === undefined) continue;
+    const abs = path.resolve(p);
+    if (!roots.some((r) => abs === r || abs.startsWith(r.endsWith(path.sep) ? r : r + path.sep))) {
+      throw new PartscanError('QUEUE', `Job ${jobId} names ${abs}, outside the folders this worker serves.`, {
+        remedy: 'put models, images and runs under a folder given to the worker with --allow-root',
+      });
+    }
+  }
+}
+
+async function runScoreJob(job: Job, cache: ModelCache, roots: string[] | undefined): Promise<ScoreJobRecord> {
   if (job.name !== JOB_SCORE) {
     throw new PartscanError('QUEUE', `Job ${job.id} has unknown name "${String(job.name).slice(0, 40)}".`, { remedy: `enqueue "${JOB_SCORE}" or "${JOB_FIT}" jobs` });
   }
   const jobId = jobIdOf(job);
   const data = parseJob(scoreJobSchema, job.data, jobId);
+  checkRoots(jobId, roots, [data.model.path, 'path' in data.image ? data.image.path : undefined, data.run?.dir]);
   const input: ScoreInput = 'path' in data.image ? data.image.path : Buffer.from(data.image.bytes, 'base64');
   const file = data.file ?? ('path' in data.image ? data.image.path : '<buffer>');
   if (data.run && !('path' in data.image) && Object.values({ overlay: true, heatmap: true, mask: true, original: true, ...data.run.exports }).some(Boolean)) {
@@ -210,10 +234,12 @@ async function runScoreJob(job: Job, cache: ModelCache): Promise<ScoreJobRecord>
   return record;
 }
 
-async function runFitJob(job: Job): Promise<FitJobResult> {
+async function runFitJob(job: Job, roots: string[] | undefined): Promise<FitJobResult> {
   const jobId = jobIdOf(job);
   const data = parseJob(fitJobSchema, job.data, jobId);
   const o = data.options;
+  const backboneFile = o.backbone !== undefined && path.isAbsolute(o.backbone) ? o.backbone : undefined;
+  checkRoots(jobId, roots, [...(Array.isArray(data.data) ? data.data : [data.data]), data.out, o.weights, o.calibration, o.roi, backboneFile]);
   const t0 = performance.now();
   const backbone: BackboneSpec = {};
   if (o.backbone !== undefined) backbone.backbone = o.backbone;
