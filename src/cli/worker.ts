@@ -10,6 +10,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { PartscanError } from '../errors.js';
 import type { CliIo } from './cli.js';
 import { toJson } from './format.js';
+import { createProgress } from './progress.js';
 
 /** Exit status of a command that succeeded (cli.ts's EXIT_OK). */
 const OK = 0;
@@ -150,12 +151,22 @@ export async function fitQueueCommand(data: string[], f: QueueFitFlags, io: CliI
   };
   const t0 = performance.now();
   const { fitOnQueue } = await import('../queue/producer.js');
-  const r = await fitOnQueue(data.length === 1 ? data[0]! : data, f.out, {
-    redis: f.queue!,
-    ...(f.queueName ? { queue: f.queueName } : {}),
-    options,
-    onState: (s) => io.err(s === 'waiting' ? 'fit job enqueued, waiting for a worker\n' : 'fit job running on a worker\n'),
-  });
+  const progress = createProgress();
+  let r;
+  try {
+    r = await fitOnQueue(data.length === 1 ? data[0]! : data, f.out, {
+      redis: f.queue!,
+      ...(f.queueName ? { queue: f.queueName } : {}),
+      options,
+      onProgress: progress.onProgress,
+      onState: (s) => {
+        progress.stop();
+        io.err(s === 'waiting' ? 'fit job enqueued, waiting for a worker\n' : 'fit job running on a worker\n');
+      },
+    });
+  } finally {
+    progress.stop();
+  }
   const summary = { ...r, seconds: (performance.now() - t0) / 1000, workerSeconds: r.seconds };
   io.out(f.json ? toJson(summary) + '\n' : `model      ${r.model}\nimages     ${r.images} fitted, ${r.calibrationImages} for calibration\nworker     ${r.worker}\ntime       ${summary.seconds.toFixed(1)} s\n`);
   for (const w of r.warnings) io.err(`warning: ${w}\n`);

@@ -181,6 +181,8 @@ export interface QueueFitOptions extends QueueConnectionOptions {
   options?: FitJobData['options'];
   /** Called once the job is enqueued, then when it starts on a worker. */
   onState?: (state: 'waiting' | 'active') => void;
+  /** The fit's progress on the worker (fit, invert, calibrate stages). */
+  onProgress?: (e: ProgressEvent) => void;
 }
 
 /**
@@ -223,9 +225,13 @@ export async function fitOnQueue(data: string | string[], out: string, opts: Que
         throw new PartscanError(f.code === 'UNEXPECTED' ? 'QUEUE' : (f.code as 'QUEUE'), `Fit job ${id} failed on a worker: ${f.message}`, {
           remedy: 'fix the cause named above (data path, options) and enqueue the fit again',
         });
-      } else if (!announced && job.processedOn !== undefined) {
+      } else if (job.processedOn !== undefined) {
+        if (!announced) opts.onState?.('active');
         announced = true;
-        opts.onState?.('active');
+        const p = job.progress as Partial<ProgressEvent> | number;
+        if (typeof p === 'object' && p && typeof p.done === 'number' && typeof p.total === 'number' && typeof p.stage === 'string') {
+          opts.onProgress?.({ stage: p.stage, done: p.done, total: p.total });
+        }
       }
       if (opts.idleTimeoutMs !== undefined && !announced && Date.now() - t0 > opts.idleTimeoutMs) {
         throw new PartscanError('QUEUE', `No worker took fit job ${id} within ${Math.round(opts.idleTimeoutMs / 1000)} s.`, {

@@ -249,6 +249,14 @@ async function runFitJob(job: Job, roots: string[] | undefined): Promise<FitJobR
   for (const k of ['channels', 'imageSize', 'seed', 'calibrationSplit', 'calibration', 'batchSize', 'roi', 'band', 'tile'] as const) {
     if (o[k] !== undefined) (fo as Record<string, unknown>)[k] = o[k];
   }
+  // The producer shows the fit's progress: forwarded to the job, at most twice a second.
+  let last = 0;
+  fo.onProgress = (e) => {
+    const now = performance.now();
+    if (now - last < 500 && e.done < e.total) return;
+    last = now;
+    void job.updateProgress({ stage: e.stage, done: e.done, total: e.total }).catch(() => undefined);
+  };
   const model = await fit(data.data, fo);
   try {
     await model.save(data.out, { embedBackbone: o.embedBackbone ?? true, resumable: !o.compact });
