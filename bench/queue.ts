@@ -7,7 +7,8 @@
  *                          [--fit-images 30] [--repeat 1] [--workers 1,2] [--concurrency 16] [--threads N]
  *                          [--rounds 2]
  *
- * Scored images: the data set's test split, `--repeat` times. Exports are off on both sides (the
+ * Scored images: the data set's test split, `--repeat` times. Without `--threads`, in-process scoring
+ * uses ONNX Runtime's default (all cores) and k workers get cores / k threads each. Exports are off on both sides (the
  * queue's cost is what is measured, not PNG encoding). Workers are started and warmed (model loaded)
  * before the clock starts; the producer's model is loaded beforehand too. Each figure is the best of
  * `--rounds` runs (shared machines are noisy; the rounds of in-process and queue scoring alternate).
@@ -42,9 +43,10 @@ const { values } = parseArgs({
 
 const NO_EXPORTS = { overlay: false, heatmap: false, mask: false, original: false };
 
-function spawnWorker(url: string, queue: string): { proc: ChildProcess; exited: Promise<unknown> } {
-  const args = ['--import', 'tsx', path.resolve('src/cli/main.ts'), 'worker', '--redis', url, '--queue', queue, '--concurrency', values.concurrency!];
-  if (values.threads) args.push('--threads', values.threads);
+/** A worker process; without --threads, k workers on one machine share its cores (cores / k threads each). */
+function spawnWorker(url: string, queue: string, k: number): { proc: ChildProcess; exited: Promise<unknown> } {
+  const threads = values.threads ?? String(Math.max(1, Math.floor(os.cpus().length / k)));
+  const args = ['--import', 'tsx', path.resolve('src/cli/main.ts'), 'worker', '--redis', url, '--queue', queue, '--concurrency', values.concurrency!, '--threads', threads];
   const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, PARTSCAN_NO_PROGRESS: '1' } });
   return { proc, exited: new Promise((r) => proc.once('exit', r)) };
 }
@@ -79,7 +81,7 @@ async function main(): Promise<void> {
     const queue: { workers: number; seconds: number; imagesPerSecond: number }[] = [];
     for (const k of values.workers!.split(',').map(Number)) {
       const name = `bench-${k}`;
-      const workers = Array.from({ length: k }, () => spawnWorker(redis.url, name));
+      const workers = Array.from({ length: k }, () => spawnWorker(redis.url, name, k));
       try {
         // Warm-up: every worker loads the model before the clock starts.
         await scoreOnQueue(modelFile, files.slice(0, 4 * k), path.join(tmp, `warm-${k}`), { redis: redis.url, queue: name, exports: NO_EXPORTS, model });

@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
+import { z } from 'zod';
 import type { BackboneSpec } from '../../models/registry.js';
 import { PartscanError } from '../errors.js';
 import { exportScoredImage, failureOf, isImageError } from '../export/score-run.js';
@@ -32,7 +33,6 @@ import {
 } from './jobs.js';
 import { DEFAULT_MODEL_CACHE_BYTES, ModelCache, fileSha256 } from './model-cache.js';
 import { connectRedis, waitForRedis } from './redis.js';
-import { z } from 'zod';
 
 /** Options of {@link startWorker}. */
 export interface WorkerOptions {
