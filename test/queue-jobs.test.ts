@@ -148,6 +148,28 @@ describe('worker (in process, real Redis)', () => {
     expect(worker.loadedModels()).toEqual([sha]);
   });
 
+  it('jobs that wait together are scored in batches (BatchingScorer), each with its own result', async () => {
+    const connection = connectRedis(redis.url);
+    const queue = new Queue('jobs', { connection: connection as never });
+    const events = new QueueEvents('jobs', { connection: connectRedis(redis.url) as never });
+    try {
+      await events.waitUntilReady();
+      const files = good.slice(60, 72);
+      const before = worker.batches();
+      const jobs = await queue.addBulk(files.map((f) => ({ name: JOB_SCORE, data: { model: { path: modelFile, sha256: sha }, image: { path: f } } })));
+      const recs = (await Promise.all(jobs.map((j) => j.waitUntilFinished(events, 120_000)))) as ScoreJobRecord[];
+      expect(recs.map((r) => r.result!.file)).toEqual(files);
+      // 12 jobs, at most 4 in progress at once (concurrency 4): fewer batches than jobs.
+      const batches = worker.batches() - before;
+      expect(batches).toBeGreaterThanOrEqual(3);
+      expect(batches).toBeLessThan(files.length);
+    } finally {
+      await events.close();
+      await queue.close();
+      await connection.quit();
+    }
+  });
+
   it('a malformed job or a model file with another sha256 fails at once with a typed reason (no retries)', async () => {
     const bad = await runJob(JOB_SCORE, { model: { path: modelFile, sha256: sha }, image: { path: 'relative.png' } });
     expect(bad.ok).toBe(false);

@@ -55,6 +55,14 @@ function executions(workers: WorkerProc[]): Map<string, number> {
   return n;
 }
 
+/** Duplicates and losses in a run's results against the inputs (both must be 0). */
+function tally(m: ScoredRunManifest): string {
+  const seen = m.results.map((r) => r.file).concat(m.failures.map((f) => f.file));
+  const duplicates = seen.length - new Set(seen).size;
+  const lost = images.filter((f) => !seen.includes(f)).length;
+  return `${N} jobs, ${m.results.length} results, ${m.failures.length} failure (${m.failures.map((f) => f.code).join(',')}), duplicates ${duplicates}, lost ${lost}`;
+}
+
 function expectSameAsLocal(m: ScoredRunManifest): void {
   // Every good image exactly once, in input order; the corrupt one only in failures.
   expect(m.results.map((r) => r.file)).toEqual(local.results.map((r) => r.file));
@@ -138,7 +146,7 @@ describe('queue workers (real Redis, worker processes)', () => {
       expect(await runFiles(out)).toEqual(await runFiles(path.join(tmp, 'local')));
       const runs = executions(workers);
       const ran = [...runs.values()];
-      console.log(`kill run: ${m.results.length} results, ${m.failures.length} failure, ${ran.filter((k) => k > 1).length} jobs re-run after the SIGKILL, jobs per worker ${workers.map((w) => w.log.filter((l) => l.startsWith('done score')).length).join('/')}`);
+      console.log(`kill run: ${tally(m)}; ${ran.filter((k) => k > 1).length} jobs re-run after the SIGKILL, jobs per worker ${workers.map((w) => w.log.filter((l) => l.startsWith('done score')).length).join('/')}`);
     } finally {
       for (const w of workers) if (w.proc.exitCode === null) w.proc.kill('SIGKILL');
     }
@@ -161,6 +169,7 @@ describe('queue workers (real Redis, worker processes)', () => {
       expect(restarted).toBeDefined();
       await restarted;
       expectSameAsLocal(m);
+      console.log(`restart run: ${tally(m)}`);
       expect(await runFiles(out)).toEqual(await runFiles(path.join(tmp, 'local')));
     } finally {
       for (const w of workers) {

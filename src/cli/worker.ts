@@ -77,8 +77,8 @@ async function workerCommand(f: WorkerFlags, io: CliIo): Promise<number> {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
-  const summary = { jobs, failed, seconds: (performance.now() - t0) / 1000 };
-  io.out(f.json ? toJson(summary) + '\n' : `${jobs} jobs (${failed} failed) in ${summary.seconds.toFixed(0)} s\n`);
+  const summary = { jobs, failed, batches: w.batches(), seconds: (performance.now() - t0) / 1000 };
+  io.out(f.json ? toJson(summary) + '\n' : `${jobs} jobs (${failed} failed, ${summary.batches} score batches) in ${summary.seconds.toFixed(0)} s\n`);
   return OK;
 }
 

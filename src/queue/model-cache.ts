@@ -63,6 +63,14 @@ export class ModelCache {
     return [...this.entries.keys()];
   }
 
+  /** Backbone batches scored so far, all models together (jobs / batches = the batching achieved). */
+  get batches(): number {
+    let n = this.evictedBatches;
+    for (const e of this.entries.values()) n += e.scorer.batches;
+    return n;
+  }
+  private evictedBatches = 0;
+
   /**
    * The model at `file`, which must have the given sha256; loads it on first use. Call `release` when
    * the job is done with it. A file whose content differs gives a typed 'QUEUE' error.
@@ -147,6 +155,7 @@ export class ModelCache {
       if (total <= this.maxBytes) break;
       if (e.users > 0 || key === newest) continue;
       this.entries.delete(key);
+      this.evictedBatches += e.scorer.batches;
       total -= e.bytes;
       await e.model.dispose();
     }

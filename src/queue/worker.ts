@@ -81,6 +81,8 @@ export interface PartscanWorker {
   readonly worker: Worker;
   /** Models loaded now (sha256, least recently used first). */
   readonly loadedModels: () => string[];
+  /** Score batches run so far (score jobs / batches = images per batch). */
+  readonly batches: () => number;
   /**
    * Stops taking jobs and waits for the ones in progress to finish (graceful; what SIGTERM does), then
    * disconnects. With `force`, in-progress jobs are abandoned: their locks expire and other workers
@@ -144,6 +146,7 @@ export async function startWorker(opts: WorkerOptions): Promise<PartscanWorker> 
   return {
     worker,
     loadedModels: () => cache.loaded,
+    batches: () => cache.batches,
     close: (force = false) =>
       (closing ??= (async () => {
         await worker.close(force);
