@@ -170,6 +170,15 @@ describe('worker (in process, real Redis)', () => {
     }
   });
 
+  it('an error that may pass (an unwritable run directory) is retried a bounded number of times, then fails with its code', async () => {
+    const notADir = path.join(tmp, 'a-file');
+    await fs.writeFile(notADir, 'x');
+    const r = await runJob(JOB_SCORE, { model: { path: modelFile, sha256: sha }, image: { path: good[22]! }, run: { dir: notADir, stem: 'x' } }, 3);
+    expect(r.ok).toBe(false);
+    expect((r as { error: string }).error).toMatch(/^OUTPUT: .*a-file/);
+    expect((r as { attemptsMade: number }).attemptsMade).toBe(3);
+  });
+
   it('a malformed job or a model file with another sha256 fails at once with a typed reason (no retries)', async () => {
     const bad = await runJob(JOB_SCORE, { model: { path: modelFile, sha256: sha }, image: { path: 'relative.png' } });
     expect(bad.ok).toBe(false);

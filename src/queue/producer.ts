@@ -62,6 +62,8 @@ export interface QueueScoreOptions extends QueueConnectionOptions {
 
 const POLL_MS = 200;
 const FAILED_CHECK_MS = 2000;
+/** Without progress for this long, the run's outstanding jobs are looked up one by one. */
+const IDLE_CHECK_MS = 10_000;
 /** Without progress for this long, outstanding jobs are added again (a no-op for jobs Redis still has). */
 const REENQUEUE_AFTER_MS = 30_000;
 
@@ -115,38 +117,56 @@ export async function scoreOnQueue(
     progress();
     let lastProgress = Date.now();
     let lastFailedCheck = 0;
+    let lastIdleCheck = 0;
+    let lastReenqueue = 0;
+    const outstanding = () => jobs.map((_, i) => i).filter((i) => !done.has(i) && !failed.has(i));
+    const noteFailed = (job: Job | undefined) => {
+      const i = job?.id ? indexOf(job.id, runId, '') : undefined;
+      if (i === undefined || done.has(i) || failed.has(i)) return;
+      // Out of attempts (retries exhausted, or its worker kept dying on it).
+      if (job!.finishedOn !== undefined && job!.failedReason !== undefined) failed.set(i, failureFromReason(inputs[i]!, job!.failedReason));
+    };
     while (done.size + failed.size < inputs.length) {
       const before = done.size + failed.size;
       for (const name of await fs.readdir(records)) {
         const i = indexOf(name, runId, '.json');
-        if (i === undefined || done.has(i) || failed.has(i)) continue;
-        const rec = await readRecord(path.join(records, name));
-        if (!rec) continue;
-        if (rec.failure) failed.set(i, { ...rec.failure, file: inputs[i]! });
-        else done.set(i, rec);
-      }
-      if (Date.now() - lastFailedCheck > FAILED_CHECK_MS) {
-        lastFailedCheck = Date.now();
-        for (const job of await queue.getFailed()) {
-          const i = job?.id ? indexOf(job.id, runId, '') : undefined;
-          if (i === undefined || done.has(i) || failed.has(i)) continue;
-          // Out of attempts (retries exhausted, or its worker kept dying on it).
-          if (job.finishedOn !== undefined) failed.set(i, failureFromReason(inputs[i]!, job.failedReason));
+        if (i === undefined) continue;
+        const file = path.join(records, name);
+        if (!done.has(i) && !failed.has(i)) {
+          const rec = await readRecord(file);
+          if (!rec) continue;
+          if (rec.failure) failed.set(i, { ...rec.failure, file: inputs[i]! });
+          else done.set(i, rec);
         }
+        // Read records go, so the folder lists only new ones (a job redone later writes its record
+        // again; it is skipped, then removed).
+        await fs.rm(file, { force: true });
+      }
+      const now = Date.now();
+      if (now - lastFailedCheck > FAILED_CHECK_MS) {
+        lastFailedCheck = now;
+        for (const job of await queue.getFailed(0, 999)) noteFailed(job);
+      }
+      const idle = now - lastProgress;
+      if (idle > IDLE_CHECK_MS && now - lastIdleCheck > IDLE_CHECK_MS) {
+        // Nothing moved for a while: ask for this run's outstanding jobs one by one (the failed-set
+        // scan above sees only the newest failures of the whole queue).
+        lastIdleCheck = now;
+        for (const i of outstanding().slice(0, 2000)) noteFailed(await Job.fromId(queue, `${runId}.${i}`));
       }
       if (done.size + failed.size > before) {
         lastProgress = Date.now();
         progress();
         continue;
       }
-      const idle = Date.now() - lastProgress;
       if (opts.idleTimeoutMs !== undefined && idle > opts.idleTimeoutMs) {
         throw new PartscanError('QUEUE', `No queue job finished for ${Math.round(idle / 1000)} s (${done.size + failed.size}/${inputs.length} done).`, {
           remedy: 'start workers on this queue (partscan worker --redis …), and check they can read the model, images and run directory',
         });
       }
-      if (idle > REENQUEUE_AFTER_MS && Math.floor(idle / REENQUEUE_AFTER_MS) !== Math.floor((idle - POLL_MS) / REENQUEUE_AFTER_MS)) {
-        const missing = jobs.filter((_, i) => !done.has(i) && !failed.has(i));
+      if (idle > REENQUEUE_AFTER_MS && now - lastReenqueue > REENQUEUE_AFTER_MS) {
+        lastReenqueue = now;
+        const missing = outstanding().map((i) => jobs[i]!);
         for (let k = 0; k < missing.length; k += 500) await queue.addBulk(missing.slice(k, k + 500));
       }
       await sleep(POLL_MS);
