@@ -13,6 +13,10 @@
  * before the clock starts; the producer's model is loaded beforehand too. Each figure is the best of
  * `--rounds` runs (shared machines are noisy; the rounds of in-process and queue scoring alternate).
  * Redis runs with the append-only file, fsync every second (the production setting). Needs redis-server.
+ *
+ * Wall time on a shared machine measures the neighbours as much as partscan, so CPU time is reported
+ * too: CPU seconds per image in process, and of worker + producer + redis-server for the queue (Linux
+ * /proc); its overhead is the queue's cost independent of load.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { promises as fs } from 'node:fs';
@@ -40,6 +44,15 @@ const { values } = parseArgs({
     weights: { type: 'string', default: path.resolve(process.cwd(), '..', 'shared', 'reference', 'resnet50-random-seed0.safetensors') },
   },
 });
+
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); 0 elsewhere. */
+async function cpuSeconds(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return 0;
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 of stat (utime, stime) in clock ticks: 100 per second on Linux.
+  return f.length > 13 ? (Number(f[11]) + Number(f[12])) / 100 : 0;
+}
 
 const NO_EXPORTS = { overlay: false, heatmap: false, mask: false, original: false };
 
@@ -71,14 +84,18 @@ async function main(): Promise<void> {
     const model = await Model.load(modelFile, threads !== undefined ? { threads } : {});
     const scorer = new BatchingScorer(model);
     await Promise.all(files.slice(0, scorer.maxBatch).map((f) => scorer.score(f)));
+    let localCpu = Infinity;
     const localRound = async () => {
+      const c = process.cpuUsage();
       const t = performance.now();
       await Promise.all(files.map((f) => scorer.score(f)));
+      const used = process.cpuUsage(c);
+      localCpu = Math.min(localCpu, (used.user + used.system) / 1e6);
       return (performance.now() - t) / 1000;
     };
     let localS = Infinity;
 
-    const queue: { workers: number; seconds: number; imagesPerSecond: number }[] = [];
+    const queue: { workers: number; seconds: number; imagesPerSecond: number; cpuSecondsPerImage: number }[] = [];
     for (const k of values.workers!.split(',').map(Number)) {
       const name = `bench-${k}`;
       const workers = Array.from({ length: k }, () => spawnWorker(redis.url, name, k));
@@ -86,13 +103,20 @@ async function main(): Promise<void> {
         // Warm-up: every worker loads the model before the clock starts.
         await scoreOnQueue(modelFile, files.slice(0, 4 * k), path.join(tmp, `warm-${k}`), { redis: redis.url, queue: name, exports: NO_EXPORTS, model });
         let s = Infinity;
+        let cpu = Infinity;
+        const pids = () => [...workers.map((w) => w.proc.pid), redis.pid()];
         for (let r = 0; r < rounds; r++) {
           localS = Math.min(localS, await localRound());
+          const c0 = process.cpuUsage();
+          const before = await Promise.all(pids().map(cpuSeconds));
           const t = performance.now();
           await scoreOnQueue(modelFile, files, path.join(tmp, `run-${k}-${r}`), { redis: redis.url, queue: name, exports: NO_EXPORTS, model });
           s = Math.min(s, (performance.now() - t) / 1000);
+          const after = await Promise.all(pids().map(cpuSeconds));
+          const producer = process.cpuUsage(c0);
+          cpu = Math.min(cpu, after.reduce((a, x, i) => a + x - before[i]!, 0) + (producer.user + producer.system) / 1e6);
         }
-        queue.push({ workers: k, seconds: s, imagesPerSecond: files.length / s });
+        queue.push({ workers: k, seconds: s, imagesPerSecond: files.length / s, cpuSecondsPerImage: cpu / files.length });
       } finally {
         for (const w of workers) w.proc.kill('SIGTERM');
         await Promise.all(workers.map((w) => w.exited));
@@ -107,12 +131,13 @@ async function main(): Promise<void> {
       imageSize,
       images: files.length,
       rounds,
-      inProcess: { seconds: localS, imagesPerSecond: files.length / localS, maxBatch: scorer.maxBatch },
+      inProcess: { seconds: localS, imagesPerSecond: files.length / localS, cpuSecondsPerImage: localCpu / files.length, maxBatch: scorer.maxBatch },
       queue,
       ...(one
         ? {
             overheadPercent1Worker: ((one.seconds - localS) / localS) * 100,
             overheadMsPerImage: ((one.seconds - localS) * 1000) / files.length,
+            cpuOverheadPercent1Worker: ((one.cpuSecondsPerImage * files.length - localCpu) / localCpu) * 100,
           }
         : {}),
     };

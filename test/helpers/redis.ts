@@ -14,6 +14,8 @@ export interface TestRedis {
   url: string;
   port: number;
   dir: string;
+  /** Process id of the running server. */
+  pid(): number | undefined;
   /** SIGKILLs the server (a crash), then starts it again on the same port and data directory. */
   restart(downMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -76,6 +78,7 @@ export async function startRedis(opts: { appendfsync?: 'always' | 'everysec' } =
     url: `redis://127.0.0.1:${port}`,
     port,
     dir,
+    pid: () => proc?.pid,
     restart: async (downMs = 500) => {
       await kill('SIGKILL');
       await new Promise((r) => setTimeout(r, downMs));
