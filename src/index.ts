@@ -78,8 +78,6 @@ export type { ExportOnnxOptions, ExportOnnxResult } from './export/onnx-export.j
 export { scoreToRunDir, writeScoredRun } from './export/score-run.js';
 export type { ScoreRunOptions, ScoredRunManifest } from './export/score-run.js';
 // Queue workers (BullMQ on Redis): scoring and fitting beyond one process (docs/WORKERS.md).
-export { scoreOnQueue, fitOnQueue, type QueueScoreOptions, type QueueFitOptions, type QueueConnectionOptions } from './queue/producer.js';
-export { startWorker, type WorkerOptions, type PartscanWorker } from './queue/worker.js';
-export type { ScoreJobData, FitJobData, ScoreJobRecord, FitJobResult } from './queue/jobs.js';
+export * from './queue/index.js';
 export { runDemo } from './demo.js';
 export type { DemoOptions, DemoResult } from './demo.js';
