@@ -10,6 +10,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { PartscanError } from '../errors.js';
 import type { CliIo } from './cli.js';
 import { toJson } from './format.js';
+import { expandImageArgs } from './inputs.js';
 import { createProgress } from './progress.js';
 
 /** Exit status of a command that succeeded (cli.ts's EXIT_OK). */
@@ -154,7 +155,9 @@ export async function fitQueueCommand(data: string[], f: QueueFitFlags, io: CliI
   const progress = createProgress();
   let r;
   try {
-    r = await fitOnQueue(data.length === 1 ? data[0]! : data, f.out, {
+    // As a local fit: one argument is a data set root, folder or list file; several are images / globs.
+    const source = data.length === 1 && !/[*?[{]/.test(data[0]!) ? data[0]! : await expandImageArgs(data);
+    r = await fitOnQueue(source, f.out, {
       redis: f.queue!,
       ...(f.queueName ? { queue: f.queueName } : {}),
       options,
