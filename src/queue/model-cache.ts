@@ -43,6 +43,23 @@ export async function fileSha256(file: string): Promise<string> {
   return h.digest('hex');
 }
 
+/** Hashes already computed in this process, by path, valid while size, mtime and inode are unchanged. */
+const knownHashes = new Map<string, { key: string; sha256: string }>();
+
+/**
+ * {@link fileSha256}, remembered per path while the file's size, mtime and inode stay the same: a model
+ * file (hundreds of MB) is hashed once per process, not once per job or per run.
+ */
+export async function cachedFileSha256(file: string): Promise<string> {
+  const st = await fs.stat(file);
+  const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
+  const known = knownHashes.get(file);
+  if (known?.key === key) return known.sha256;
+  const sha256 = await fileSha256(file);
+  knownHashes.set(file, { key, sha256 });
+  return sha256;
+}
+
 /**
  * A memory-bounded LRU of loaded models keyed by sha256. A model in use by a job is never disposed;
  * one over the budget is evicted as soon as its last job ends.
@@ -51,8 +68,6 @@ export class ModelCache {
   readonly maxBytes: number;
   private readonly entries = new Map<string, Entry>();
   private readonly loading = new Map<string, Promise<Entry>>();
-  /** Hashes of files already checked, by path + size + mtime, so an unchanged file is not re-read per job. */
-  private readonly hashes = new Map<string, { key: string; sha256: string }>();
 
   constructor(private readonly opts: ModelCacheOptions = {}) {
     this.maxBytes = opts.maxBytes ?? DEFAULT_MODEL_CACHE_BYTES;
@@ -114,9 +129,9 @@ export class ModelCache {
   }
 
   private async checkHash(file: string, sha256: string): Promise<void> {
-    let st;
+    let actual: string;
     try {
-      st = await fs.stat(file);
+      actual = await cachedFileSha256(file);
     } catch (e) {
       throw new PartscanError('QUEUE', `Model file ${file} is not readable on this worker.`, {
         file,
@@ -124,10 +139,6 @@ export class ModelCache {
         remedy: 'put models on storage every worker mounts at the same path',
       });
     }
-    const key = `${st.size}:${st.mtimeMs}:${st.ino}`;
-    const known = this.hashes.get(file);
-    const actual = known?.key === key ? known.sha256 : await fileSha256(file);
-    this.hashes.set(file, { key, sha256: actual });
     if (actual !== sha256) {
       throw new PartscanError('QUEUE', `Model file ${file} has sha256 ${actual.slice(0, 12)}…, the job expects ${sha256.slice(0, 12)}….`, {
         file,

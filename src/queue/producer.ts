@@ -29,7 +29,7 @@ import {
   type ScoreJobData,
   type ScoreJobRecord,
 } from './jobs.js';
-import { fileSha256 } from './model-cache.js';
+import { cachedFileSha256 } from './model-cache.js';
 import { connectRedis, waitForRedis } from './redis.js';
 
 /** Options shared by the producer functions. */
@@ -88,7 +88,7 @@ export async function scoreOnQueue(
   await ensureOutputDir(outDir);
   const modelAbs = path.resolve(modelFile);
   const dir = path.resolve(outDir);
-  const sha256 = await fileSha256(modelAbs);
+  const sha256 = await cachedFileSha256(modelAbs);
   const runId = randomBytes(6).toString('hex');
   const records = path.join(dir, RECORDS_DIR);
   await fs.mkdir(records, { recursive: true });
