@@ -152,6 +152,8 @@ describe('worker (in process, real Redis)', () => {
     const connection = connectRedis(redis.url);
     const queue = new Queue('jobs', { connection: connection as never });
     const events = new QueueEvents('jobs', { connection: connectRedis(redis.url) as never });
+    // Each waitUntilFinished listens on the queue: 12 at once is intended.
+    queue.setMaxListeners(32);
     try {
       await events.waitUntilReady();
       const files = good.slice(60, 72);

@@ -62,6 +62,7 @@ async function workerCommand(f: WorkerFlags, io: CliIo): Promise<number> {
       if (f.verbose) io.err(`${e.ok ? 'done' : 'FAILED'} ${e.name} ${e.id} ${e.ms.toFixed(0)} ms${e.error ? `: ${e.error}` : ''}\n`);
     },
   });
+  if (f.verbose) w.worker.on('active', (job) => io.err(`start ${job.name} ${job.id}\n`));
   io.err(`partscan worker ${process.pid} on queue "${f.queue ?? 'partscan'}" — SIGTERM finishes the jobs in progress and exits\n`);
   await new Promise<void>((resolve) => {
     let signals = 0;
@@ -96,7 +97,7 @@ export function registerWorkerCommand(program: Command, io: CliIo, run: (fn: (f:
     .option('--model-cache-mb <n>', 'memory budget of loaded models (default 4096)', intArg('--model-cache-mb', 1))
     .option('--lock-ms <n>', 'job lock; a dead worker\'s jobs move on after about this long (default 30000)', intArg('--lock-ms', 1000))
     .option('--allow-root <dir...>', 'only serve jobs whose paths lie inside these folders (default: any path)')
-    .option('--verbose', 'one line per job on stderr')
+    .option('--verbose', 'a line per job on stderr when it starts and when it ends')
     .option('--json', 'print one JSON object (jobs done) on exit')
     .action(run((f: WorkerFlags) => workerCommand(f, io)));
 }
