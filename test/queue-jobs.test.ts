@@ -231,6 +231,21 @@ describe('limits', () => {
   });
 });
 
+describe('worker shutdown', () => {
+  it('close() with Redis gone does not wait for it: the worker lets go of its jobs and stops', async () => {
+    const r2 = await startRedis();
+    try {
+      const w = await startWorker({ redis: r2.url, queue: 'gone', threads: 1 });
+      await r2.crash();
+      const t0 = Date.now();
+      await w.close();
+      expect(Date.now() - t0).toBeLessThan(15_000);
+    } finally {
+      await r2.stop();
+    }
+  });
+});
+
 describe('model LRU', () => {
   it('keeps models within the budget, least recently used out first, never one in use', async () => {
     const cache = new ModelCache({ maxBytes: 1, threads: 1 });

@@ -79,6 +79,8 @@ async function workerCommand(f: WorkerFlags, io: CliIo): Promise<number> {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });
+  // An abandoned close may leave BullMQ timers behind: they must not keep the process alive.
+  setTimeout(() => process.exit(), 2000).unref();
   const summary = { jobs, failed, batches: w.batches(), seconds: (performance.now() - t0) / 1000 };
   io.out(f.json ? toJson(summary) + '\n' : `${jobs} jobs (${failed} failed, ${summary.batches} score batches) in ${summary.seconds.toFixed(0)} s\n`);
   return OK;

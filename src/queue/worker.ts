@@ -143,17 +143,33 @@ export async function startWorker(opts: WorkerOptions): Promise<PartscanWorker> 
   worker.on('error', () => undefined);
   await worker.waitUntilReady();
   let closing: Promise<void> | undefined;
+  let forceNow: () => void = () => undefined;
+  const forced = new Promise<void>((resolve) => (forceNow = resolve));
   return {
     worker,
     loadedModels: () => cache.loaded,
     batches: () => cache.batches,
-    close: (force = false) =>
-      (closing ??= (async () => {
-        await worker.close(force);
+    close: (force = false) => {
+      // Without Redis, BullMQ can neither hand jobs back nor mark them done, and a graceful close would
+      // wait for it for ever: abandon them instead (their locks expire; other workers redo them).
+      if (force || connection.status !== 'ready') forceNow();
+      // Redis may also go away while the jobs in progress finish.
+      if (!closing) connection.once('close', forceNow);
+      return (closing ??= (async () => {
+        const abandon = forced.then(() => Promise.race([worker.close(true).catch(() => undefined), sleep(5000)]));
+        await Promise.race([worker.close(false).catch(() => undefined), abandon]);
+        connection.off('close', forceNow);
         await cache.dispose();
-        await quit(connection);
-      })()),
+        if (connection.status === 'ready') await quit(connection);
+        else connection.disconnect();
+      })());
+    },
   };
+}
+
+/** A pause that does not keep the process alive by itself. */
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
 }
 
 /** Typed errors that retrying cannot cure: a malformed job, a wrong model file, bad options or data. */

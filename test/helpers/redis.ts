@@ -16,6 +16,8 @@ export interface TestRedis {
   dir: string;
   /** Process id of the running server. */
   pid(): number | undefined;
+  /** SIGKILLs the server (a crash) and leaves it down. */
+  crash(): Promise<void>;
   /** SIGKILLs the server (a crash), then starts it again on the same port and data directory. */
   restart(downMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -67,7 +69,7 @@ export async function startRedis(opts: { appendfsync?: 'always' | 'everysec' } =
   };
   const kill = async (signal: NodeJS.Signals) => {
     const p = proc;
-    if (!p || p.exitCode !== null) return;
+    if (!p || p.exitCode !== null || p.signalCode !== null) return;
     await new Promise<void>((resolve) => {
       p.once('exit', () => resolve());
       p.kill(signal);
@@ -79,6 +81,7 @@ export async function startRedis(opts: { appendfsync?: 'always' | 'everysec' } =
     port,
     dir,
     pid: () => proc?.pid,
+    crash: () => kill('SIGKILL'),
     restart: async (downMs = 500) => {
       await kill('SIGKILL');
       await new Promise((r) => setTimeout(r, downMs));
