@@ -28,6 +28,7 @@ export type PartscanErrorCode =
   | 'OUTPUT' // output path not writable, is a file, disk full
   | 'OPTIONS' // invalid options
   | 'CANCELLED' // a command cancelled by a signal (SIGINT, SIGTERM, SIGHUP)
+  | 'QUEUE' // job queue: Redis unreachable, malformed job, job failed on a worker
   | 'THRESHOLD';
 
 export interface PartscanErrorInit {

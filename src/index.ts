@@ -70,6 +70,8 @@ export { exportModelOnnx } from './export/onnx-export.js';
 export type { ExportOnnxOptions, ExportOnnxResult } from './export/onnx-export.js';
 export { scoreToRunDir, writeScoredRun } from './export/score-run.js';
 export type { ScoreRunOptions, ScoredRunManifest } from './export/score-run.js';
+// Queue workers (BullMQ on Redis): scoring and fitting beyond one process (docs/WORKERS.md).
+export * from './queue/index.js';
 export { runDemo } from './demo.js';
 export type { DemoOptions, DemoResult } from './demo.js';
 

@@ -36,6 +36,7 @@ import { formatVerdictLine, formatVerdictTable } from './format-verdicts.js';
 import type { VerdictQuality } from '../metrics/verdicts.js';
 import { expandImageArgs } from './inputs.js';
 import { createProgress } from './progress.js';
+import { fitQueueCommand, registerWorkerCommand } from './worker.js';
 
 /** Exit code: success. */
 export const EXIT_OK = 0;
@@ -118,6 +119,8 @@ interface FitFlags {
   looMemory?: number;
   precision?: 'fp32' | 'int8';
   json?: boolean;
+  queue?: string;
+  queueName?: string;
 }
 
 async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<number> {
@@ -128,6 +131,7 @@ async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<numbe
   if (outStat?.isDirectory()) {
     throw new PartscanError('OUTPUT', `--out ${f.out} is a directory.`, { file: f.out, remedy: 'give a file path such as model.partscan' });
   }
+  if (f.queue) return fitQueueCommand(data, f, io);
   const backbone: BackboneSpec = {};
   if (f.backbone !== undefined) backbone.backbone = f.backbone;
   if (f.layers) backbone.layers = f.layers;
@@ -220,6 +224,8 @@ interface ScoreFlags {
   threads?: number;
   maxSide?: number;
   weights?: string;
+  queue?: string;
+  queueName?: string;
 }
 
 /**
@@ -294,13 +300,15 @@ async function scoreCommand(modelFile: string, inputs: string[], f: ScoreFlags, 
   const progress = createProgress();
   let manifest: ScoredRunManifest;
   try {
-    manifest = await scoreToRunDir(model, files, f.out, {
+    const common = {
       onProgress: progress.onProgress,
       modelPath: modelFile,
-      ...(f.batchSize !== undefined ? { batchSize: f.batchSize } : {}),
       ...(f.minArea !== undefined ? { minArea: f.minArea } : {}),
       ...(f.maxSide !== undefined ? { maxSide: f.maxSide } : {}),
-    });
+    };
+    manifest = f.queue
+      ? await (await import('../queue/producer.js')).scoreOnQueue(modelFile, files, f.out, { ...common, model, redis: f.queue, ...(f.queueName ? { queue: f.queueName } : {}) })
+      : await scoreToRunDir(model, files, f.out, { ...common, ...(f.batchSize !== undefined ? { batchSize: f.batchSize } : {}) });
   } finally {
     progress.stop();
     await model.dispose();
@@ -500,6 +508,8 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--tile <px>', 'split images into tiles of this size at native resolution (large images)', intArg('--tile', 16))
     .option('--tile-overlap <px>', 'overlap between tiles (default tile/8)', intArg('--tile-overlap', 0))
     .option('--loo-memory <MiB>', 'memory for keeping training embeddings so the leave-one-out check needs no second backbone pass (default 1/8 of RAM; 0 = second pass)', intArg('--loo-memory', 0))
+    .option('--queue <redis-url>', 'fit on a queue worker (partscan worker) via this Redis; paths must be on shared storage')
+    .option('--queue-name <name>', 'queue name (default partscan)')
     .option('--json', 'print one JSON object')
     .action(run((data: string[], flags: FitFlags) => runCancellable([flags.out], () => fitCommand(data, flags, io))));
 
@@ -514,6 +524,8 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--max-side <px>', 'longest side of exported images (default 1024)', intArg('--max-side', 16))
     .option('--threads <n>', 'ONNX Runtime threads', intArg('--threads', 1))
     .option('--weights <file>', 'backbone safetensors, for a model saved with --no-embed-backbone')
+    .option('--queue <redis-url>', 'score on queue workers (partscan worker) via this Redis; paths must be on shared storage')
+    .option('--queue-name <name>', 'queue name (default partscan)')
     .option('--json', 'print one JSON object')
     .addHelpText('after', '\nExit status: 0 all scored, 3 some images could not be scored (listed), 2 bad input.')
     .action(run((model: string, images: string[], flags: ScoreFlags) => runCancellable([flags.out], () => scoreCommand(model, images, flags, io))));
@@ -568,6 +580,8 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--backbone <name>', 'registry backbone (default mobilenetv2-int8, shipped; resnet50-random for a smoke run)')
     .option('--json', 'print one JSON object')
     .action(run((flags: { dir: string; json?: boolean; cacheDir?: string; backbone?: string }) => demoCommand(flags, io)));
+
+  registerWorkerCommand(program, io, run);
 
   return program;
 }

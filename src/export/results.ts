@@ -34,6 +34,8 @@ export interface ImageResult {
     flag: boolean;
     /** Drift score (larger = more unlike). */
     score: number;
+    /** Per-feature robust z, in the drift model's feature order (for line monitoring of the run). */
+    z?: number[];
   };
   /** Original image width. */
   width: number;
@@ -100,7 +102,7 @@ const imageResultSchema = z.object({
   normalizedScore: finite,
   verdict: z.enum(['OK', 'NG', 'UNCERTAIN']),
   regions: z.array(regionSchema),
-  drift: z.object({ flag: z.boolean(), score: finite }).optional(),
+  drift: z.object({ flag: z.boolean(), score: finite, z: z.array(finite).optional() }).optional(),
   width: z.number().int().positive(),
   height: z.number().int().positive(),
   outputs: z

@@ -145,27 +145,41 @@ export async function scoreToRunDir(
 /**
  * Writes a run from results that are already scored (e.g. by `evaluateModel`), so an evaluation can
  * export its run without scoring twice. Same files and manifest as {@link scoreToRunDir}.
+ *
+ * An entry may also be an {@link ImageResult} whose files were already exported into `outDir` by
+ * {@link exportScoredImage} elsewhere (queue workers): it is taken as it is. `failures` lists inputs
+ * that failed before reaching this writer.
  */
 export async function writeScoredRun(
   model: Model,
-  results: ScoreResult[],
+  results: ReadonlyArray<ScoreResult | ImageResult>,
   outDir: string,
-  opts: ScoreRunOptions = {},
+  opts: ScoreRunOptions & { failures?: ScoreRunFailure[]; inputIndices?: readonly number[] } = {},
 ): Promise<ScoredRunManifest> {
   await ensureOutputDir(outDir);
-  const stems = uniqueStems(results.map((r) => r.source));
+  const stems = uniqueStems(results.map((r) => ('anomalyMap' in r ? r.source : r.file)));
   const exported: ImageResult[] = [];
-  const failures: ScoreRunFailure[] = [];
+  const failures: ScoreRunFailure[] = [...(opts.failures ?? [])];
+  const monitor = opts.monitor === false ? undefined : new LineMonitor(model, opts.monitor ?? {});
   for (let i = 0; i < results.length; i++) {
+    const r = results[i]!;
+    const index = opts.inputIndices?.[i] ?? i;
+    if (!('anomalyMap' in r)) {
+      exported.push(r);
+      monitor?.push({ source: r.file, imageScore: r.imageScore, ...(r.verdict ? { verdict: r.verdict } : {}), ...(r.drift ? { drift: { ...r.drift, reasons: [] } } : {}) }, index);
+      opts.onProgress?.({ stage: 'score', done: i + 1, total: results.length });
+      continue;
+    }
     try {
-      exported.push(await exportScoredImage(model, results[i]!, outDir, stems[i]!, opts));
+      exported.push(await exportScoredImage(model, r, outDir, stems[i]!, opts));
+      monitor?.push(r, index);
     } catch (e) {
       if (!isImageError(e)) throw e;
-      failures.push(failureOf(results[i]!.source, e));
+      failures.push(failureOf(r.source, e));
     }
     opts.onProgress?.({ stage: 'score', done: i + 1, total: results.length });
   }
-  const manifest = buildManifest(model, exported, failures, opts.modelPath);
+  const manifest = buildManifest(model, exported, failures, opts.modelPath, monitor?.result());
   await writeRunResults(outDir, manifest);
   return manifest;
 }
@@ -228,7 +242,7 @@ export async function exportScoredImage(
     height: info.height,
     outputs,
   };
-  if (r.drift) result.drift = { flag: r.drift.flag, score: r.drift.score };
+  if (r.drift) result.drift = { flag: r.drift.flag, score: r.drift.score, ...(r.drift.z ? { z: r.drift.z } : {}) };
   if (r.warnings.length) result.warnings = r.warnings.map((wn) => wn.message);
   const label = opts.labels?.get(r.source);
   if (label !== undefined) result.label = label;
@@ -325,11 +339,12 @@ async function scoreIsolatingFailures(model: Model, part: string[], scoreOpts: {
 }
 
 /** Errors about one input (skip it) as opposed to errors about the model or the output (abort). */
-function isImageError(e: unknown): boolean {
+export function isImageError(e: unknown): boolean {
   return e instanceof PartscanError ? IMAGE_ERROR_CODES.has(e.code) : false;
 }
 
-function failureOf(file: string, e: unknown): ScoreRunFailure {
+/** The manifest's failure entry for an input that could not be scored. */
+export function failureOf(file: string, e: unknown): ScoreRunFailure {
   return e instanceof PartscanError
     ? { file, code: e.code, message: e.message }
     : { file, code: 'UNEXPECTED', message: e instanceof Error ? e.message : String(e) };
