@@ -37,6 +37,9 @@ import type { VerdictQuality } from '../metrics/verdicts.js';
 import { expandImageArgs } from './inputs.js';
 import { createProgress } from './progress.js';
 import { fitQueueCommand, registerWorkerCommand } from './worker.js';
+import type { CliIo } from './format.js';
+
+export type { CliIo };
 
 /** Exit code: success. */
 export const EXIT_OK = 0;
@@ -46,14 +49,6 @@ export const EXIT_UNEXPECTED = 1;
 export const EXIT_USAGE = 2;
 /** Exit code: the run was written but some images could not be scored. */
 export const EXIT_PARTIAL = 3;
-
-/** Where the CLI writes; tests may capture it. */
-export interface CliIo {
-  /** Writes to stdout (results). */
-  out: (text: string) => void;
-  /** Writes to stderr (messages, warnings). */
-  err: (text: string) => void;
-}
 
 const defaultIo: CliIo = {
   out: (t) => void process.stdout.write(t),

@@ -62,3 +62,11 @@ export function errorLine(e: unknown, debug = process.env.PARTSCAN_DEBUG === '1'
   const cause = e instanceof PartscanError && e.cause instanceof Error && e.cause.stack ? `\ncaused by: ${e.cause.stack}` : '';
   return oneLine + stack + cause;
 }
+
+/** Where the CLI writes; tests may capture it. */
+export interface CliIo {
+  /** Writes to stdout (results). */
+  out: (text: string) => void;
+  /** Writes to stderr (messages, warnings). */
+  err: (text: string) => void;
+}

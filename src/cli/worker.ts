@@ -8,8 +8,7 @@
 import path from 'node:path';
 import { InvalidArgumentError, type Command } from 'commander';
 import { PartscanError } from '../errors.js';
-import type { CliIo } from './cli.js';
-import { toJson } from './format.js';
+import { toJson, type CliIo } from './format.js';
 import { expandImageArgs } from './inputs.js';
 import { createProgress } from './progress.js';
 
