@@ -125,18 +125,25 @@ async function main(): Promise<void> {
     }),
   );
   const concurrentMs = (performance.now() - tc) / testFiles.length;
+  // The floor: the model's own backbone alone (its precision, its threads), at the scoring batch size.
+  const floor = await backboneFloor({ backbone: await model.getBackbone(), files: testFiles, imageSize: model.size, batch: scoreBatch });
   await model.dispose();
 
-  // What users run, and the floors and references to compare it with (see bench/default-path.ts).
+  // What users run, and the references to compare it with (see bench/default-path.ts).
   const weights = values.weights!;
-  const floor = values.backbone === 'resnet50' ? await backboneFloor({ files: testFiles, weights, imageSize, batch: 8, ...(threads ? { threads } : {}) }) : undefined;
+  const resnetFixture = values.backbone === 'resnet50';
+  const backboneArgs = resnetFixture ? ['--weights', weights] : ['--backbone', values.backbone!];
   const cliModel = path.join(os.tmpdir(), `partscan-bench-cli-${process.pid}.partscan`);
   const cliRuns = values['no-cli']
     ? { skipped: '--no-cli' }
-    : await defaultCliRuns({ data: values.data!, weights, channels, imageSize, modelFile: cliModel, fitArgs: ['--precision', values.precision!] });
+    : await defaultCliRuns({ data: values.data!, backboneArgs, channels, imageSize, modelFile: cliModel, fitArgs: ['--precision', values.precision!] });
   await fs.rm(cliModel, { force: true });
   const startup = await startupBreakdown(modelFile, testFiles[0]!);
-  const reference = values['no-reference'] ? { skipped: '--no-reference' } : await referenceRun({ data: values.data!, weights, channels, imageSize });
+  const reference = values['no-reference']
+    ? { skipped: '--no-reference' }
+    : resnetFixture
+      ? await referenceRun({ data: values.data!, weights, channels, imageSize })
+      : { skipped: 'the PyTorch reference runs ResNet50 only' };
   if (!values.out) await fs.rm(modelFile, { force: true });
   const ratio = (a: unknown, b: unknown): number | null => (typeof a === 'number' && typeof b === 'number' && b > 0 ? +(a / b).toFixed(2) : null);
   const refScoreMs = typeof reference.score_s === 'number' ? (reference.score_s * 1000) / testFiles.length : undefined;
@@ -153,7 +160,7 @@ async function main(): Promise<void> {
       evaluateScoringSeconds: +ev.scoringSeconds.toFixed(2),
       evaluateMetricsSeconds: +ev.metricsSeconds.toFixed(2),
       evaluateMetricsShare: +(ev.metricsSeconds / ev.seconds).toFixed(3),
-      backboneFloorMsPerImage: floor?.msPerImage ?? null,
+      backboneFloorMsPerImage: floor.msPerImage,
       batchedMsPerImage: +batchedMs.toFixed(1),
       batchedImagesPerSecond: +(1000 / batchedMs).toFixed(2),
       batch1MsPerImage: +(lat.reduce((a, b) => a + b, 0) / lat.length).toFixed(1),

@@ -9,7 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { loadBackbone } from '../models/registry.js';
+import type { Backbone } from '../src/backbone/types.js';
 import { preprocessBatch } from '../src/preprocess/preprocess.js';
 import { defaultPreprocessOptions } from '../src/preprocess/options.js';
 
@@ -89,7 +89,8 @@ export function lastJson(text: string): Record<string, unknown> | undefined {
 /** The default CLI fit and eval, timed from process start to exit. */
 export async function defaultCliRuns(o: {
   data: string;
-  weights: string;
+  /** How the fit names its backbone: `--weights <file>` for the ResNet50 fixture, `--backbone <name>` otherwise. */
+  backboneArgs: string[];
   channels: number;
   imageSize: number;
   modelFile: string;
@@ -97,7 +98,7 @@ export async function defaultCliRuns(o: {
   fitArgs: string[];
 }): Promise<Record<string, unknown>> {
   const cli = cliCommand();
-  const fitArgv = [...cli.argv, 'fit', o.data, '--weights', o.weights, '--channels', String(o.channels), '--image-size', String(o.imageSize), '-o', o.modelFile, '--json', ...o.fitArgs];
+  const fitArgv = [...cli.argv, 'fit', o.data, ...o.backboneArgs, '--channels', String(o.channels), '--image-size', String(o.imageSize), '-o', o.modelFile, '--json', ...o.fitArgs];
   const fitRun = await timeCommand(fitArgv);
   if (fitRun.code !== 0) throw new Error(`partscan fit failed (${fitRun.code}): ${fitRun.stderr.slice(-2000)}`);
   const fitJson = lastJson(fitRun.stdout) ?? {};
@@ -121,9 +122,13 @@ export async function defaultCliRuns(o: {
   };
 }
 
-/** Backbone alone over the test images (preprocessed beforehand), batch `batch`, after a warm-up batch. */
-export async function backboneFloor(o: { files: string[]; weights: string; imageSize: number; batch: number; threads?: number }): Promise<{ msPerImage: number; batch: number }> {
-  const backbone = await loadBackbone({ backbone: 'resnet50', weights: o.weights }, o.threads ? { intraOpNumThreads: o.threads } : {});
+/**
+ * A model's own backbone alone (whatever it is: ResNet50 fp32 or int8, the bundled MobileNetV2) over
+ * the test images, preprocessed beforehand, batch `batch`, after a warm-up batch: the floor of batched
+ * scoring at the precision in use. The backbone stays the caller's.
+ */
+export async function backboneFloor(o: { backbone: Backbone; files: string[]; imageSize: number; batch: number }): Promise<{ msPerImage: number; batch: number }> {
+  const { backbone } = o;
   const pre = defaultPreprocessOptions({ imageSize: o.imageSize });
   const S = o.imageSize;
   const batches: Float32Array[] = [];
@@ -133,14 +138,10 @@ export async function backboneFloor(o: { files: string[]; weights: string; image
     if (backbone.withFeatures) await backbone.withFeatures(input, () => undefined);
     else await backbone.extract(input);
   };
-  try {
-    await run(batches[0]!);
-    const t0 = performance.now();
-    for (const b of batches) await run(b);
-    return { msPerImage: +((performance.now() - t0) / o.files.length).toFixed(1), batch: o.batch };
-  } finally {
-    await backbone.dispose?.();
-  }
+  await run(batches[0]!);
+  const t0 = performance.now();
+  for (const b of batches) await run(b);
+  return { msPerImage: +((performance.now() - t0) / o.files.length).toFixed(1), batch: o.batch };
 }
 
 /** The PyTorch reference with the same data and settings, or why it was not run. */
