@@ -1,12 +1,13 @@
 /**
  * Calibration at the end of a fit: scores the held-out good images (and labelled defects, when given)
  * with the fitted model and stores the thresholds chosen from them. Apart from fit.ts, which plans,
- * extracts and fits the statistics; the threshold rules themselves live in postprocess/thresholds.ts.
+ * extracts and fits the statistics; the threshold rules themselves live in postprocess/threshold-rules.ts.
  */
 
 import type { PartscanWarning } from '../errors.js';
 import { scoreOutliers } from '../guards/robust-stats.js';
-import { selectThresholds, type Thresholds } from '../postprocess/thresholds.js';
+import { selectThresholds } from '../postprocess/threshold-rules.js';
+import type { Thresholds } from '../postprocess/thresholds.js';
 import type { FitOptions, Model } from './model.js';
 
 /** Scores calibration images and stores thresholds in the model; returns the good calibration scores kept. */
