@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { argsortFloat32, aupro, auroc, f1Max, labelComponents, pixelAuroc } from '../src/metrics/index.js';
-import { f1AdaptiveThreshold } from '../src/postprocess/thresholds.js';
+import { f1AdaptiveThreshold } from '../src/postprocess/threshold-rules.js';
 
 /** O(n²) pairwise AUROC: the definition, ties counting ½. */
 function naiveAuroc(scores: number[], labels: boolean[]): number {

@@ -5,14 +5,13 @@ import { normalizeScore } from '../src/postprocess/normalize.js';
 import {
   DEFAULT_GOOD_RULE,
   f1AdaptiveThreshold,
-  imageNormalization,
   pixelF1Threshold,
   pixelThresholdFromGood,
   quantileSorted,
   selectThresholds,
   thresholdFromGood,
-  verdict,
-} from '../src/postprocess/thresholds.js';
+} from '../src/postprocess/threshold-rules.js';
+import { imageNormalization, verdict } from '../src/postprocess/thresholds.js';
 
 /** Brute force: F1 of the rule "score > t" for every candidate t. */
 function f1At(scores: number[], labels: number[], t: number): number {

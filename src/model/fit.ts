@@ -1,7 +1,7 @@
 /**
  * Fitting: training images → backbone → per-position Gaussians (low-rank or streaming) → model, then
  * the fit-time checks (training-set guards, leave-one-out contamination, drift model) and calibration
- * of the thresholds. The scoring side is {@link Model}.
+ * of the thresholds (calibrate-thresholds.ts). The scoring side is {@link Model}.
  */
 
 import { PartscanError, type PartscanWarning } from '../errors.js';
@@ -15,7 +15,6 @@ import { BufferPool } from '../util/buffer-pool.js';
 import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
 import { preprocessBatch, preprocessTiles } from '../preprocess/preprocess.js';
 import { resizeNearest } from '../postprocess/resize.js';
-import { selectThresholds, type Thresholds } from '../postprocess/thresholds.js';
 import type { PreprocessOptions, Tensor4D } from '../types.js';
 import { imageFingerprint, type ImageFingerprint } from '../guards/fingerprint.js';
 import { fingerprintAndPreprocess, keepImages, LoopGuards } from '../guards/decode-once.js';
@@ -26,7 +25,7 @@ import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
 import { validatePrecision } from '../backbone/quantize.js';
 import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibrate.js';
-import { scoreOutliers } from '../guards/robust-stats.js';
+import { calibrate } from './calibrate-thresholds.js';
 import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './contamination.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
 import { buildMonitorReference } from './monitor-reference.js';
@@ -440,86 +439,6 @@ function compactEmbeddings(buf: EmbeddingBuffer): Float32Array {
 async function flushEmbeddings(buf: EmbeddingBuffer, acc: GaussianAccumulator, kernels: StatsKernels): Promise<void> {
   await acc.add(compactEmbeddings(buf), buf.count, kernels);
   buf.count = 0;
-}
-
-
-/** Scores calibration images and stores thresholds in the model; returns the good calibration scores kept. */
-async function calibrate(model: Model, goodFiles: string[], opts: FitOptions, warnings: PartscanWarning[], previous?: Thresholds, looScores?: number[]): Promise<number[]> {
-  const defects = opts.defects ?? [];
-  if (goodFiles.length === 0 && !opts.manualThresholds) {
-    if (previous) {
-      model.setThresholds(previous);
-      warnings.push({ code: 'THRESHOLDS_KEPT', message: 'No calibration images: the resumed model keeps its previous thresholds.' });
-    } else {
-      warnings.push({
-        code: 'NO_CALIBRATION',
-        message: 'No calibration images (too few good images to hold some out): the model has no thresholds, so no verdicts. Pass --calibration <dir> or more good images.',
-      });
-    }
-    return [];
-  }
-  const scoreAll = async (files: string[]): Promise<{ scores: number[]; maps: Float32Array[]; dims: [number, number][] }> => {
-    const scores: number[] = [];
-    const maps: Float32Array[] = [];
-    const dims: [number, number][] = [];
-    for (let i = 0; i < files.length; i += 8) {
-      const rs = await model.score(files.slice(i, i + 8));
-      for (const r of rs) {
-        scores.push(r.imageScore);
-        maps.push(r.anomalyMap);
-        dims.push([r.mapWidth, r.mapHeight]);
-      }
-      opts.onProgress?.({ stage: 'calibrate', done: Math.min(files.length, i + 8), total: files.length });
-    }
-    return { scores, maps, dims };
-  };
-  model.setThresholds(undefined);
-  const good = goodFiles.length ? await scoreAll(goodFiles) : { scores: [], maps: [], dims: [] };
-  // A held-out "good" image that scores like a defect (robust outlier among the calibration scores)
-  // would set the good-only threshold on its own: leave it out and say so.
-  // Judged pooled with the training images' leave-one-out scores when there are (the same out-of-sample
-  // score distribution, a larger sample), else among the calibration scores alone.
-  const pool = [...(looScores ?? []), ...good.scores];
-  if (good.scores.length > 0 && pool.length >= 5) {
-    const pooled = scoreOutliers(pool);
-    const z = pooled.z.slice(pool.length - good.scores.length);
-    const keep = pooled.outlier.slice(pool.length - good.scores.length).map((o) => !o);
-    if (keep.some((k) => !k) && keep.filter(Boolean).length >= 3) {
-      goodFiles.forEach((f, i) => {
-        if (!keep[i]) {
-          warnings.push({
-            code: 'CALIBRATION_OUTLIER',
-            message: `Calibration image ${f} scores like a defect (score ${good.scores[i]!.toFixed(2)}, robust z ${z[i]!.toFixed(1)}) and was left out of the thresholds: inspect it and remove it from the good images if it shows a defect.`,
-            file: f,
-          });
-        }
-      });
-      good.scores = good.scores.filter((_, i) => keep[i]);
-      good.maps = good.maps.filter((_, i) => keep[i]);
-      good.dims = good.dims.filter((_, i) => keep[i]);
-    }
-  }
-  let defect: { imageScores: number[]; pixelMaps?: Float32Array[]; masks?: Uint8Array[] } | undefined;
-  if (defects.length) {
-    const d = await scoreAll(defects.map((s) => s.path));
-    defect = { imageScores: d.scores };
-    if (defects.every((s) => s.maskPath)) {
-      const { loadMask } = await import('../preprocess/preprocess.js');
-      defect.pixelMaps = d.maps;
-      defect.masks = await Promise.all(defects.map((s, i) => loadMask(s.maskPath!, d.dims[i]![0], d.dims[i]![1])));
-    }
-  }
-  const sel = selectThresholds(
-    { good: { imageScores: good.scores, pixelMaps: good.maps }, ...(defect ? { defect } : {}) },
-    {
-      ...(opts.thresholdRule ? { goodRule: opts.thresholdRule } : {}),
-      ...(opts.manualThresholds ? { manual: opts.manualThresholds } : {}),
-      ...(opts.band ? { band: opts.band } : {}),
-    },
-  );
-  warnings.push(...sel.warnings);
-  model.setThresholds(sel.thresholds);
-  return good.scores;
 }
 
 // Fit warnings are attached to the returned model for callers that want them.

@@ -10,4 +10,5 @@ export * from './regions.js';
 export * from './resize.js';
 export * from './roi.js';
 export * from './shape.js';
+export * from './threshold-rules.js';
 export * from './thresholds.js';

@@ -1,27 +1,17 @@
 /**
  * The CLI's queue side: the `partscan worker` command, and `fit --queue` (score --queue is a branch of
- * the score command, which writes its run like a local score). Kept apart from cli.ts, which only
- * registers and dispatches to it. The queue modules (BullMQ, ioredis) are imported when a queue
- * command runs, so other commands do not load them.
+ * the score command, which writes its run like a local score). The queue modules (BullMQ, ioredis)
+ * are imported when a queue command runs, so other commands do not load them.
  */
 
 import path from 'node:path';
-import { InvalidArgumentError, type Command } from 'commander';
-import { PartscanError } from '../errors.js';
-import { toJson, type CliIo } from './format.js';
-import { expandImageArgs } from './inputs.js';
-import { createProgress } from './progress.js';
-
-/** Exit status of a command that succeeded (cli.ts's EXIT_OK). */
-const OK = 0;
-
-function intArg(name: string, min: number): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got "${v}".`);
-    return n;
-  };
-}
+import type { Command } from 'commander';
+import { PartscanError } from '../../errors.js';
+import { EXIT_OK } from '../exit-codes.js';
+import { toJson, type CliIo } from '../format.js';
+import { expandImageArgs } from '../inputs.js';
+import { intArg } from '../options.js';
+import { createProgress } from '../progress.js';
 
 interface WorkerFlags {
   redis: string;
@@ -45,7 +35,7 @@ async function workerCommand(f: WorkerFlags, io: CliIo): Promise<number> {
   const t0 = performance.now();
   let jobs = 0;
   let failed = 0;
-  const { startWorker } = await import('../queue/worker.js');
+  const { startWorker } = await import('../../queue/worker.js');
   const w = await startWorker({
     redis: f.redis,
     ...(f.queue !== undefined ? { queue: f.queue } : {}),
@@ -82,7 +72,7 @@ async function workerCommand(f: WorkerFlags, io: CliIo): Promise<number> {
   setTimeout(() => process.exit(), 2000).unref();
   const summary = { jobs, failed, batches: w.batches(), seconds: (performance.now() - t0) / 1000 };
   io.out(f.json ? toJson(summary) + '\n' : `${jobs} jobs (${failed} failed, ${summary.batches} score batches) in ${summary.seconds.toFixed(0)} s\n`);
-  return OK;
+  return EXIT_OK;
 }
 
 /** Registers `partscan worker` on the program. */
@@ -153,7 +143,7 @@ export async function fitQueueCommand(data: string[], f: QueueFitFlags, io: CliI
     ...(f.compact ? { compact: true } : {}),
   };
   const t0 = performance.now();
-  const { fitOnQueue } = await import('../queue/producer.js');
+  const { fitOnQueue } = await import('../../queue/producer.js');
   const progress = createProgress();
   let r;
   try {
@@ -175,5 +165,5 @@ export async function fitQueueCommand(data: string[], f: QueueFitFlags, io: CliI
   const summary = { ...r, seconds: (performance.now() - t0) / 1000, workerSeconds: r.seconds };
   io.out(f.json ? toJson(summary) + '\n' : `model      ${r.model}\nimages     ${r.images} fitted, ${r.calibrationImages} for calibration\nworker     ${r.worker}\ntime       ${summary.seconds.toFixed(1)} s\n`);
   for (const w of r.warnings) io.err(`warning: ${w}\n`);
-  return OK;
+  return EXIT_OK;
 }

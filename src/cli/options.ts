@@ -1,0 +1,34 @@
+/**
+ * Option parsers shared by the commands: turn flag text into typed values, or a usage error naming
+ * the flag. Apart from cli.ts so that commands registering their own flags (worker) share them.
+ */
+
+import { InvalidArgumentError } from 'commander';
+
+export function intArg(name: string, min: number): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer ≥ ${min}, got "${v}".`);
+    return n;
+  };
+}
+
+export function shareArg(v: string): number {
+  const n = Number(v);
+  if (!(n >= 0 && n < 1)) throw new InvalidArgumentError(`must be a number in [0, 1), got "${v}".`);
+  return n;
+}
+
+export function listArg(v: string): string[] {
+  const items = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (items.length === 0) throw new InvalidArgumentError('expects a comma-separated list.');
+  return items;
+}
+
+export function bandArg(v: string): { low: number; high: number } {
+  const [low, high, ...rest] = v.split(',').map(Number);
+  if (rest.length || !(low !== undefined && high !== undefined && low >= 0 && low < high && high <= 1)) {
+    throw new InvalidArgumentError(`expects "low,high" with 0 ≤ low < high ≤ 1, got "${v}".`);
+  }
+  return { low, high };
+}
