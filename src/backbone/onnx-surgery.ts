@@ -16,6 +16,7 @@ import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 
 import { PartscanError } from '../errors.js';
+import { createSession } from '../onnx/session.js';
 
 const { onnx } = onnxProto;
 
@@ -182,11 +183,7 @@ const BOOL_OUTPUT: ReadonlySet<string> = new Set(['Equal', 'Greater', 'GreaterOr
 const MS_DOMAIN = 'com.microsoft';
 const DEFAULT_SOURCE = '<onnx buffer>';
 /** Probing runs one small inference; a thread or two is plenty and leaves cores to the caller. */
-const PROBE_SESSION_OPTIONS: ort.InferenceSession.SessionOptions = {
-  intraOpNumThreads: 2,
-  interOpNumThreads: 1,
-  graphOptimizationLevel: 'all',
-};
+const PROBE_THREADS = 2;
 
 function toNumber(v: Int64 | null | undefined): number {
   if (v === null || v === undefined) return 0;
@@ -849,7 +846,7 @@ async function runOnZeros(
   const feed = zerosFor(input.type?.tensorType?.elemType ?? undefined, inputShape, source, input.name!);
   let session: ort.InferenceSession | undefined;
   try {
-    session = await ort.InferenceSession.create(onnx.ModelProto.encode(rewired).finish(), PROBE_SESSION_OPTIONS);
+    session = await createSession(onnx.ModelProto.encode(rewired).finish(), PROBE_THREADS);
     const results = await session.run({ [input.name!]: feed });
     return { names: session.outputNames, results };
   } catch (cause) {
