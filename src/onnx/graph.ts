@@ -18,6 +18,8 @@ const { onnx } = onnxProto;
 export const ONNX_OPSET = 17;
 /** IR version written with {@link ONNX_OPSET} (IR 8 goes with opset 17). */
 export const ONNX_IR_VERSION = 8;
+/** producer_name of every model partscan writes. */
+export const ONNX_PRODUCER = 'partscan';
 /** Domain of ONNX Runtime's contrib operators (Inverse, quantized ops). */
 export const MS_DOMAIN = 'com.microsoft';
 
@@ -184,7 +186,7 @@ export interface OnnxModelParts {
 export function encodeModel(parts: OnnxModelParts): Uint8Array {
   const model = onnx.ModelProto.create({
     irVersion: parts.irVersion,
-    producerName: 'partscan',
+    producerName: ONNX_PRODUCER,
     producerVersion: parts.producerVersion,
     docString: parts.docString ?? '',
     opsetImport: [{ domain: '', version: parts.opset }],
@@ -209,7 +211,7 @@ export function encodeModel(parts: OnnxModelParts): Uint8Array {
 export function encodeKernelModel(graph: OnnxTypes.IGraphProto, contrib = false): Uint8Array {
   const opsetImport = [{ domain: '', version: ONNX_OPSET }];
   if (contrib) opsetImport.push({ domain: MS_DOMAIN, version: 1 });
-  return onnx.ModelProto.encode(onnx.ModelProto.create({ irVersion: ONNX_IR_VERSION, producerName: 'partscan', opsetImport, graph })).finish();
+  return onnx.ModelProto.encode(onnx.ModelProto.create({ irVersion: ONNX_IR_VERSION, producerName: ONNX_PRODUCER, opsetImport, graph })).finish();
 }
 
 /** Decodes ONNX bytes (used by tests and tools that inspect built graphs). */
