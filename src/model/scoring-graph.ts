@@ -13,7 +13,7 @@ import { channelSources } from '../embedding/embedding.js';
 import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
 import { upsampleBlurNodes, type GraphSink } from '../postprocess/upsample-blur-graph.js';
 import { gaussianKernel1d } from '../postprocess/blur.js';
-import { littleEndianBytes, makeNode, ONNX_IR_VERSION, ONNX_OPSET, ONNX_PRODUCER, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../onnx/graph.js';
+import { littleEndianBytes, makeNode, modelProto, ONNX_IR_VERSION, ONNX_OPSET, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../onnx/graph.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
 
 const { onnx } = onnxProto;
@@ -400,9 +400,8 @@ export function padimModelProto(
   initializers: OnnxTypes.ITensorProto[],
   about: { name: string; graphDoc?: string; doc?: string; metadataProps?: OnnxTypes.IStringStringEntryProto[] },
 ): OnnxTypes.ModelProto {
-  return onnx.ModelProto.create({
+  return modelProto({
     irVersion: Math.max(EXPORT_IR_VERSION, Number(g.bbModel.irVersion ?? 0)),
-    producerName: ONNX_PRODUCER,
     producerVersion: PARTSCAN_VERSION,
     ...(about.doc ? { docString: about.doc } : {}),
     opsetImport: g.opsetImport,

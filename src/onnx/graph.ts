@@ -158,6 +158,42 @@ export function tensorValueInfo(name: string, elemType: number, dims: (number | 
   };
 }
 
+/**
+ * The fields of a ModelProto around a graph; producer_name is always {@link ONNX_PRODUCER}. Absent
+ * optional fields stay absent from the encoding (an empty doc string is not written), so callers that
+ * differ only in what they record keep their exact bytes.
+ */
+export interface ModelEnvelope {
+  /** The graph. */
+  graph: OnnxTypes.IGraphProto;
+  /** Operator set imports (default: the default domain at {@link ONNX_OPSET}). */
+  opsetImport?: OnnxTypes.IOperatorSetIdProto[];
+  /** IR version (default {@link ONNX_IR_VERSION}). */
+  irVersion?: number;
+  /** Producer version string. */
+  producerVersion?: string;
+  /** Model doc string. */
+  docString?: string;
+  /** metadata_props entries, in order. */
+  metadataProps?: OnnxTypes.IStringStringEntryProto[];
+  /** Model-local functions (kept from a backbone graph that has them). */
+  functions?: OnnxTypes.IFunctionProto[];
+}
+
+/** The one ModelProto envelope every graph partscan builds is wrapped in. */
+export function modelProto(e: ModelEnvelope): OnnxTypes.ModelProto {
+  return onnx.ModelProto.create({
+    irVersion: e.irVersion ?? ONNX_IR_VERSION,
+    producerName: ONNX_PRODUCER,
+    ...(e.producerVersion !== undefined ? { producerVersion: e.producerVersion } : {}),
+    ...(e.docString !== undefined ? { docString: e.docString } : {}),
+    opsetImport: e.opsetImport ?? [{ domain: '', version: ONNX_OPSET }],
+    ...(e.metadataProps !== undefined ? { metadataProps: e.metadataProps } : {}),
+    graph: e.graph,
+    ...(e.functions !== undefined ? { functions: e.functions } : {}),
+  });
+}
+
 /** What {@link encodeModel} needs. */
 export interface OnnxModelParts {
   /** Graph name. */
@@ -184,9 +220,8 @@ export interface OnnxModelParts {
 
 /** Encodes a model to ONNX protobuf bytes. */
 export function encodeModel(parts: OnnxModelParts): Uint8Array {
-  const model = onnx.ModelProto.create({
+  const model = modelProto({
     irVersion: parts.irVersion,
-    producerName: ONNX_PRODUCER,
     producerVersion: parts.producerVersion,
     docString: parts.docString ?? '',
     opsetImport: [{ domain: '', version: parts.opset }],
@@ -211,7 +246,7 @@ export function encodeModel(parts: OnnxModelParts): Uint8Array {
 export function encodeKernelModel(graph: OnnxTypes.IGraphProto, contrib = false): Uint8Array {
   const opsetImport = [{ domain: '', version: ONNX_OPSET }];
   if (contrib) opsetImport.push({ domain: MS_DOMAIN, version: 1 });
-  return onnx.ModelProto.encode(onnx.ModelProto.create({ irVersion: ONNX_IR_VERSION, producerName: ONNX_PRODUCER, opsetImport, graph })).finish();
+  return onnx.ModelProto.encode(modelProto({ opsetImport, graph })).finish();
 }
 
 /** Decodes ONNX bytes (used by tests and tools that inspect built graphs). */
