@@ -113,7 +113,7 @@ export async function calibrateActivations(
 ): Promise<Map<string, ActivationRange>> {
   const o = checkOptions(opts);
   const names = calibrationTensors(fp32Onnx);
-  // Basic optimisation only: the layout rewrites of 'all' would add a reorder per exposed tensor (3× slower here).
+  // Basic optimisation only: the layout rewrites of 'all' would add a reorder per exposed tensor, which costs more than they save here.
   const session = await createSession(exposeAll(fp32Onnx, names), o.threads, { graphOptimizationLevel: 'basic' });
   const inputName = session.inputNames[0]!;
   const sums = new Map<string, { min: number; max: number }>(names.map((n) => [n, { min: 0, max: 0 }]));

@@ -5,10 +5,10 @@
  *
  * Both steps are linear and separable, so together they are one S×g matrix per axis:
  * map = K_y · grid · K_xᵀ with K = Blur·Upsample. Two small GEMMs (224×56×56 + 224×56×224 multiply-adds
- * per map) replace Resize + Pad + two 33-tap convolutions, which ORT runs through im2col (~6 ms per
- * 224-px map here, vs ~0.2 ms). The matrices are built by running the JavaScript reference
- * ({@link resizeBilinear}, {@link gaussianBlur}) on unit vectors, so the graph computes the very same
- * operator, periodic reflection of maps smaller than the kernel included.
+ * per map) replace Resize + Pad + two 33-tap convolutions, which ORT runs through im2col, far slower.
+ * The matrices are built by running the JavaScript reference ({@link resizeBilinear},
+ * {@link gaussianBlur}) on unit vectors, so the graph computes the very same operator, periodic
+ * reflection of maps smaller than the kernel included.
  */
 import * as ort from 'onnxruntime-node';
 import type { onnx as OnnxTypes } from 'onnx-proto';

@@ -42,8 +42,8 @@ export class StatsKernels {
   static async create(dim: number, threads = defaultThreads()): Promise<StatsKernels> {
     // ORT's memory arena stays on: every call of a session has the same shapes (fixed position chunks),
     // so the arena hands the same blocks back and no call pays for fresh pages (first touches of fresh
-    // memory dominated these kernels: ~4 ms per MB on the reference VM). Outputs go into buffers this
-    // object reuses, for the same reason. The sessions (and with them the arena) are released after fit.
+    // memory dominated these kernels). Outputs go into buffers this object reuses, for the same reason.
+    // The sessions (and with them the arena) are released after fit.
     const d = dim;
     const tri = (d * (d + 1)) / 2;
     const lower = int64Initializer('lower', [tri], lowerTriangleIndices(d));
