@@ -8,7 +8,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeModel } from '../src/backbone/onnx-builder.js';
+import { decodeModel } from '../src/onnx/graph.js';
 import { readModelFile } from '../src/model/model-file.js';
 import { Model } from '../src/model/model.js';
 import { BOTTLE, REF_WEIGHTS, REPO } from './helpers/shared.js';

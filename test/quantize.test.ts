@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPartscanError } from '../src/errors.js';
-import { decodeModel, encodeModel, floatInitializer, makeNode, OnnxDataType, tensorValueInfo } from '../src/backbone/onnx-builder.js';
+import { decodeModel, encodeModel, floatInitializer, makeNode, OnnxDataType, tensorValueInfo } from '../src/onnx/graph.js';
 import { OrtBackbone } from '../src/backbone/ort-backbone.js';
 import { buildResNetOnnx, resnetLayerInfo } from '../src/backbone/resnet.js';
 import { SafeTensors } from '../src/backbone/safetensors.js';

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isPartscanError } from '../src/errors.js';
 import type { onnx as OnnxTypes } from 'onnx-proto';
-import { decodeModel } from '../src/backbone/onnx-builder.js';
+import { decodeModel } from '../src/onnx/graph.js';
 import { OrtBackbone } from '../src/backbone/ort-backbone.js';
 import {
   buildResNetOnnx,

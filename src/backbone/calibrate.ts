@@ -11,9 +11,9 @@ import { z } from 'zod';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import onnxProto from 'onnx-proto';
 import { PartscanError } from '../errors.js';
-import { ortSessionOptions } from '../util/ort-options.js';
+import { createSession } from '../onnx/session.js';
 import type { Tensor4D } from '../types.js';
-import { decodeModel, OnnxDataType, tensorValueInfo } from './onnx-builder.js';
+import { decodeModel, OnnxDataType, tensorValueInfo } from '../onnx/graph.js';
 import { defaultIntraOpThreads, OrtBackbone } from './ort-backbone.js';
 import { calibrationTensors, quantizeGraphQdq, type ActivationRange } from './quantize.js';
 import type { Backbone } from './types.js';
@@ -113,8 +113,8 @@ export async function calibrateActivations(
 ): Promise<Map<string, ActivationRange>> {
   const o = checkOptions(opts);
   const names = calibrationTensors(fp32Onnx);
-  // Basic optimisation only: the layout rewrites of 'all' would add a reorder per exposed tensor (3× slower here).
-  const session = await ort.InferenceSession.create(exposeAll(fp32Onnx, names), ortSessionOptions(o.threads, { graphOptimizationLevel: 'basic' }));
+  // Basic optimisation only: the layout rewrites of 'all' would add a reorder per exposed tensor, which costs more than they save here.
+  const session = await createSession(exposeAll(fp32Onnx, names), o.threads, { graphOptimizationLevel: 'basic' });
   const inputName = session.inputNames[0]!;
   const sums = new Map<string, { min: number; max: number }>(names.map((n) => [n, { min: 0, max: 0 }]));
   let count = 0;

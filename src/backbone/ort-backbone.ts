@@ -3,10 +3,9 @@
  * feature layers. This is the file-system/ORT edge of the backbone; everything it needs (graph bytes,
  * identity) is prepared by the registry.
  */
-import os from 'node:os';
 import ort from 'onnxruntime-node';
 import { BufferPool } from '../util/buffer-pool.js';
-import { ortSessionOptions } from '../util/ort-options.js';
+import { BACKBONE_THREAD_CAP, createSession, defaultThreads } from '../onnx/session.js';
 import { PartscanError } from '../errors.js';
 import type { Tensor4D } from '../types.js';
 import type { Backbone, BackboneIdentity } from './types.js';
@@ -19,9 +18,9 @@ export interface OrtBackboneOptions {
   inputName?: string;
 }
 
-/** Default intra-op threads: all cores up to 4 (more rarely helps convolutions at these sizes). */
+/** Default intra-op threads of a backbone session: all cores up to {@link BACKBONE_THREAD_CAP}. */
 export function defaultIntraOpThreads(): number {
-  return Math.max(1, Math.min(os.availableParallelism(), 4));
+  return defaultThreads(BACKBONE_THREAD_CAP);
 }
 
 function describe(e: unknown): string {
@@ -67,7 +66,7 @@ export class OrtBackbone implements Backbone {
     }
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(onnx, ortSessionOptions(threads));
+      session = await createSession(onnx, threads);
     } catch (e) {
       throw new PartscanError('ONNX_FORMAT', `ONNX Runtime cannot load the graph of backbone ${identity.name}: ${describe(e)}.`, {
         remedy: 'the ONNX file is corrupt or uses unsupported operators; rebuild it or delete the cached graph',

@@ -13,7 +13,7 @@
 import { z } from 'zod';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { PartscanError } from '../errors.js';
-import { decodeModel, floatInitializer, makeNode } from './onnx-builder.js';
+import { decodeModel, floatInitializer, makeNode, OnnxDataType } from '../onnx/graph.js';
 import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
@@ -38,8 +38,7 @@ export function validatePrecision(value: unknown, field = 'precision'): Backbone
   return parsed.data ?? 'fp32';
 }
 
-/** TensorProto.DataType codes used here. */
-const DT = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6 } as const;
+const DT = OnnxDataType;
 
 /** Largest int8 weight magnitude: symmetric [-127, 127] keeps zero exact and the range balanced. */
 const INT8_MAX = 127;

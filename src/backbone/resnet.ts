@@ -7,7 +7,7 @@
  * layer has a 1×1 strided `downsample` projection when the stride or channel count changes.
  */
 import { PartscanError } from '../errors.js';
-import { encodeModel, floatInitializer, makeNode, OnnxDataType, tensorValueInfo } from './onnx-builder.js';
+import { encodeModel, floatInitializer, makeNode, ONNX_IR_VERSION, ONNX_OPSET, OnnxDataType, tensorValueInfo } from '../onnx/graph.js';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { SafeTensors } from './safetensors.js';
 
@@ -27,10 +27,10 @@ export const RESNET_BUILDER_VERSION = 1;
 export const BATCHNORM_EPS = 1e-5;
 
 /** ONNX opset the builder targets. */
-export const RESNET_OPSET = 17;
+export const RESNET_OPSET = ONNX_OPSET;
 
 /** ONNX IR version the builder writes. */
-export const RESNET_IR_VERSION = 8;
+export const RESNET_IR_VERSION = ONNX_IR_VERSION;
 
 /** Output layers, their strides and channel counts. */
 export interface ResNetLayerInfo {

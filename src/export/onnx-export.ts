@@ -18,7 +18,7 @@ import { PartscanError } from '../errors.js';
 import { writeFileAtomic, outputError } from '../util/atomic-write.js';
 import { PARTSCAN_VERSION, type Model } from '../model/model.js';
 import { gaussianKernel1d } from '../postprocess/blur.js';
-import { OnnxDataType } from '../backbone/onnx-builder.js';
+import { OnnxDataType } from '../onnx/graph.js';
 import { buildPadimGraph, EXTERNAL, inlineInitializer, padimModelProto, type InitializerSpec } from '../model/scoring-graph.js';
 
 export { EXPORT_IR_VERSION, EXPORT_OPSET } from '../model/scoring-graph.js';

@@ -6,8 +6,8 @@ import { loadBackbone, type BackboneSpec } from '../../models/registry.js';
 import { channelSources, gatherEmbedding, type ChannelSource } from '../embedding/embedding.js';
 import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
 import { BufferPool } from '../util/buffer-pool.js';
-import { StatsKernels, defaultThreads, positionsPerChunk } from '../stats/ort-kernels.js';
-import { ortSessionOptions } from '../util/ort-options.js';
+import { StatsKernels, positionsPerChunk } from '../stats/ort-kernels.js';
+import { createSession, defaultThreads } from '../onnx/session.js';
 import { preprocessBatch, preprocessTiles, type TileBox } from '../preprocess/preprocess.js';
 import { resizeBilinear, mapToOriginal } from '../postprocess/resize.js';
 import { UpsampleBlurSession } from '../postprocess/upsample-blur-graph.js';
@@ -517,7 +517,7 @@ export class Model {
         if (e instanceof PartscanError) return undefined; // e.g. a backbone graph that cannot be merged
         throw e;
       }
-      return bytes && ort.InferenceSession.create(bytes, ortSessionOptions(this.threads ?? defaultThreads()));
+      return bytes && createSession(bytes, this.threads ?? defaultThreads());
     })();
     return this.fusedScoringPromise;
   }

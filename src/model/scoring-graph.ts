@@ -13,16 +13,16 @@ import { channelSources } from '../embedding/embedding.js';
 import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
 import { upsampleBlurNodes, type GraphSink } from '../postprocess/upsample-blur-graph.js';
 import { gaussianKernel1d } from '../postprocess/blur.js';
-import { littleEndianBytes, makeNode, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../backbone/onnx-builder.js';
+import { littleEndianBytes, makeNode, modelProto, ONNX_IR_VERSION, ONNX_OPSET, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../onnx/graph.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
 
 const { onnx } = onnxProto;
 
 /** Default-domain opset of exported graphs (raised to the backbone's own opset when that is newer). */
-export const EXPORT_OPSET = 17;
+export const EXPORT_OPSET = ONNX_OPSET;
 
-/** Smallest IR version of exported graphs (IR 8 goes with opset 17). */
-export const EXPORT_IR_VERSION = 8;
+/** Smallest IR version of exported graphs. */
+export const EXPORT_IR_VERSION = ONNX_IR_VERSION;
 
 /** What the scoring graph is built from: a fitted model's parameters ({@link Model} is one). */
 export interface ScoringGraphModel {
@@ -400,9 +400,8 @@ export function padimModelProto(
   initializers: OnnxTypes.ITensorProto[],
   about: { name: string; graphDoc?: string; doc?: string; metadataProps?: OnnxTypes.IStringStringEntryProto[] },
 ): OnnxTypes.ModelProto {
-  return onnx.ModelProto.create({
+  return modelProto({
     irVersion: Math.max(EXPORT_IR_VERSION, Number(g.bbModel.irVersion ?? 0)),
-    producerName: 'partscan',
     producerVersion: PARTSCAN_VERSION,
     ...(about.doc ? { docString: about.doc } : {}),
     opsetImport: g.opsetImport,

@@ -5,26 +5,26 @@
  *
  * Both steps are linear and separable, so together they are one S×g matrix per axis:
  * map = K_y · grid · K_xᵀ with K = Blur·Upsample. Two small GEMMs (224×56×56 + 224×56×224 multiply-adds
- * per map) replace Resize + Pad + two 33-tap convolutions, which ORT runs through im2col (~6 ms per
- * 224-px map here, vs ~0.2 ms). The matrices are built by running the JavaScript reference
- * ({@link resizeBilinear}, {@link gaussianBlur}) on unit vectors, so the graph computes the very same
- * operator, periodic reflection of maps smaller than the kernel included.
+ * per map) replace Resize + Pad + two 33-tap convolutions, which ORT runs through im2col, far slower.
+ * The matrices are built by running the JavaScript reference ({@link resizeBilinear},
+ * {@link gaussianBlur}) on unit vectors, so the graph computes the very same operator, periodic
+ * reflection of maps smaller than the kernel included.
  */
-import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
+import type { onnx as OnnxTypes } from 'onnx-proto';
 import {
+  encodeKernelModel,
   floatInitializer,
   int64Initializer,
   makeNode,
   tensorValueInfo,
   OnnxDataType,
   type OnnxAttributeValue,
-} from '../backbone/onnx-builder.js';
+} from '../onnx/graph.js';
 import { gaussianBlur } from './blur.js';
 import { resizeBilinear } from './resize.js';
-import { ortSessionOptions } from '../util/ort-options.js';
+import { createSession } from '../onnx/session.js';
 
-const { onnx } = onnxProto;
 const { FLOAT } = OnnxDataType;
 
 /** Where {@link upsampleBlurNodes} puts what it builds. */
@@ -84,8 +84,8 @@ export class UpsampleBlurSession {
 
   /** Builds the graph for one grid and map size. */
   static async create(gridW: number, gridH: number, size: number, sigma: number, threads: number): Promise<UpsampleBlurSession> {
-    const nodes: onnxProto.onnx.INodeProto[] = [];
-    const initializer: onnxProto.onnx.ITensorProto[] = [];
+    const nodes: OnnxTypes.INodeProto[] = [];
+    const initializer: OnnxTypes.ITensorProto[] = [];
     let serial = 0;
     const sink: GraphSink = {
       float: (name, dims, data) => void initializer.push(floatInitializer(name, dims, data)),
@@ -100,21 +100,14 @@ export class UpsampleBlurSession {
     sink.node('Reshape', ['dist', 'grid.shape'], ['dist.grid']);
     upsampleBlurNodes(sink, 'dist.grid', 'map.grid', { gridW, gridH }, size, sigma, 'map');
     sink.node('Reshape', ['map.grid', 'flat.shape'], ['map']);
-    const bytes = onnx.ModelProto.encode(
-      onnx.ModelProto.create({
-        irVersion: 8,
-        producerName: 'partscan',
-        opsetImport: [{ domain: '', version: 17 }],
-        graph: {
-          name: 'upsample-blur',
-          node: nodes,
-          initializer,
-          input: [tensorValueInfo('d2', FLOAT, ['N', gridH * gridW])],
-          output: [tensorValueInfo('map', FLOAT, ['N', size * size])],
-        },
-      }),
-    ).finish();
-    const session = await ort.InferenceSession.create(bytes, ortSessionOptions(threads));
+    const bytes = encodeKernelModel({
+      name: 'upsample-blur',
+      node: nodes,
+      initializer,
+      input: [tensorValueInfo('d2', FLOAT, ['N', gridH * gridW])],
+      output: [tensorValueInfo('map', FLOAT, ['N', size * size])],
+    });
+    const session = await createSession(bytes, threads);
     return new UpsampleBlurSession(session, gridW, gridH, size);
   }
 

@@ -1,10 +1,6 @@
-import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
-import { int64Initializer, makeNode, OnnxDataType, tensorValueInfo } from '../backbone/onnx-builder.js';
-import os from 'node:os';
-import { ortSessionOptions } from '../util/ort-options.js';
-
-const { onnx } = onnxProto;
+import { encodeKernelModel, int64Initializer, makeNode, MS_DOMAIN, OnnxDataType, tensorValueInfo } from '../onnx/graph.js';
+import { createSession, defaultThreads } from '../onnx/session.js';
 
 /**
  * Small ONNX graphs that run the heavy per-position linear algebra in ONNX Runtime (MLAS GEMM kernels,
@@ -18,21 +14,7 @@ const { onnx } = onnxProto;
  *   LU inverse and the scatter matrices.
  */
 
-const { FLOAT } = OnnxDataType;
-const DOUBLE = 11;
-
-function modelBytes(graph: onnxProto.onnx.IGraphProto, contrib = false): Uint8Array {
-  const opsetImport = [{ domain: '', version: 17 }];
-  if (contrib) opsetImport.push({ domain: 'com.microsoft', version: 1 });
-  return onnx.ModelProto.encode(
-    onnx.ModelProto.create({ irVersion: 8, producerName: 'partscan', opsetImport, graph }),
-  ).finish();
-}
-
-/** Default intra-op thread count: all cores, capped (ORT's own default oversubscribes small boxes). */
-export function defaultThreads(): number {
-  return Math.max(1, Math.min(os.availableParallelism?.() ?? os.cpus().length, 8));
-}
+const { FLOAT, DOUBLE } = OnnxDataType;
 
 /** Flat indices i·d + j of the lower triangle (j ≤ i, row by row): full [d·d] → packed [T]. */
 function lowerTriangleIndices(d: number): number[] {
@@ -60,13 +42,12 @@ export class StatsKernels {
   static async create(dim: number, threads = defaultThreads()): Promise<StatsKernels> {
     // ORT's memory arena stays on: every call of a session has the same shapes (fixed position chunks),
     // so the arena hands the same blocks back and no call pays for fresh pages (first touches of fresh
-    // memory dominated these kernels: ~4 ms per MB on the reference VM). Outputs go into buffers this
-    // object reuses, for the same reason. The sessions (and with them the arena) are released after fit.
-    const opts = ortSessionOptions(threads);
+    // memory dominated these kernels). Outputs go into buffers this object reuses, for the same reason.
+    // The sessions (and with them the arena) are released after fit.
     const d = dim;
     const tri = (d * (d + 1)) / 2;
     const lower = int64Initializer('lower', [tri], lowerTriangleIndices(d));
-    const accumulate = modelBytes({
+    const accumulate = encodeKernelModel({
       name: 'accumulate',
       node: [
         makeNode('Concat', ['x', 'r'], ['xr'], 'concat', { axis: 1 }),
@@ -81,16 +62,16 @@ export class StatsKernels {
       output: [tensorValueInfo('m.next', FLOAT, ['P', tri])],
     });
     // (Unpacking, equilibration and packing stay in JavaScript: ORT's Gather with d² int64 indices was slower.)
-    const inverse = modelBytes(
+    const inverse = encodeKernelModel(
       {
         name: 'inverse',
-        node: [{ ...makeNode('Inverse', ['a'], ['b'], 'inverse'), domain: 'com.microsoft' }],
+        node: [{ ...makeNode('Inverse', ['a'], ['b'], 'inverse'), domain: MS_DOMAIN }],
         input: [tensorValueInfo('a', FLOAT, ['P', d, d])],
         output: [tensorValueInfo('b', FLOAT, ['P', d, d])],
       },
       true,
     );
-    const mahalanobis = modelBytes({
+    const mahalanobis = encodeKernelModel({
       name: 'mahalanobis',
       node: [
         makeNode('Sub', ['x', 'mean'], ['diff'], 'centre'),
@@ -103,9 +84,9 @@ export class StatsKernels {
       output: [tensorValueInfo('d2', FLOAT, ['P', 'N'])],
     });
     const [s, i, m] = await Promise.all([
-      ort.InferenceSession.create(accumulate, opts),
-      ort.InferenceSession.create(inverse, opts),
-      ort.InferenceSession.create(mahalanobis, opts),
+      createSession(accumulate, threads),
+      createSession(inverse, threads),
+      createSession(mahalanobis, threads),
     ]);
     return new StatsKernels(dim, threads, s, i, m);
   }
@@ -149,7 +130,7 @@ export class StatsKernels {
    */
   async lowRank(samples: Float32Array, positions: number, n: number, epsilon: number, slot: 0 | 1 = 0): Promise<LowRankResult> {
     const d = this.dim;
-    this.lowRankSession ??= ort.InferenceSession.create(lowRankGraph(d), ortSessionOptions(this.threads));
+    this.lowRankSession ??= createSession(lowRankGraph(d), this.threads);
     const session = await this.lowRankSession;
     const ridge = new Float64Array(n * n);
     for (let i = 0; i < n; i++) ridge[i * n + i] = (n - 1) * epsilon;
@@ -212,7 +193,7 @@ export interface LowRankResult {
  * LU inverse; all in float64: 2e-7, but the fit took 4 s longer).
  */
 function lowRankGraph(d: number): Uint8Array {
-  return modelBytes(
+  return encodeKernelModel(
     {
       name: 'lowRank',
       node: [
@@ -222,7 +203,7 @@ function lowRankGraph(d: number): Uint8Array {
         makeNode('Transpose', ['x'], ['xt'], 'transpose', { perm: [0, 2, 1] }),
         makeNode('MatMul', ['x', 'xt'], ['gram'], 'gram'),
         makeNode('Add', ['gram', 'ridge'], ['m'], 'ridge'),
-        { ...makeNode('Inverse', ['m'], ['m.inv'], 'inverse'), domain: 'com.microsoft' },
+        { ...makeNode('Inverse', ['m'], ['m.inv'], 'inverse'), domain: MS_DOMAIN },
         makeNode('MatMul', ['m.inv', 'x'], ['b'], 'solve'),
         makeNode('Cast', ['b'], ['b.f32'], 'cast.b', { to: FLOAT }),
         makeNode('Cast', ['xt'], ['xt.f32'], 'cast.xt', { to: FLOAT }),
