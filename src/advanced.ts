@@ -15,7 +15,7 @@ export { splitCalibration, trainingImages } from './model/fit.js';
 export { PARTSCAN_VERSION, DEFAULT_CHANNELS, DEFAULT_EPSILON, BLUR_SIGMA, stitchTiles } from './model/model.js';
 export { readModelFile, writeModelFile, MODEL_MAGIC, MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model/model-file.js';
 export type { ModelFileContents, SectionInfo, SectionData, SectionDtype } from './model/model-file.js';
-export { contaminationSuspects, leaveOneOutScores } from './model/contamination.js';
+export { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './model/contamination.js';
 export type { ContaminationSuspect } from './model/contamination.js';
 export type { MonitorReference } from './model/monitor-reference.js';
 
@@ -28,13 +28,14 @@ export * from './preprocess/index.js';
 export { preprocessTiles, tileLayout } from './preprocess/preprocess.js';
 export type { TileBox } from './preprocess/preprocess.js';
 export type { Backbone, BackboneIdentity } from './backbone/types.js';
-export { OrtBackbone } from './backbone/ort-backbone.js';
-export { SafeTensors } from './backbone/safetensors.js';
+export { OrtBackbone, type OrtBackboneOptions } from './backbone/ort-backbone.js';
+export { SafeTensors, type SafeTensorEntry } from './backbone/safetensors.js';
 export { buildResNetOnnx, resnetLayerInfo } from './backbone/resnet.js';
-export type { ResNetArch } from './backbone/resnet.js';
-export { listIntermediateTensors, exposeIntermediateOutputs, suggestFeatureLayers } from './backbone/onnx-surgery.js';
+export type { BuildResNetOptions, ResNetArch, ResNetLayerInfo, ResNetWeights, WeightLookup, WeightTensor } from './backbone/resnet.js';
+export { describeIntermediateTensors, listIntermediateTensors, exposeIntermediateOutputs, suggestFeatureLayers } from './backbone/onnx-surgery.js';
+export type { IntermediateTensorInfo, OnnxSurgeryOptions, SuggestedFeatureLayer } from './backbone/onnx-surgery.js';
 export { BACKBONES, DEFAULT_BACKBONE, resolveBackbone, loadBackbone, isWeightsCached } from '../models/registry.js';
-export type { ResolvedBackbone } from '../models/registry.js';
+export type { BackboneRegistryEntry, BundledRegistryEntry, ResNetRegistryEntry, ResolvedBackbone } from '../models/registry.js';
 export { selectChannels, gatherEmbedding, channelSources } from './embedding/embedding.js';
 export type { ChannelSource } from './embedding/embedding.js';
 export { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit, packedSize, type FittedGaussians } from './stats/gaussian-stats.js';
@@ -82,6 +83,7 @@ export type {
 
 // Metrics.
 export * from './metrics/index.js';
+export type { F1Cut } from './metrics/pr-sweep.js';
 
 // Run files: images, colormaps, results.json/csv (ImageResult and RunManifest are in the root entry).
 export * from './export/colormap.js';
@@ -99,7 +101,10 @@ export {
   type RunResultFiles,
 } from './export/results.js';
 // The pieces of scoreToRunDir, for callers that assemble their own run (examples/watch-folder.ts).
-export { buildManifest, exportScoredImage, uniqueStems } from './export/score-run.js';
+export { DEFAULT_EXPORT_MAX_SIDE, buildManifest, exportScoredImage, uniqueStems } from './export/score-run.js';
+export { DEFAULT_INLINE_BUDGET } from './report/html.js';
+export { EXTERNAL_DATA_AUTO_TENSOR_BYTES, EXTERNAL_DATA_AUTO_TOTAL_BYTES } from './export/onnx-export.js';
+export { DEMO_BACKBONE } from './demo.js';
 
 // Datasets.
 export { listImages, generateSyntheticParts } from '../datasets/index.js';
