@@ -128,6 +128,48 @@ describe('root entry (partscan)', () => {
   });
 });
 
+describe('root API documentation', () => {
+  it('every root function, and the main class methods, carry an @example', () => {
+    const entry = path.join(REPO, 'src', 'index.ts');
+    const program = ts.createProgram([entry], {
+      module: ts.ModuleKind.NodeNext,
+      moduleResolution: ts.ModuleResolutionKind.NodeNext,
+      target: ts.ScriptTarget.ES2022,
+      noEmit: true,
+      skipLibCheck: true,
+      types: [],
+    });
+    const checker = program.getTypeChecker();
+    const moduleSymbol = checker.getSymbolAtLocation(program.getSourceFile(entry)!)!;
+    const resolve = (s: ts.Symbol): ts.Symbol => (s.flags & ts.SymbolFlags.Alias ? checker.getAliasedSymbol(s) : s);
+    const hasExample = (decl: ts.Node): boolean => ts.getJSDocTags(decl).some((t) => t.tagName.text === 'example');
+    const missing: string[] = [];
+    const exports = new Map(checker.getExportsOfModule(moduleSymbol).map((s) => [s.name, resolve(s)]));
+    for (const [name, sym] of exports) {
+      if (!(sym.flags & ts.SymbolFlags.Function)) continue;
+      // An overloaded function: every signature a user sees (the implementation's comment is not shown).
+      const decls = (sym.declarations ?? []).filter(ts.isFunctionDeclaration);
+      const shown = decls.length > 1 ? decls.filter((d) => !d.body) : decls;
+      if (!shown.every(hasExample)) missing.push(name);
+    }
+    const methods: [string, string][] = [
+      ['Model', 'load'],
+      ['Model', 'score'],
+      ['Model', 'save'],
+      ['BatchingScorer', 'score'],
+      ['LineMonitor', 'push'],
+      ['LineMonitor', 'result'],
+    ];
+    for (const [cls, method] of methods) {
+      const member = exports.get(cls)?.members?.get(method as ts.__String) ?? exports.get(cls)?.exports?.get(method as ts.__String);
+      const decls = (member?.declarations ?? []).filter(ts.isMethodDeclaration);
+      const shown = decls.length > 1 ? decls.filter((d) => !d.body) : decls;
+      if (shown.length === 0 || !shown.every(hasExample)) missing.push(`${cls}.${method}`);
+    }
+    expect(missing).toEqual([]);
+  });
+});
+
 describe('advanced entry (partscan/advanced)', () => {
   it('repeats nothing from the root: each name has one entry', () => {
     const rootNames = new Set(ROOT_API);
