@@ -337,6 +337,11 @@ async function loadList(file: string): Promise<Dataset> {
  * images. Test samples are ordered by defect type, then file name; labels are 'good' or the folder name.
  * A defect image without a mask is allowed (pixel metrics skip it).
  * @throws PartscanError 'DATASET' for a missing root, an empty training folder, or a malformed list.
+ *
+ * @example
+ * const ds = await loadDataset('mvtec/bottle');
+ * const model = await fit(ds.train);
+ * const { metrics } = await evaluateModel(model, ds);
  */
 export async function loadDataset(root: string, opts: { format?: Dataset['format'] } = {}): Promise<Dataset> {
   const abs = path.resolve(root);

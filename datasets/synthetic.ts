@@ -189,7 +189,12 @@ const pad3 = (i: number) => String(i).padStart(3, '0');
 export async function generateSyntheticParts(
   outDir: string,
   opts: SyntheticOptions = {},
-): Promise<{ root: string; counts: Record<string, number> }> {
+): Promise<{
+  /** Absolute root of the dataset. */
+  root: string;
+  /** Images per folder ('train/good', 'test/good', 'test/scratch', ...). */
+  counts: Record<string, number>;
+}> {
   const o = resolveSyntheticOptions(opts);
   const root = path.resolve(outDir);
   const manifestPath = path.join(root, SYNTHETIC_MANIFEST);

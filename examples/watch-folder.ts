@@ -12,8 +12,9 @@
 import { promises as fs, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Model, PARTSCAN_VERSION, writeRunResults, type ImageResult } from '../src/index.js';
-import { buildManifest, exportScoredImage, uniqueStems, type ScoreRunFailure } from '../src/export/score-run.js';
+// The two public entries, as the package resolves them: 'partscan' and 'partscan/advanced'.
+import { Model, type ImageResult, type ScoreRunFailure } from '../src/index.js';
+import { PARTSCAN_VERSION, buildManifest, exportScoredImage, uniqueStems, writeRunResults } from '../src/advanced.js';
 
 /** Image extensions the watcher reacts to. */
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp']);

@@ -73,7 +73,9 @@ export interface ResNetRegistryEntry extends RegistryEntryBase {
 
 /** An ONNX graph shipped in the package's models/ folder: no download, verified by sha256 on every load. */
 export interface BundledRegistryEntry extends RegistryEntryBase {
+  /** None: the graph is not built from an architecture. */
   arch?: undefined;
+  /** Shipped in the package. */
   kind: 'bundled';
   fileName: string;
   sha256: string;

@@ -63,6 +63,10 @@ const RANDOM_BACKBONE_LAYERS = ['layer1', 'layer2'];
  * fits with the bundled ImageNet MobileNetV2 (or `opts.backbone`: 'resnet50-random' uses layers 1–2
  * only — random features still localise the synthetic defects, but are no substitute for real weights),
  * evaluates on the test split, writes the scored run to `<dir>/run` and its report to `<dir>/run/report.html`.
+ *
+ * @example
+ * const demo = await runDemo({ dir: 'partscan-demo', onStep: (m) => console.log(m) });
+ * console.log(demo.metrics.image_auroc, demo.reportPath);
  */
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   const t0 = performance.now();

@@ -31,6 +31,7 @@ export type PartscanErrorCode =
   | 'QUEUE' // job queue: Redis unreachable, malformed job, job failed on a worker
   | 'THRESHOLD';
 
+/** Optional details of a {@link PartscanError}, given to its constructor. */
 export interface PartscanErrorInit {
   /** The file (or directory) the problem is about, when there is one. */
   file?: string;
@@ -71,7 +72,17 @@ export interface PartscanWarning {
   file?: string;
 }
 
-/** True when `e` is a {@link PartscanError}, optionally with the given code. */
+/**
+ * True when `e` is a {@link PartscanError}, optionally with the given code.
+ *
+ * @example
+ * try {
+ *   await model.score('part.png');
+ * } catch (e) {
+ *   if (isPartscanError(e, 'IMAGE_DECODE')) console.warn(e.message, e.remedy);
+ *   else throw e;
+ * }
+ */
 export function isPartscanError(e: unknown, code?: PartscanErrorCode): e is PartscanError {
   return e instanceof PartscanError && (code === undefined || e.code === code);
 }

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { CONTAMINATION_Z, contaminationSuspects, logRobustZ, scoreOutliers } from '../src/index.js';
+import { CONTAMINATION_Z, contaminationSuspects, logRobustZ, scoreOutliers } from '../src/advanced.js';
 import { robustZ } from '../src/guards/robust-stats.js';
 
 /** Seeded log-normal sample: exp(mu + sigma·N(0,1)), Box–Muller on a mulberry32 stream. */

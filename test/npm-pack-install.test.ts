@@ -89,6 +89,14 @@ describe('npm pack → offline install in a clean project → partscan demo', ()
     expect(existsSync(bin)).toBe(true);
     expect(existsSync(path.join(app, 'node_modules', 'partscan', 'models', 'mobilenetv2-12-int8.onnx'))).toBe(true);
 
+    // The two public entries resolve from the installed package: the curated root and the building blocks.
+    const entries = await run(
+      process.execPath,
+      ['--input-type=module', '-e', "const r = await import('partscan'); const a = await import('partscan/advanced'); console.log(typeof r.fit, typeof a.reflectIndex, 'reflectIndex' in r)"],
+      { cwd: app, timeout: 60_000, env: userEnv({}) },
+    );
+    expect(entries.stdout.trim()).toBe('function function false');
+
     // 4. The demo from the installed package: empty weights cache, nothing to download.
     const demo = await run(bin, ['demo', '--json', '--dir', path.join(tmp, 'demo'), '--cache-dir', path.join(tmp, 'empty-cache')], {
       cwd: app,

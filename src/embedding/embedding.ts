@@ -48,9 +48,13 @@ export function gatherEmbedding(
   /** Where to write (P·N·d floats, e.g. a pooled buffer); a new array when omitted. */
   into?: Float32Array,
 ): {
+  /** The embedding, position-major [P, N, d]. */
   data: Float32Array;
+  /** Grid height (of the first layer). */
   gridH: number;
+  /** Grid width (of the first layer). */
   gridW: number;
+  /** Images in the batch (N). */
   batch: number;
 } {
   const first = maps[0];

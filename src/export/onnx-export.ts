@@ -115,6 +115,10 @@ function preprocessRecipe(model: Model): Record<string, unknown> {
  * data file); keep both files together.
  * @throws PartscanError 'OPTIONS' for tiled models (stitching happens outside the graph) or maps too
  *   small for the blur; 'ONNX_FORMAT' for backbones that cannot be merged; 'OUTPUT' when writing fails.
+ *
+ * @example
+ * const model = await Model.load('bottle.partscan');
+ * const { file, bytes } = await exportModelOnnx(model, 'bottle.onnx');
  */
 export async function exportModelOnnx(model: Model, outFile: string, opts: ExportOnnxOptions = {}): Promise<ExportOnnxResult> {
   const header = model.header;

@@ -99,6 +99,12 @@ const IMAGE_ERROR_CODES = new Set(['IMAGE_DECODE', 'IMAGE_UNSUPPORTED', 'IMAGE_T
  *   every verdict is 'UNCERTAIN' (no decision is possible), normalised scores are min–max over this
  *   run, each heatmap is min–max normalised per image, masks are empty, and the manifest records
  *   placeholder 'manual' thresholds at the middle of the run's range with `uncalibrated: true`.
+ *
+ * @example
+ * const model = await Model.load('bottle.partscan');
+ * const manifest = await scoreToRunDir(model, ['part-001.png', 'part-002.png'], 'runs/0042');
+ * console.log(manifest.results.map((r) => r.verdict), manifest.failures);
+ * await writeReport('runs/0042');
  */
 export async function scoreToRunDir(
   model: Model,
@@ -149,6 +155,10 @@ export async function scoreToRunDir(
  * An entry may also be an {@link ImageResult} whose files were already exported into `outDir` by
  * {@link exportScoredImage} elsewhere (queue workers): it is taken as it is. `failures` lists inputs
  * that failed before reaching this writer.
+ *
+ * @example
+ * const { items } = await evaluateModel(model, 'mvtec/bottle');
+ * await writeScoredRun(model, items.map((i) => i.result), 'runs/eval');
  */
 export async function writeScoredRun(
   model: Model,

@@ -58,7 +58,12 @@ export const CONTAMINATION_GAP = 1.5;
  * on the log scale. Clean log-normal samples: ≈0.01 flags per 200 images, ≈0.05 per 25 (simulated).
  * Only high scores count: a low score never looks like a defect.
  */
-export function scoreOutliers(scores: readonly number[]): { z: number[]; outlier: boolean[] } {
+export function scoreOutliers(scores: readonly number[]): {
+  /** Robust z of each score on the log scale ({@link logRobustZ}). */
+  z: number[];
+  /** Whether each score is an outlier by the rule above. */
+  outlier: boolean[];
+} {
   const z = logRobustZ(scores);
   const desc = [...z].sort((a, b) => b - a);
   let cut = Infinity; // scores with z ≥ cut are outliers

@@ -91,7 +91,15 @@ export function hasPixelTruth(mask: Uint8Array | undefined, anomalous: ArrayLike
  * Splits scores by binary label into two ascending-sorted arrays (positives, negatives), checking for
  * NaN scores on the way: the shared first step of AUROC and F1-max.
  */
-export function sortedByLabel(scores: ArrayLike<number>, binary: Uint8Array): { pos: Float64Array; neg: Float64Array } {
+export function sortedByLabel(
+  scores: ArrayLike<number>,
+  binary: Uint8Array,
+): {
+  /** Scores labelled 1, ascending. */
+  pos: Float64Array;
+  /** Scores labelled 0, ascending. */
+  neg: Float64Array;
+} {
   const n = binary.length;
   let positives = 0;
   for (let i = 0; i < n; i++) {

@@ -19,8 +19,11 @@ export interface VerdictItem {
 
 /** How many parts of one class got each verdict. */
 export interface VerdictCounts {
+  /** Parts judged OK. */
   OK: number;
+  /** Parts judged NG. */
   NG: number;
+  /** Parts judged UNCERTAIN (left to a person). */
   UNCERTAIN: number;
 }
 
@@ -36,7 +39,12 @@ export interface VerdictSetQuality {
   /** Parts judged UNCERTAIN / all parts of the set. */
   uncertain_share: number;
   /** Verdict counts of the good parts and of the defective parts (the confusion counts). */
-  confusion: { good: VerdictCounts; defect: VerdictCounts };
+  confusion: {
+    /** Verdicts of the good parts. */
+    good: VerdictCounts;
+    /** Verdicts of the defective parts. */
+    defect: VerdictCounts;
+  };
   /** Number of good images in the set. */
   n_good: number;
   /** Number of defective images in the set. */

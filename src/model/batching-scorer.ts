@@ -36,6 +36,7 @@ export class BatchingScorer {
   batches = 0;
 
   constructor(
+    /** The model every request is scored with. */
     readonly model: Model,
     opts: BatchingScorerOptions = {},
   ) {
@@ -44,7 +45,14 @@ export class BatchingScorer {
     this.maxBatch = max;
   }
 
-  /** Scores one image; resolves with the same result as `model.score(input, opts)`. */
+  /**
+   * Scores one image; resolves with the same result as `model.score(input, opts)`.
+   *
+   * @example
+   * const scorer = new BatchingScorer(model, { maxBatch: 8 });
+   * // Concurrent requests (e.g. from an HTTP handler) share backbone batches.
+   * const [a, b] = await Promise.all([scorer.score(bytesA), scorer.score(bytesB)]);
+   */
   score(input: ScoreInput, opts: ScoreOptions = {}): Promise<ScoreResult> {
     const { batchSize: _ignored, ...post } = opts;
     return new Promise<ScoreResult>((resolve, reject) => {

@@ -9,8 +9,11 @@ import type { Model } from './model.js';
 
 /** A training image that scores like an outlier leave-one-out. */
 export interface ContaminationSuspect {
+  /** The training image. */
   file: string;
+  /** Its leave-one-out anomaly score. */
   score: number;
+  /** Robust z of that score, on the log scale, among the training images. */
   z: number;
 }
 

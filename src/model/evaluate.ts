@@ -12,9 +12,17 @@ export interface Evaluation {
    * The metrics (stable snake_case keys: the `eval --json` contract), with the verdict quality at the
    * model's shipped threshold (`null` for a model without thresholds).
    */
-  metrics: RunMetrics & { verdicts: VerdictQuality | null };
+  metrics: RunMetrics & {
+    /** Escape and false-reject rates of the model's own verdicts; null without thresholds. */
+    verdicts: VerdictQuality | null;
+  };
   /** Per test image: sample and score result. */
-  items: { sample: Sample; result: ScoreResult }[];
+  items: {
+    /** The test sample (file, label, mask). */
+    sample: Sample;
+    /** Its score result. */
+    result: ScoreResult;
+  }[];
   /** Wall time in seconds. */
   seconds: number;
   /** Of which scoring the images and loading the masks. */
@@ -27,6 +35,11 @@ export interface Evaluation {
  * Scores a dataset's test split and computes image AUROC, pixel AUROC, AUPRO and F1-max (overall and
  * per defect type), and the quality of the model's own verdicts (escape and false-reject rates).
  * Ground-truth masks are resized (nearest) to the model's map size.
+ *
+ * @example
+ * const model = await Model.load('bottle.partscan');
+ * const { metrics } = await evaluateModel(model, 'mvtec/bottle'); // an MVTec-style folder or a Dataset
+ * console.log(metrics.image_auroc, metrics.pixel_auroc, metrics.verdicts?.escape_rate);
  */
 export async function evaluateModel(
   model: Model,

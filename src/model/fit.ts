@@ -51,7 +51,16 @@ export async function trainingImages(source: ImageSource): Promise<string[]> {
 }
 
 /** Deterministic hold-out: every image gets a seeded random rank; the lowest `share` go to calibration. */
-export function splitCalibration(files: string[], share: number, seed: number): { fitFiles: string[]; calibrationFiles: string[] } {
+export function splitCalibration(
+  files: string[],
+  share: number,
+  seed: number,
+): {
+  /** Images to fit on, in input order. */
+  fitFiles: string[];
+  /** Images held out for calibration, in input order. */
+  calibrationFiles: string[];
+} {
   if (!(share >= 0 && share < 1)) {
     throw new PartscanError('OPTIONS', `calibrationSplit must be in [0, 1), got ${share}.`, { remedy: 'use e.g. 0.1' });
   }
@@ -78,6 +87,11 @@ async function fitBackbone(opts: FitOptions): Promise<Backbone> {
  * so memory never exceeds the packed scatter matrices, whatever the number of images.
  * A held-out share of the good images (or `calibration`) calibrates the thresholds; labelled
  * `defects` switch the thresholds to F1-adaptive.
+ *
+ * @example
+ * const model = await fit('bottle/train/good', { channels: 100, imageSize: 224 });
+ * await model.save('bottle.partscan');
+ * await model.dispose();
  */
 export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<Model> {
   const warnings: PartscanWarning[] = [];

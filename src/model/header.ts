@@ -29,16 +29,36 @@ export interface ModelHeader {
   /** partscan version that wrote the file. */
   partscanVersion: string;
   /** Backbone identity; `embedded` tells whether its ONNX graph is inside the file. */
-  backbone: BackboneIdentity & { embedded: boolean; inputName: string };
+  backbone: BackboneIdentity & {
+    /** Whether the backbone's ONNX graph is stored in the file (section 'backbone'). */
+    embedded: boolean;
+    /** Name of the backbone graph's image input. */
+    inputName: string;
+  };
   /** Preprocessing recipe, identical at fit and score time. */
   preprocess: PreprocessOptions;
   /** Embedding: channel choice and grid. */
-  embedding: { channels: number; seed: number; totalChannels: number; gridH: number; gridW: number };
+  embedding: {
+    /** Embedding size d: the channels kept, drawn at random from the feature layers' channels. */
+    channels: number;
+    /** Seed of that random channel choice. */
+    seed: number;
+    /** Channels of the concatenated feature layers the choice was drawn from. */
+    totalChannels: number;
+    /** Feature grid height (positions per column). */
+    gridH: number;
+    /** Feature grid width (positions per row). */
+    gridW: number;
+  };
   /** Gaussian statistics. */
   gaussian: {
+    /** Images the statistics were fitted on. */
     images: number;
+    /** Covariance regulariser: ε·I is added to every position's covariance. */
     epsilon: number;
+    /** Inverse covariances are stored as packed float32 lower triangles. */
     storage: 'float32-packed';
+    /** Whether the file keeps what `fit --resume` needs to add images. */
     resumable: boolean;
     /**
      * What a resumable file keeps for `fit --resume` (format 1.1; absent in 1.0 files, which keep
@@ -48,15 +68,35 @@ export interface ModelHeader {
     resumeState?: 'scatter' | 'samples';
   };
   /** Post-processing recipe. */
-  postprocess: { blurSigma: number; upsample: 'bilinear' };
+  postprocess: {
+    /** Standard deviation (map pixels) of the Gaussian blur over the upsampled map. */
+    blurSigma: number;
+    /** How the grid map is upsampled to the input size. */
+    upsample: 'bilinear';
+  };
   /** Decision thresholds and normalisation (absent until calibrated). */
   thresholds?: Thresholds;
   /** Region of interest, when one was fitted in (section 'roi', size×size, 1 = inspect). */
-  roi?: { width: number; height: number };
+  roi?: {
+    /** ROI mask width in pixels. */
+    width: number;
+    /** ROI mask height in pixels. */
+    height: number;
+  };
   /** Fit details. */
-  fit: { calibrationImages: number; calibrationWarnings: string[] };
+  fit: {
+    /** Images the thresholds were calibrated on. */
+    calibrationImages: number;
+    /** What the calibration warned about (few images, no defects, ...). */
+    calibrationWarnings: string[];
+  };
   /** Tiling (native-resolution tiles), when the model was fitted with it. */
-  tiling?: { tile: number; overlap: number };
+  tiling?: {
+    /** Tile side in pixels, at native resolution. */
+    tile: number;
+    /** Overlap between neighbouring tiles in pixels. */
+    overlap: number;
+  };
   /** Drift model of global image statistics of the fitted images (absent for tiled models). */
   drift?: DriftModel;
   /** Line monitoring's calibration reference (format 1.2; absent in older files and uncalibrated models). */

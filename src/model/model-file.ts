@@ -130,9 +130,17 @@ export async function writeModelFile(
 /** A model file read back: header and sections. */
 export interface ModelFileContents {
   /** Parsed header JSON (with its `sections` table). */
-  header: Record<string, unknown> & { sections: SectionInfo[] };
+  header: Record<string, unknown> & {
+    /** Where each binary section lies in the file. */
+    sections: SectionInfo[];
+  };
   /** Format version found in the file. */
-  version: { major: number; minor: number };
+  version: {
+    /** Major version: readers refuse other majors. */
+    major: number;
+    /** Minor version: additions a reader of the same major may ignore. */
+    minor: number;
+  };
   /** Sections by name, as typed arrays. */
   sections: Map<string, SectionData>;
 }

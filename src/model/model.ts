@@ -80,7 +80,12 @@ export interface FitOptions {
   /** Good-only threshold rule (default max(mean + 3σ, max)). */
   thresholdRule?: GoodOnlyRule;
   /** Manual raw thresholds (win over calibration). */
-  manualThresholds?: { image?: number; pixel?: number };
+  manualThresholds?: {
+    /** Raw image-score threshold. */
+    image?: number;
+    /** Raw pixel-score threshold. */
+    pixel?: number;
+  };
   /** Uncertainty band for verdicts in normalised units (default none: binary). */
   band?: VerdictBand;
   /** Covariance regulariser ε (default 0.01). */
@@ -96,7 +101,12 @@ export interface FitOptions {
    * tile is one training sample of the same per-position model (and is resized to `imageSize`, which
    * defaults to the tile size).
    */
-  tile?: { size: number; overlap: number };
+  tile?: {
+    /** Tile side in pixels. */
+    size: number;
+    /** Overlap between neighbouring tiles in pixels. */
+    overlap: number;
+  };
   /**
    * Region of interest: a PNG the size of the training images, white = inspect, black = don't care.
    * It is fitted into the model (at model resolution); ignored pixels never count in masks and regions.
@@ -133,7 +143,14 @@ export interface FitReport {
   /** Near-duplicate pairs (kept). */
   nearDuplicates: TrainingSetReport['nearDuplicates'];
   /** Likely contaminated training images: in-sample score and robust z, highest first. */
-  suspects: { file: string; score: number; z: number }[];
+  suspects: {
+    /** The training image. */
+    file: string;
+    /** Its in-sample (leave-one-out) anomaly score. */
+    score: number;
+    /** Robust z of that score, on the log scale, among the training images. */
+    z: number;
+  }[];
 }
 
 /** Per-image scoring result. */
@@ -167,7 +184,16 @@ export interface ScoreResult {
    * means the image lies far outside what the model was fitted on, so its score may not be meaningful
    * even when it shows no local defect.
    */
-  drift?: { flag: boolean; score: number; reasons: string[]; /** Per-feature robust z, in the drift model's feature order. */ z?: number[] };
+  drift?: {
+    /** `score` is above the drift model's limit. */
+    flag: boolean;
+    /** Max |robust z| over the global image features. */
+    score: number;
+    /** One line per feature beyond the limit, largest first (e.g. 'brightness +35% vs training'). */
+    reasons: string[];
+    /** Per-feature robust z, in the drift model's feature order. */
+    z?: number[];
+  };
   /** Non-fatal findings about this input. */
   warnings: PartscanWarning[];
 }
@@ -299,6 +325,11 @@ export class Model {
    * The statistics kept for `fit --resume` (scatter matrices or samples: 1.4–1.9 GB at d=550) are not
    * read unless `resumeStatistics` is true: scoring does not need them. {@link Model.resumeStatistics}
    * reads them later, and {@link Model.save} does so by itself.
+   *
+   * @example
+   * const model = await Model.load('bottle.partscan');
+   * const r = await model.score('part.png');
+   * await model.dispose();
    */
   static async load(
     file: string,
@@ -355,7 +386,12 @@ export class Model {
    * The statistics for resuming a fit (`m2` or `samples`), read from the model file on first call
    * when {@link Model.load} left them there; empty for compact models.
    */
-  async resumeStatistics(): Promise<{ m2?: Float32Array; samples?: Float32Array }> {
+  async resumeStatistics(): Promise<{
+    /** Per-position centred scatter matrices (packed), for fits that stream their statistics. */
+    m2?: Float32Array;
+    /** The fitted embeddings themselves, for fits with at most d/2 samples. */
+    samples?: Float32Array;
+  }> {
     const { file, sha256 } = this.resume;
     if (file) {
       const contents = await readModelFile(file, { sections: (name) => RESUME_SECTIONS.includes(name) });
@@ -378,6 +414,10 @@ export class Model {
    * @param opts.embedBackbone put the backbone ONNX graph inside (default true: the file is self-contained).
    * @param opts.resumable keep the statistics (scatter matrices or samples) so `fit --resume` can add
    *   images (default true).
+   *
+   * @example
+   * const model = await fit('bottle/train/good');
+   * await model.save('bottle.partscan', { resumable: false }); // smaller; cannot be resumed
    */
   async save(file: string, opts: { embedBackbone?: boolean; resumable?: boolean } = {}): Promise<void> {
     const embed = opts.embedBackbone ?? true;
@@ -566,9 +606,20 @@ export class Model {
     return out;
   }
 
-  /** Scores one image. */
+  /**
+   * Scores one image.
+   *
+   * @example
+   * const r = await model.score('part.png');
+   * if (r.verdict === 'NG') console.log(r.normalizedScore, r.regions);
+   */
   async score(input: ScoreInput, opts?: ScoreOptions): Promise<ScoreResult>;
-  /** Scores several images (batched through the backbone). */
+  /**
+   * Scores several images (batched through the backbone).
+   *
+   * @example
+   * const results = await model.score(['a.png', 'b.png', 'c.png'], { batchSize: 8 });
+   */
   async score(input: ScoreInput[], opts?: ScoreOptions): Promise<ScoreResult[]>;
   async score(input: ScoreInput | ScoreInput[], opts: ScoreOptions = {}): Promise<ScoreResult | ScoreResult[]> {
     if (Array.isArray(input)) return this.scoreMany(input, opts);

@@ -22,7 +22,12 @@ export interface MonitorReference {
    */
   scores: number[];
   /** How many of `scores` come from the calibration images and from leave-one-out training scores. */
-  sources: { calibration: number; leaveOneOut: number };
+  sources: {
+    /** Scores of calibration images. */
+    calibration: number;
+    /** Leave-one-out scores of training images. */
+    leaveOneOut: number;
+  };
   /**
    * Per drift feature (the drift model's order): the robust standard deviation (1.4826·MAD) of the
    * training images' drift z. 1 where the MAD set the drift model's scale, below 1 where its floor did,

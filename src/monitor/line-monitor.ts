@@ -94,7 +94,14 @@ export interface RunMonitor {
   /** Images monitored. */
   images: number;
   /** NG share of the run and of the last window, and the share the reference predicts (null without thresholds or reference). */
-  ngRate: { run: number; window: number; expected: number | null };
+  ngRate: {
+    /** NG share of all images monitored. */
+    run: number;
+    /** NG share of the last window of images. */
+    window: number;
+    /** NG share the calibration reference predicts; null without thresholds or reference. */
+    expected: number | null;
+  };
   /** Whether the model had a calibration reference (format ≥ 1.2); without it only the drift charts run. */
   reference: boolean;
   /** Notes on what could not be monitored. */
@@ -186,7 +193,13 @@ export class LineMonitor {
     this.driftCharts = this.charted.map(({ j }) => ({ name: this.drift!.features[j]!, ewma: 0, alarmed: false }));
   }
 
-  /** Feeds the next image (production order). `index` is its input position (default: a running count). */
+  /**
+   * Feeds the next image (production order). `index` is its input position (default: a running count).
+   *
+   * @example
+   * const monitor = new LineMonitor(model);
+   * for (const file of files) monitor.push(await model.score(file));
+   */
   push(r: MonitorInput, index: number = this.count): void {
     if (!Number.isFinite(r.imageScore)) return;
     this.count++;
@@ -290,7 +303,13 @@ export class LineMonitor {
     return this.firstAlarmAt !== null;
   }
 
-  /** The run-level result so far (a snapshot: later pushes do not change it). */
+  /**
+   * The run-level result so far (a snapshot: later pushes do not change it).
+   *
+   * @example
+   * const { alarm, firstAlarmAt, reasons, ngRate } = monitor.result();
+   * if (alarm) console.warn(`line drifted at image ${firstAlarmAt}: ${reasons.join('; ')}`);
+   */
   result(): RunMonitor {
     const wNg = this.windowNg.filter(Boolean).length;
     return {

@@ -46,11 +46,13 @@ const byteValue = z
 /** Zod schema of {@link PreprocessOptions}; strict, so a misspelt key is reported instead of silently ignored. */
 export const preprocessOptionsSchema = z
   .strictObject({
+    /** Side of the square network input, in pixels. */
     imageSize: z
       .number({ error: 'imageSize must be a number' })
       .int('imageSize must be an integer')
       .min(MIN_IMAGE_SIZE, `imageSize must be at least ${MIN_IMAGE_SIZE}`)
       .max(MAX_IMAGE_SIZE, `imageSize must be at most ${MAX_IMAGE_SIZE}`),
+    /** Centre crop after the resize, in pixels (at most imageSize). */
     cropSize: z
       .number({ error: 'cropSize must be a number' })
       .int('cropSize must be an integer')
@@ -58,14 +60,19 @@ export const preprocessOptionsSchema = z
       .optional(),
     // On 0..1 pixel values. A mean far outside, or a std near 0, turns every image into overflowing
     // activations (non-finite scores): refused here, for options and model files alike.
+    /** Per-channel mean, RGB order, on 0..1 values. */
     mean: rgbTuple('mean').refine((m) => m.every((v) => v >= -10 && v <= 10), 'mean values must lie in [-10, 10]'),
+    /** Per-channel std, RGB order, on 0..1 values. */
     std: rgbTuple('std').refine((s) => s.every((v) => v >= 1e-3 && v <= 100), 'std values must lie in [0.001, 100] (and be > 0)'),
+    /** Background that alpha is flattened onto, 0..255 RGB. */
     background: z.tuple([byteValue, byteValue, byteValue], {
       error: 'background must be an array of three integers 0..255 (R, G, B)',
     }),
+    /** Resize kernel (sharp's names). */
     kernel: z.enum(['nearest', 'linear', 'cubic', 'lanczos3'], {
       error: "kernel must be one of 'nearest', 'linear', 'cubic', 'lanczos3'",
     }),
+    /** Decoded pixel cap (width·height); larger images are refused as possible decompression bombs. */
     maxPixels: z
       .number({ error: 'maxPixels must be a number' })
       .int('maxPixels must be an integer')

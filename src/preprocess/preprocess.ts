@@ -150,7 +150,14 @@ export async function preprocessImage(source: string | Buffer, opts: PreprocessO
 export async function preprocessBatch(
   sources: (string | Buffer)[],
   opts: PreprocessOptions,
-): Promise<{ tensor: Float32Array; size: number; images: PreprocessedImage[] }> {
+): Promise<{
+  /** The batch, NCHW [N, 3, size, size]. */
+  tensor: Float32Array;
+  /** Side of each image in the batch, in pixels. */
+  size: number;
+  /** Each image, its `tensor` a view into the batch. */
+  images: PreprocessedImage[];
+}> {
   const o = validatePreprocessOptions(opts);
   const size = o.cropSize ?? o.imageSize;
   const per = 3 * size * size;
@@ -176,7 +183,14 @@ export async function preprocessBatch(
 export async function loadRgb(
   source: string | Buffer,
   opts: { maxSide?: number; background?: [number, number, number]; maxPixels?: number } = {},
-): Promise<{ data: Uint8Array; width: number; height: number }> {
+): Promise<{
+  /** Interleaved 8-bit RGB, row-major. */
+  data: Uint8Array;
+  /** Width in pixels. */
+  width: number;
+  /** Height in pixels. */
+  height: number;
+}> {
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
   if (opts.maxSide !== undefined && !(Number.isInteger(opts.maxSide) && opts.maxSide > 0)) {
     throw new PartscanError('OPTIONS', `loadRgb: maxSide must be a positive integer, got ${opts.maxSide}.`, {
@@ -285,7 +299,16 @@ export async function preprocessTiles(
   opts: PreprocessOptions,
   tile: number,
   overlap: number,
-): Promise<{ tensor: Float32Array; size: number; boxes: TileBox[]; info: PreprocessedImage['info'] }> {
+): Promise<{
+  /** The tiles, NCHW [T, 3, size, size]. */
+  tensor: Float32Array;
+  /** Side of each tile in the tensor, in pixels. */
+  size: number;
+  /** Where each tile lies in the image, in tensor order. */
+  boxes: TileBox[];
+  /** The decoded image's size and format. */
+  info: PreprocessedImage['info'];
+}> {
   const o = validatePreprocessOptions(opts);
   const bytes = await readImageBytes(source);
   const info = await probeImage(bytes, o.maxPixels);

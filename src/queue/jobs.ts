@@ -86,21 +86,50 @@ export const fitJobSchema = z.strictObject({
   data: z.union([absPath, z.array(absPath).min(1).max(10_000_000)]),
   /** Model file to write (atomically). */
   out: absPath,
+  /** The fit options a worker accepts (the rest of FitOptions are not serialisable or not for workers). */
   options: z
     .strictObject({
+      /** Registry backbone name, or an absolute path to an ONNX backbone file. */
       backbone: z.string().min(1).max(4096).optional(),
+      /** Feature layers of the backbone. */
       layers: z.array(z.string().min(1).max(200)).min(1).max(8).optional(),
+      /** Backbone weights (.safetensors) on shared storage. */
       weights: absPath.optional(),
+      /** Embedding size d (FitOptions.channels). */
       channels: z.int().min(1).max(4096).optional(),
+      /** Network input side in pixels (FitOptions.imageSize). */
       imageSize: z.int().min(32).max(4096).optional(),
+      /** Seed of the random channel choice and the calibration split. */
       seed: z.int().min(0).max(2 ** 31).optional(),
+      /** Share of the good images held out for calibration (FitOptions.calibrationSplit). */
       calibrationSplit: z.number().min(0).lt(1).optional(),
+      /** Calibration images (folder or list file) instead of a held-out share. */
       calibration: absPath.optional(),
+      /** Images per backbone batch. */
       batchSize: z.int().min(1).max(1024).optional(),
+      /** Region-of-interest mask image. */
       roi: absPath.optional(),
-      band: z.strictObject({ low: z.number().min(0).max(1), high: z.number().min(0).max(1) }).optional(),
-      tile: z.strictObject({ size: z.int().min(16).max(16384), overlap: z.int().min(0).max(16384) }).optional(),
+      /** Uncertainty band for verdicts, in normalised units (FitOptions.band). */
+      band: z
+        .strictObject({
+          /** Normalised scores below are OK. */
+          low: z.number().min(0).max(1),
+          /** Normalised scores above are NG; between the two, UNCERTAIN. */
+          high: z.number().min(0).max(1),
+        })
+        .optional(),
+      /** Native-resolution tiling (FitOptions.tile). */
+      tile: z
+        .strictObject({
+          /** Tile side in pixels. */
+          size: z.int().min(16).max(16384),
+          /** Overlap between neighbouring tiles in pixels. */
+          overlap: z.int().min(0).max(16384),
+        })
+        .optional(),
+      /** Put the backbone graph in the model file (default true). */
       embedBackbone: z.boolean().optional(),
+      /** Leave out the statistics `fit --resume` needs (smaller file). */
       compact: z.boolean().optional(),
     })
     .default({}),

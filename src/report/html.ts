@@ -354,6 +354,10 @@ function relativeUrl(fromDir: string, abs: string): string {
  * returns its path. Images listed in each result's `outputs` are inlined as data: URIs while their
  * files total at most `inlineBudgetBytes`, else linked relatively; a missing file, a path leaving the
  * run folder or a format browsers cannot show is displayed as a placeholder saying so.
+ *
+ * @example
+ * await scoreToRunDir(model, files, 'runs/0042');
+ * const html = await writeReport('runs/0042', { title: 'Line 3, night shift' });
  */
 export async function writeReport(runDir: string, opts: ReportOptions = {}): Promise<string> {
   const manifest = await readRunManifest(runDir);

@@ -24,7 +24,9 @@ export class GaussianAccumulator {
 
   /** Starts empty statistics, or continues from saved ones. */
   constructor(
+    /** Grid positions P, each with its own Gaussian. */
     readonly positions: number,
+    /** Embedding size d. */
     readonly dim: number,
     saved?: { count: number; mean: Float64Array; m2: Float32Array },
   ) {

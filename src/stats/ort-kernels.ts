@@ -31,6 +31,7 @@ export class StatsKernels {
   private lowRankSession: Promise<ort.InferenceSession> | undefined;
 
   private constructor(
+    /** Embedding size d the kernels were built for. */
     readonly dim: number,
     private readonly threads: number,
     private readonly accumulateSession: ort.InferenceSession,

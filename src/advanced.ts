@@ -1,0 +1,122 @@
+/**
+ * `partscan/advanced` — the building blocks under the root API, for callers who compose their own
+ * pipeline: preprocessing, backbones and ONNX surgery, embeddings and Gaussian statistics,
+ * post-processing and thresholds, metrics, training-set and drift guards, run-file writers, the
+ * model file format and queue job types.
+ *
+ * Everything here was public before the root entry was curated; nothing is repeated from the root
+ * (`partscan`), so each name has one entry. test/public-api.test.ts checks that the two stay disjoint.
+ *
+ * @packageDocumentation
+ */
+
+// Fit and model internals: calibration split, tiling, contamination, model-file format.
+export { splitCalibration, trainingImages } from './model/fit.js';
+export { PARTSCAN_VERSION, DEFAULT_CHANNELS, DEFAULT_EPSILON, BLUR_SIGMA, stitchTiles } from './model/model.js';
+export { readModelFile, writeModelFile, MODEL_MAGIC, MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model/model-file.js';
+export type { ModelFileContents, SectionInfo, SectionData, SectionDtype } from './model/model-file.js';
+export { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './model/contamination.js';
+export type { ContaminationSuspect } from './model/contamination.js';
+export type { MonitorReference } from './model/monitor-reference.js';
+
+// Errors and shared types.
+export type { PartscanErrorInit } from './errors.js';
+export type { ImageInfo, PreprocessOptions, PreprocessedImage, Tensor4D } from './types.js';
+
+// Stages.
+export * from './preprocess/index.js';
+export { preprocessTiles, tileLayout } from './preprocess/preprocess.js';
+export type { TileBox } from './preprocess/preprocess.js';
+export type { Backbone, BackboneIdentity } from './backbone/types.js';
+export { OrtBackbone, type OrtBackboneOptions } from './backbone/ort-backbone.js';
+export { SafeTensors, type SafeTensorEntry } from './backbone/safetensors.js';
+export { buildResNetOnnx, resnetLayerInfo } from './backbone/resnet.js';
+export type { BuildResNetOptions, ResNetArch, ResNetLayerInfo, ResNetWeights, WeightLookup, WeightTensor } from './backbone/resnet.js';
+export { describeIntermediateTensors, listIntermediateTensors, exposeIntermediateOutputs, suggestFeatureLayers } from './backbone/onnx-surgery.js';
+export type { IntermediateTensorInfo, OnnxSurgeryOptions, SuggestedFeatureLayer } from './backbone/onnx-surgery.js';
+export { BACKBONES, DEFAULT_BACKBONE, resolveBackbone, loadBackbone, isWeightsCached } from '../models/registry.js';
+export type { BackboneRegistryEntry, BundledRegistryEntry, ResNetRegistryEntry, ResolvedBackbone } from '../models/registry.js';
+export { selectChannels, gatherEmbedding, channelSources } from './embedding/embedding.js';
+export type { ChannelSource } from './embedding/embedding.js';
+export { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit, packedSize, type FittedGaussians } from './stats/gaussian-stats.js';
+export { StatsKernels, type LowRankResult } from './stats/ort-kernels.js';
+
+// Post-processing (Region and Verdict are in the root entry).
+export * from './postprocess/blur.js';
+export * from './postprocess/morphology.js';
+export * from './postprocess/normalize.js';
+export * from './postprocess/resize.js';
+export * from './postprocess/roi.js';
+export * from './postprocess/shape.js';
+export { binaryMask, connectedRegions, extractRegions } from './postprocess/regions.js';
+export type { ExtractRegionsOptions, ExtractedRegions, RegionOptions } from './postprocess/regions.js';
+export {
+  DEFAULT_GOOD_RULE,
+  DEFAULT_MAX_POOLED_PIXELS,
+  DEFAULT_UNCERTAIN_BAND,
+  FEW_GOOD_IMAGES,
+  describeRule,
+  f1AdaptiveThreshold,
+  imageNormalization,
+  pixelF1Threshold,
+  pixelNormalization,
+  pixelThresholdFromGood,
+  quantileSorted,
+  selectThresholds,
+  thresholdFromGood,
+  validateBand,
+  verdict,
+} from './postprocess/thresholds.js';
+export type {
+  CalibrationScores,
+  F1Threshold,
+  GoodOnlyRule,
+  QuantileRule,
+  ScoreRange,
+  SigmaRule,
+  ThresholdMethod,
+  ThresholdOptions,
+  ThresholdSelection,
+  Thresholds,
+  VerdictBand,
+} from './postprocess/thresholds.js';
+
+// Metrics.
+export * from './metrics/index.js';
+export type { F1Cut } from './metrics/pr-sweep.js';
+
+// Run files: images, colormaps, results.json/csv (ImageResult and RunManifest are in the root entry).
+export * from './export/colormap.js';
+export * from './export/images.js';
+export {
+  CSV_COLUMNS,
+  RESULTS_CSV,
+  RESULTS_JSON,
+  csvField,
+  readRunManifest,
+  resultsToCsv,
+  writeResultsCsv,
+  writeResultsJson,
+  writeRunResults,
+  type RunResultFiles,
+} from './export/results.js';
+// The pieces of scoreToRunDir, for callers that assemble their own run (examples/watch-folder.ts).
+export { DEFAULT_EXPORT_MAX_SIDE, buildManifest, exportScoredImage, uniqueStems } from './export/score-run.js';
+export { DEFAULT_INLINE_BUDGET } from './report/html.js';
+export { EXTERNAL_DATA_AUTO_TENSOR_BYTES, EXTERNAL_DATA_AUTO_TOTAL_BYTES } from './export/onnx-export.js';
+export { DEMO_BACKBONE } from './demo.js';
+
+// Datasets.
+export { listImages, generateSyntheticParts } from '../datasets/index.js';
+export type { SyntheticOptions } from '../datasets/index.js';
+
+// Guards: training set, contamination statistics, drift.
+export * from './guards/index.js';
+export { driftDescriptorFromTensor } from './guards/tensor-descriptor.js';
+export { CONTAMINATION_Z, CONTAMINATION_GAP, CONTAMINATION_GAP_FROM_Z, logRobustZ, scoreOutliers } from './guards/robust-stats.js';
+
+// Queue job payloads (the queue functions and their options are in the root entry).
+export type { FitJobData, ScoreJobData, ScoreJobRecord } from './queue/index.js';
+
+// Line-monitor defaults.
+export { DEFAULT_MONITOR_LAMBDA, DEFAULT_MONITOR_LIMIT, DEFAULT_MONITOR_CLIP, DEFAULT_MONITOR_ALPHA } from './monitor/line-monitor.js';
