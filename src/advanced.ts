@@ -50,36 +50,21 @@ export * from './postprocess/roi.js';
 export * from './postprocess/shape.js';
 export { binaryMask, connectedRegions, extractRegions } from './postprocess/regions.js';
 export type { ExtractRegionsOptions, ExtractedRegions, RegionOptions } from './postprocess/regions.js';
+export { DEFAULT_UNCERTAIN_BAND, imageNormalization, pixelNormalization, validateBand, verdict } from './postprocess/thresholds.js';
+export type { GoodOnlyRule, QuantileRule, ScoreRange, SigmaRule, ThresholdMethod, Thresholds, VerdictBand } from './postprocess/thresholds.js';
 export {
   DEFAULT_GOOD_RULE,
   DEFAULT_MAX_POOLED_PIXELS,
-  DEFAULT_UNCERTAIN_BAND,
   FEW_GOOD_IMAGES,
   describeRule,
   f1AdaptiveThreshold,
-  imageNormalization,
   pixelF1Threshold,
-  pixelNormalization,
   pixelThresholdFromGood,
   quantileSorted,
   selectThresholds,
   thresholdFromGood,
-  validateBand,
-  verdict,
-} from './postprocess/thresholds.js';
-export type {
-  CalibrationScores,
-  F1Threshold,
-  GoodOnlyRule,
-  QuantileRule,
-  ScoreRange,
-  SigmaRule,
-  ThresholdMethod,
-  ThresholdOptions,
-  ThresholdSelection,
-  Thresholds,
-  VerdictBand,
-} from './postprocess/thresholds.js';
+} from './postprocess/threshold-rules.js';
+export type { CalibrationScores, F1Threshold, ThresholdOptions, ThresholdSelection } from './postprocess/threshold-rules.js';
 
 // Metrics.
 export * from './metrics/index.js';
