@@ -43,7 +43,7 @@ export function cpuInfo(): { model: string; cores: number; isa: Record<'avx2' | 
  * tsx (then the start-up includes TypeScript compilation; the JSON says which).
  */
 export function cliCommand(): { argv: string[]; kind: 'dist' | 'src (tsx)' } {
-  const dist = path.join(REPO, 'dist', 'src', 'cli', 'main.js');
+  const dist = path.join(REPO, 'dist', 'cli', 'main.js');
   const src = path.join(REPO, 'src', 'cli', 'cli.ts');
   // Current when no source file is newer than the compiled entry point.
   const fresh = existsSync(dist) && (spawnSync('find', [path.join(REPO, 'src'), '-newer', dist, '-name', '*.ts'], { encoding: 'utf8' }).stdout ?? 'x').trim() === '';

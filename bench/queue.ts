@@ -23,7 +23,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadDataset } from '../datasets/loaders.js';
+import { loadDataset } from '../src/data/loaders.js';
 import { BatchingScorer } from '../src/model/batching-scorer.js';
 import { fit } from '../src/model/fit.js';
 import { Model } from '../src/model/model.js';

@@ -11,7 +11,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { parseArgs } from 'node:util';
 import { fit } from '../src/model/fit.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { createInspectionServer } from '../examples/inspection-service.js';
 import { buildCatalogue, check, percentile, runRound, send, type SoakAnswer } from './service-soak-driver.js';
 

@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import sharp from 'sharp';
 import { fit } from '../src/model/fit.js';
-import { loadDataset } from '../datasets/loaders.js';
+import { loadDataset } from '../src/data/loaders.js';
 import { loadMask, tileLayout } from '../src/preprocess/preprocess.js';
 import { evaluateRun, type EvaluationItem } from '../src/metrics/evaluate.js';
 import { pixelAuroc } from '../src/metrics/auroc.js';

@@ -34,8 +34,8 @@ export { buildResNetOnnx, resnetLayerInfo } from './backbone/resnet.js';
 export type { BuildResNetOptions, ResNetArch, ResNetLayerInfo, ResNetWeights, WeightLookup, WeightTensor } from './backbone/resnet.js';
 export { describeIntermediateTensors, listIntermediateTensors, exposeIntermediateOutputs, suggestFeatureLayers } from './backbone/onnx-surgery.js';
 export type { IntermediateTensorInfo, OnnxSurgeryOptions, SuggestedFeatureLayer } from './backbone/onnx-surgery.js';
-export { BACKBONES, DEFAULT_BACKBONE, resolveBackbone, loadBackbone, isWeightsCached } from '../models/registry.js';
-export type { BackboneRegistryEntry, BundledRegistryEntry, ResNetRegistryEntry, ResolvedBackbone } from '../models/registry.js';
+export { BACKBONES, DEFAULT_BACKBONE, resolveBackbone, loadBackbone, isWeightsCached } from './backbone/registry.js';
+export type { BackboneRegistryEntry, BundledRegistryEntry, ResNetRegistryEntry, ResolvedBackbone } from './backbone/registry.js';
 export { selectChannels, gatherEmbedding, channelSources } from './embedding/embedding.js';
 export type { ChannelSource } from './embedding/embedding.js';
 export { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit, packedSize, type FittedGaussians } from './stats/gaussian-stats.js';
@@ -92,8 +92,8 @@ export { EXTERNAL_DATA_AUTO_TENSOR_BYTES, EXTERNAL_DATA_AUTO_TOTAL_BYTES } from 
 export { DEMO_BACKBONE } from './demo.js';
 
 // Datasets.
-export { listImages, generateSyntheticParts } from '../datasets/index.js';
-export type { SyntheticOptions } from '../datasets/index.js';
+export { listImages, generateSyntheticParts } from './data/index.js';
+export type { SyntheticOptions } from './data/index.js';
 
 // Guards: training set, contamination statistics, drift.
 export * from './guards/index.js';

@@ -5,8 +5,8 @@
 
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { generateSyntheticParts } from '../datasets/synthetic.js';
-import { BACKBONES } from '../models/registry.js';
+import { generateSyntheticParts } from './data/synthetic.js';
+import { BACKBONES } from './backbone/registry.js';
 import { evaluateModel, type Evaluation } from './model/evaluate.js';
 import { fit } from './model/fit.js';
 import type { ProgressEvent } from './model/model.js';

@@ -17,13 +17,13 @@ export { fit } from './model/fit.js';
 export { Model } from './model/model.js';
 export type { FitOptions, FitReport, ImageSource, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './model/model.js';
 export { BatchingScorer, type BatchingScorerOptions } from './model/batching-scorer.js';
-export type { BackboneSpec } from '../models/registry.js';
+export type { BackboneSpec } from './backbone/registry.js';
 export type { Region, Verdict } from './postprocess/index.js';
 
 // Evaluate on a labelled dataset.
 export { evaluateModel } from './model/evaluate.js';
 export type { Evaluation } from './model/evaluate.js';
-export { loadDataset } from '../datasets/index.js';
+export { loadDataset } from './data/index.js';
 export type { Dataset, Sample } from './types.js';
 
 // Export: ONNX graph, run folders, QA report.

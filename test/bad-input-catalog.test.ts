@@ -25,7 +25,7 @@ import { defaultPreprocessOptions, preprocessImage, readImageInfo } from '../src
 import { exportModelOnnx } from '../src/export/onnx-export.js';
 import { scoreToRunDir, buildManifest } from '../src/export/score-run.js';
 import { writeRunResults } from '../src/export/results.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import type { Tensor4D } from '../src/types.js';
 import { BOTTLE, REF_WEIGHTS, REPO } from './helpers/shared.js';
 

@@ -6,7 +6,7 @@ import { BatchingScorer } from '../src/model/batching-scorer.js';
 import { fit } from '../src/model/fit.js';
 import type { Model, ScoreInput, ScoreOptions } from '../src/model/model.js';
 import { isPartscanError } from '../src/errors.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 
 let model: Model;

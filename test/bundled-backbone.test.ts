@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BACKBONES, bundledModelPath, isWeightsCached, resolveBackbone } from '../models/registry.js';
+import { BACKBONES, bundledModelPath, isWeightsCached, resolveBackbone } from '../src/backbone/registry.js';
 import { isPartscanError, type PartscanError } from '../src/errors.js';
 import { fit } from '../src/model/fit.js';
 import { Model } from '../src/model/model.js';

@@ -15,7 +15,7 @@ import { existsSync, promises as fs, readdirSync, readFileSync, watch } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { fit } from '../src/model/fit.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS, REPO } from './helpers/shared.js';
 
 const BIN = path.join(REPO, 'bin', 'partscan.js');
@@ -26,7 +26,7 @@ let modelFile: string;
 let images: string[];
 
 beforeAll(async () => {
-  if (!existsSync(path.join(REPO, 'dist', 'src', 'cli', 'main.js'))) throw new Error('the compiled CLI is missing: run `npm run build` first');
+  if (!existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) throw new Error('the compiled CLI is missing: run `npm run build` first');
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-signals-'));
   const all = await listImages(path.join(BOTTLE, 'train', 'good'));
   train = path.join(tmp, 'train');

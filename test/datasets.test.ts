@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listImages, loadDataset, parseCsv } from '../datasets/index.js';
+import { listImages, loadDataset, parseCsv } from '../src/data/index.js';
 import { isPartscanError, type PartscanErrorCode } from '../src/errors.js';
 import type { Sample } from '../src/types.js';
 import { BOTTLE, MAGNETIC_TILE } from './helpers/shared.js';

@@ -12,7 +12,7 @@ import { fingerprintAndPreprocess } from '../src/guards/decode-once.js';
 import { imageFingerprint } from '../src/guards/fingerprint.js';
 import { preprocessBatch } from '../src/preprocess/preprocess.js';
 import { defaultPreprocessOptions } from '../src/preprocess/options.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, MAGNETIC_TILE } from './helpers/shared.js';
 
 let tmp: string;

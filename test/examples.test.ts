@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fit } from '../src/model/fit.js';
 import type { Model } from '../src/model/model.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { createInspectionServer } from '../examples/inspection-service.js';
 import { watchFolder } from '../examples/watch-folder.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';

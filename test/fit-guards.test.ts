@@ -5,7 +5,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { fit } from '../src/model/fit.js';
 import type { Model } from '../src/model/model.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 
 const backbone = { backbone: 'resnet50', weights: REF_WEIGHTS };

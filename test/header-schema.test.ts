@@ -13,11 +13,11 @@ import { fit } from '../src/model/fit.js';
 import { Model } from '../src/model/model.js';
 import { isPartscanError } from '../src/errors.js';
 import { readModelFile, writeModelFile, type SectionData } from '../src/model/model-file.js';
-import { loadBackbone } from '../models/registry.js';
+import { loadBackbone } from '../src/backbone/registry.js';
 import type { Backbone } from '../src/backbone/types.js';
 import { normalizeScore } from '../src/postprocess/normalize.js';
 import { imageNormalization, verdict } from '../src/postprocess/thresholds.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 import { runCli } from '../src/cli/cli.js';
 

@@ -18,7 +18,8 @@ function importGraph(): Map<string, string[]> {
       else if (p.endsWith('.ts')) files.push(p);
     }
   };
-  for (const d of ['src', 'models', 'datasets']) if (existsSync(path.join(REPO, d))) walk(path.join(REPO, d));
+  // All library code is under src/ (models/ and datasets/ hold data and docs only).
+  walk(path.join(REPO, 'src'));
   const graph = new Map<string, string[]>();
   for (const f of files) {
     const deps = relativeImports(readFileSync(f, 'utf8')).map((s) => path.resolve(path.dirname(f), s).replace(/\.js$/, '.ts'));

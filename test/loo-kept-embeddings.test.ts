@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fit } from '../src/model/fit.js';
 import { leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from '../src/model/contamination.js';
 import { keptEmbeddingBudget } from '../src/model/kept-embeddings.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 
 const backbone = { backbone: 'resnet50', weights: REF_WEIGHTS };

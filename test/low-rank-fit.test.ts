@@ -1,8 +1,8 @@
 import path from 'node:path';
 import { CholeskyDecomposition, Matrix } from 'ml-matrix';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadBackbone } from '../models/registry.js';
-import { listImages } from '../datasets/loaders.js';
+import { loadBackbone } from '../src/backbone/registry.js';
+import { listImages } from '../src/data/loaders.js';
 import { channelSources, gatherEmbedding, selectChannels } from '../src/embedding/embedding.js';
 import { defaultPreprocessOptions } from '../src/preprocess/options.js';
 import { preprocessBatch } from '../src/preprocess/preprocess.js';

@@ -8,7 +8,7 @@ import { isPartscanError } from '../src/errors.js';
 import { readModelFile } from '../src/model/model-file.js';
 import { preprocessBatch } from '../src/preprocess/preprocess.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 
 const backbone = { backbone: 'resnet50', weights: REF_WEIGHTS };
 const common = { backbone, channels: 24, imageSize: 128, seed: 3, batchSize: 4 } as const;

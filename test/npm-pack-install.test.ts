@@ -54,7 +54,11 @@ describe('npm pack → offline install in a clean project → partscan demo', ()
     const files = info!.files.map((f) => f.path);
     expect(files).toContain('models/mobilenetv2-12-int8.onnx');
     expect(files).toContain('models/LICENSE-mobilenetv2-Apache-2.0.txt');
-    expect(files).toContain('dist/models/registry.js');
+    expect(files).toContain('models/backbones.json');
+    // A flat dist/: only src/ is compiled (bench/ and examples/ are typechecked, never shipped).
+    expect(files).toContain('dist/index.js');
+    expect(files).toContain('dist/backbone/registry.js');
+    expect(files.some((f) => /^dist\/(src|bench|examples|models|datasets)\//.test(f))).toBe(false);
     expect(files.some((f) => f.startsWith('test/') || f.startsWith('src/'))).toBe(false);
 
     // 2. A clean project: the tarball, and a lock of it plus the repo's locked production dependencies.

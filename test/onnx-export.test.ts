@@ -10,7 +10,7 @@ import { exportModelOnnx, type ExportOnnxOptions } from '../src/export/onnx-expo
 import { preprocessBatch } from '../src/preprocess/preprocess.js';
 import { verdict } from '../src/postprocess/thresholds.js';
 import { isPartscanError } from '../src/errors.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 
 const { onnx } = onnxProto;

@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { aupro, pixelAuroc } from '../src/metrics/index.js';
 import { evaluateRun, type EvaluationItem } from '../src/metrics/evaluate.js';
-import { loadDataset } from '../datasets/loaders.js';
+import { loadDataset } from '../src/data/loaders.js';
 import { loadMask } from '../src/preprocess/preprocess.js';
 import { BOTTLE } from './helpers/shared.js';
 

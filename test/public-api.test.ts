@@ -193,10 +193,10 @@ describe('package.json exports', () => {
   };
 
   it('maps partscan and partscan/advanced to the built entries, with types', () => {
-    expect(pkg.exports['.']).toEqual({ types: './dist/src/index.d.ts', default: './dist/src/index.js' });
-    expect(pkg.exports['./advanced']).toEqual({ types: './dist/src/advanced.d.ts', default: './dist/src/advanced.js' });
-    expect(pkg.main).toBe('./dist/src/index.js');
-    expect(pkg.types).toBe('./dist/src/index.d.ts');
+    expect(pkg.exports['.']).toEqual({ types: './dist/index.d.ts', default: './dist/index.js' });
+    expect(pkg.exports['./advanced']).toEqual({ types: './dist/advanced.d.ts', default: './dist/advanced.js' });
+    expect(pkg.main).toBe('./dist/index.js');
+    expect(pkg.types).toBe('./dist/index.d.ts');
   });
 });
 

@@ -9,7 +9,7 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { Queue, QueueEvents } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { runCli } from '../src/cli/cli.js';
 import { isPartscanError } from '../src/errors.js';
 import { readRunManifest } from '../src/export/results.js';

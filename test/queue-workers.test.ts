@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { scoreToRunDir, type ScoredRunManifest } from '../src/export/score-run.js';
 import { fit } from '../src/model/fit.js';
 import { scoreOnQueue } from '../src/queue/producer.js';

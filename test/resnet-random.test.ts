@@ -7,7 +7,7 @@ import { OrtBackbone } from '../src/backbone/ort-backbone.js';
 import { createSeededRng, randomResNetWeights } from '../src/backbone/random-weights.js';
 import { buildResNetOnnx, detectResNetArch, resnetLayerInfo, type ResNetArch, type WeightTensor } from '../src/backbone/resnet.js';
 import { cachedOnnxPath } from '../src/backbone/weights-cache.js';
-import { resolveBackbone } from '../models/registry.js';
+import { resolveBackbone } from '../src/backbone/registry.js';
 
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 

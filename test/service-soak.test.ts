@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { fit } from '../src/model/fit.js';
 import type { Model } from '../src/model/model.js';
-import { listImages } from '../datasets/loaders.js';
+import { listImages } from '../src/data/loaders.js';
 import { createInspectionServer } from '../examples/inspection-service.js';
 import { buildCatalogue, check, runRound, send, type SoakAnswer, type SoakCase } from '../bench/service-soak-driver.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';

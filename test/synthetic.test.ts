@@ -10,7 +10,7 @@ import {
   generateSyntheticParts,
   loadDataset,
   renderSyntheticSample,
-} from '../datasets/index.js';
+} from '../src/data/index.js';
 import { isPartscanError } from '../src/errors.js';
 
 const SMALL = { size: 128, nTrain: 3, nTestGood: 2, nPerDefect: 2 } as const;

@@ -9,7 +9,7 @@ import { isPartscanError, type PartscanErrorCode } from '../src/errors.js';
 import { buildResNetOnnx } from '../src/backbone/resnet.js';
 import { encodeSafetensors, SafeTensors } from '../src/backbone/safetensors.js';
 import { downloadWeights, resolveCacheDir } from '../src/backbone/weights-cache.js';
-import { BACKBONES, isWeightsCached, loadBackbone, resolveBackbone } from '../models/registry.js';
+import { BACKBONES, isWeightsCached, loadBackbone, resolveBackbone } from '../src/backbone/registry.js';
 import { MOBILENET_INT8, REF_WEIGHTS } from './helpers/shared.js';
 
 let server: http.Server;

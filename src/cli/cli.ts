@@ -15,7 +15,7 @@
  */
 
 import { Command, CommanderError, Option } from 'commander';
-import { BACKBONES } from '../../models/registry.js';
+import { BACKBONES } from '../backbone/registry.js';
 import { PartscanError } from '../errors.js';
 import { PARTSCAN_VERSION } from '../model/model.js';
 import { runCancellable } from '../util/cancellation.js';

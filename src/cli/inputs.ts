@@ -6,7 +6,7 @@
 
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { IMAGE_EXTENSIONS, listImages } from '../../datasets/loaders.js';
+import { IMAGE_EXTENSIONS, listImages } from '../data/loaders.js';
 import { PartscanError } from '../errors.js';
 
 const GLOB_CHARS = /[*?[{]/;

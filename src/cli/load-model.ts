@@ -1,6 +1,6 @@
 /** Model loading for the commands that score (score, eval). */
 
-import type { BackboneSpec } from '../../models/registry.js';
+import type { BackboneSpec } from '../backbone/registry.js';
 import { readModelFile } from '../model/model-file.js';
 import { parseModelHeader } from '../model/header-schema.js';
 import { Model } from '../model/model.js';

@@ -1,4 +1,4 @@
-import { loadDataset } from '../../datasets/loaders.js';
+import { loadDataset } from '../data/loaders.js';
 import { loadMask } from '../preprocess/preprocess.js';
 import { evaluateRun, type EvaluationItem, type RunMetrics } from '../metrics/evaluate.js';
 import { verdictQuality, type VerdictItem, type VerdictQuality } from '../metrics/verdicts.js';

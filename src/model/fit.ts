@@ -6,8 +6,8 @@
 
 import { PartscanError, type PartscanWarning } from '../errors.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
-import { backboneDefaults, loadBackbone } from '../../models/registry.js';
-import { loadDataset } from '../../datasets/loaders.js';
+import { backboneDefaults, loadBackbone } from '../backbone/registry.js';
+import { loadDataset } from '../data/loaders.js';
 import { channelSources, gatherEmbedding, selectChannels } from '../embedding/embedding.js';
 import { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit } from '../stats/gaussian-stats.js';
 import { StatsKernels } from '../stats/ort-kernels.js';

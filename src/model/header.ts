@@ -11,14 +11,8 @@ import type { PreprocessOptions } from '../types.js';
 import type { MonitorReference } from './monitor-reference.js';
 
 const require = createRequire(import.meta.url);
-/** partscan's version, recorded in model files. */
-export const PARTSCAN_VERSION: string = (() => {
-  try {
-    return (require('../../../package.json') as { version: string }).version;
-  } catch {
-    return (require('../../package.json') as { version: string }).version;
-  }
-})();
+/** partscan's version, recorded in model files: package.json is two levels up in src/model/ and dist/model/ alike. */
+export const PARTSCAN_VERSION: string = (require('../../package.json') as { version: string }).version;
 
 /** Everything in a model except the big arrays: the `.partscan` header. */
 export interface ModelHeader {

@@ -2,7 +2,7 @@ import * as ort from 'onnxruntime-node';
 import { PartscanError, type PartscanWarning } from '../errors.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
 import { OrtBackbone } from '../backbone/ort-backbone.js';
-import { loadBackbone, type BackboneSpec } from '../../models/registry.js';
+import { loadBackbone, type BackboneSpec } from '../backbone/registry.js';
 import { channelSources, gatherEmbedding, type ChannelSource } from '../embedding/embedding.js';
 import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
 import { BufferPool } from '../util/buffer-pool.js';

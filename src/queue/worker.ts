@@ -13,7 +13,7 @@ import path from 'node:path';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { z } from 'zod';
-import type { BackboneSpec } from '../../models/registry.js';
+import type { BackboneSpec } from '../backbone/registry.js';
 import { PartscanError } from '../errors.js';
 import { exportScoredImage, failureOf, isImageError } from '../export/score-run.js';
 import { fit } from '../model/fit.js';

@@ -10,7 +10,7 @@
 
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
-import type { BackboneSpec } from '../../models/registry.js';
+import type { BackboneSpec } from '../../src/backbone/registry.js';
 import type { FitOptions } from '../../src/model/model.js';
 import { createSeededRng } from '../../src/util/prng.js';
 import { MAGNETIC_TILE } from './shared.js';

@@ -2,8 +2,8 @@
 
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { loadDataset } from '../../../datasets/loaders.js';
-import type { BackboneSpec } from '../../../models/registry.js';
+import { loadDataset } from '../../data/loaders.js';
+import type { BackboneSpec } from '../../backbone/registry.js';
 import { PartscanError } from '../../errors.js';
 import { fit } from '../../model/fit.js';
 import type { FitOptions, Model } from '../../model/model.js';

@@ -2,7 +2,7 @@
 
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { BACKBONES } from '../../../models/registry.js';
+import { BACKBONES } from '../../backbone/registry.js';
 import { checkModelSections, parseModelHeader } from '../../model/header-schema.js';
 import { readModelFile } from '../../model/model-file.js';
 import type { ModelHeader } from '../../model/model.js';

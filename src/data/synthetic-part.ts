@@ -5,7 +5,7 @@
  */
 
 import { createHash } from 'node:crypto';
-import { sfc32 } from '../src/util/prng.js';
+import { sfc32 } from '../util/prng.js';
 
 /** A PRNG stream: uniform [0, 1) numbers from sfc32, seeded by hashing (seed, key). */
 export interface Rng {

@@ -3,13 +3,13 @@
  * how a user's choice (`--backbone`, `--weights`, `--layers`) becomes an ONNX graph plus the identity
  * recorded in model files. See models/README.md for the user-facing description.
  */
-import { existsSync, promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PartscanError } from '../src/errors.js';
-import { OrtBackbone } from '../src/backbone/ort-backbone.js';
-import { randomResNetWeights } from '../src/backbone/random-weights.js';
+import { PartscanError } from '../errors.js';
+import { OrtBackbone } from './ort-backbone.js';
+import { randomResNetWeights } from './random-weights.js';
 import {
   buildResNetOnnx,
   checkResNetShapes,
@@ -18,9 +18,9 @@ import {
   RESNET_BUILDER_VERSION,
   resnetLayerInfo,
   type ResNetArch,
-} from '../src/backbone/resnet.js';
-import { SafeTensors } from '../src/backbone/safetensors.js';
-import type { BackboneIdentity } from '../src/backbone/types.js';
+} from './resnet.js';
+import { SafeTensors } from './safetensors.js';
+import type { BackboneIdentity } from './types.js';
 import {
   cachedWeightsPath,
   downloadWeights,
@@ -29,13 +29,13 @@ import {
   resolveCacheDir,
   verifyCachedWeights,
   writeCachedOnnx,
-} from '../src/backbone/weights-cache.js';
+} from './weights-cache.js';
 import {
   exposeIntermediateOutputs,
   inspectOnnxOutputs,
   onnxImageInputName,
   suggestFeatureLayers,
-} from '../src/backbone/onnx-surgery.js';
+} from './onnx-surgery.js';
 
 /** Fields every registry entry has. */
 interface RegistryEntryBase {
@@ -87,59 +87,31 @@ export interface BundledRegistryEntry extends RegistryEntryBase {
 export type BackboneRegistryEntry = ResNetRegistryEntry | BundledRegistryEntry;
 
 /**
- * Known backbones. The ImageNet weights are torchvision's original (IMAGENET1K_V1) checkpoints as
- * republished by timm on the Hugging Face hub in safetensors form, with torchvision key names.
+ * Known backbones: the table is data, models/backbones.json (shipped in the package), read once here.
+ * The ImageNet weights are torchvision's original (IMAGENET1K_V1) checkpoints as republished by timm
+ * on the Hugging Face hub in safetensors form, with torchvision key names. The bundled MobileNetV2's
+ * default layers are the last block outputs at strides 4, 8 and 16 (56/28/14 at 224 px): all 152
+ * channels by default.
  */
-export const BACKBONES: Record<string, BackboneRegistryEntry> = {
-  resnet50: {
-    arch: 'resnet50',
-    kind: 'download',
-    description: 'ResNet-50, torchvision ImageNet weights (default; layer1..3 → 256/512/1024 channels)',
-    url: 'https://huggingface.co/timm/resnet50.tv_in1k/resolve/main/model.safetensors',
-    fileName: 'resnet50.tv_in1k.safetensors',
-    approxBytes: 102_000_000,
-    sha256: '5d061a3c593d795bfe682d9b152bafbcf550579873492def3515b46db1189888',
-    license: 'BSD-3-Clause (torchvision)',
-  },
-  wide_resnet50_2: {
-    arch: 'wide_resnet50_2',
-    kind: 'download',
-    description: 'Wide ResNet-50-2, torchvision ImageNet weights (the PaDiM paper backbone; slower, 256/512/1024 channels)',
-    url: 'https://huggingface.co/timm/wide_resnet50_2.tv_in1k/resolve/main/model.safetensors',
-    fileName: 'wide_resnet50_2.tv_in1k.safetensors',
-    approxBytes: 276_000_000,
-    sha256: 'df6fb6c4824769769de18e14088475fd6ee94236849aa4e5d8022ba9d9a9a16c',
-    license: 'BSD-3-Clause (torchvision)',
-  },
-  resnet18: {
-    arch: 'resnet18',
-    kind: 'download',
-    description: 'ResNet-18, torchvision ImageNet weights (fast, small: 64/128/256 channels)',
-    url: 'https://huggingface.co/timm/resnet18.tv_in1k/resolve/main/model.safetensors',
-    fileName: 'resnet18.tv_in1k.safetensors',
-    approxBytes: 46_800_000,
-    sha256: '694f673df6520a3158624e8a89af086f59923ee4cd7436fe5bc3bc71d295ad81',
-    license: 'BSD-3-Clause (torchvision)',
-  },
-  'resnet50-random': {
-    arch: 'resnet50',
-    kind: 'random',
-    description: 'ResNet-50 with seeded random (Kaiming) weights: no download; for tests and smoke runs, not for real inspection',
-    license: 'none (generated)',
-  },
-  'mobilenetv2-int8': {
-    kind: 'bundled',
-    description: 'MobileNetV2-1.0 int8, ONNX Model Zoo ImageNet weights shipped in the package: offline, small and fast (24/32/96 channels)',
-    fileName: 'mobilenetv2-12-int8.onnx',
-    bytes: 3_655_640,
-    sha256: '83530ad811bc31d2b60a5599a21265a5057608c9b044b4ee758cc22f2309f54f',
-    license: 'Apache-2.0 (ONNX Model Zoo; models/NOTICE-mobilenetv2.md)',
-    // The last block outputs at strides 4, 8 and 16 (56/28/14 at 224 px): all 152 channels by default.
-    layers: ['339_quantized', '365_quantized', '426_quantized'],
-    defaultChannels: 152,
-    defaultImageSize: 224,
-  },
-};
+export const BACKBONES: Record<string, BackboneRegistryEntry> = readBackboneTable();
+
+/**
+ * The table file, read from the package's models/ folder — two levels up from this file both in the
+ * sources (src/backbone/) and compiled (dist/backbone/) — so no JSON import crosses tsc's rootDir.
+ */
+function readBackboneTable(): Record<string, BackboneRegistryEntry> {
+  const file = fileURLToPath(new URL('../../models/backbones.json', import.meta.url));
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Record<string, BackboneRegistryEntry>;
+  } catch (e) {
+    // No code of its own: without the table no backbone name resolves.
+    throw new PartscanError('BACKBONE_UNKNOWN', `Cannot read the backbone table ${file}: ${(e as Error).message}`, {
+      file,
+      cause: e,
+      remedy: 'reinstall partscan: models/backbones.json ships with the package',
+    });
+  }
+}
 
 /** The backbone used when none is given. */
 export const DEFAULT_BACKBONE = 'resnet50';
@@ -403,13 +375,11 @@ async function exposeFeatureTensors(
 }
 
 /**
- * Where the package's bundled ONNX files live: `models/` at the package root, which is this file's
- * folder when run from the sources and `../../models` from the compiled `dist/models/`.
+ * Where the package's bundled ONNX files live: `models/` at the package root, two levels up from this
+ * file both in the sources (src/backbone/) and compiled (dist/backbone/).
  */
 export function bundledModelPath(fileName: string): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const candidates = [path.join(here, fileName), path.join(here, '..', '..', 'models', fileName)];
-  return candidates.find((f) => existsSync(f)) ?? candidates[0]!;
+  return fileURLToPath(new URL(`../../models/${fileName}`, import.meta.url));
 }
 
 /** A graph shipped in the package: read, verified against the registry's sha256, features exposed. */

@@ -5,8 +5,8 @@
  */
 import { promises as fs, type Dirent } from 'node:fs';
 import path from 'node:path';
-import { PartscanError } from '../src/errors.js';
-import type { Dataset, Sample } from '../src/types.js';
+import { PartscanError } from '../errors.js';
+import type { Dataset, Sample } from '../types.js';
 
 /** File extensions (lower case, with dot) treated as images. */
 export const IMAGE_EXTENSIONS: readonly string[] = Object.freeze(['.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp']);

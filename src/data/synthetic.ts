@@ -17,8 +17,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import sharp from 'sharp';
-import { PartscanError } from '../src/errors.js';
-import { ensureOutputDir, writeFileAtomic } from '../src/util/atomic-write.js';
+import { PartscanError } from '../errors.js';
+import { ensureOutputDir, writeFileAtomic } from '../util/atomic-write.js';
 import { chip, contamination, dent, scratch } from './synthetic-defects.js';
 import { drawPart, makeRng, renderPart, type PartScene, type Rng } from './synthetic-part.js';
 
