@@ -4,22 +4,21 @@ import type { Backbone, BackboneIdentity } from '../backbone/types.js';
 import { OrtBackbone } from '../backbone/ort-backbone.js';
 import { loadBackbone, type BackboneSpec } from '../../models/registry.js';
 import { packedSize } from '../stats/gaussian-stats.js';
-import { preprocessBatch } from '../preprocess/preprocess.js';
 import { mapToOriginal } from '../postprocess/resize.js';
 import type { GoodOnlyRule, Thresholds, VerdictBand } from '../postprocess/thresholds.js';
 import type { ImageInfo, PreprocessOptions, Sample, Tensor4D } from '../types.js';
 import { parseDriftModel, type DriftModel } from '../guards/drift.js';
 import { readModelFile, writeModelFile, type SectionData } from './model-file.js';
-import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
+import { readModelParts, resumeSections, RESUME_SECTIONS, type ModelParts } from './model-sections.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
 import { AnomalyMapper } from './anomaly-maps.js';
 import { addDrift, buildScoreResult } from './score-result.js';
 import { stitchTiles, tiledAnomalyMap } from './tiles.js';
+import { prepareBatch, type PreparedBatch } from './score-batch.js';
 import type { FitReport, ImageSource, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './types.js';
 
 export { PARTSCAN_VERSION, stitchTiles };
 export type { FitReport, ImageSource, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult };
-
 
 /** PaDiM's covariance regulariser ε in Σ + ε·I. */
 export const DEFAULT_EPSILON = 0.01;
@@ -105,38 +104,6 @@ export interface FitOptions {
    * graph is the one stored in the model and used for scoring. See docs/PRECISION.md.
    */
   precision?: 'fp32' | 'int8';
-}
-
-
-
-/** Sections that only `fit --resume` needs. */
-const RESUME_SECTIONS: readonly string[] = ['m2', 'samples'];
-
-function sectionSizeError(file: string): PartscanError {
-  return new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
-    file,
-    remedy: 're-fit the model',
-  });
-}
-
-/** The statistics for resuming among a file's read sections (`m2` or `samples`), size-checked against the header. */
-function resumeSections(sections: Map<string, SectionData>, header: ModelHeader, file: string): { m2?: Float32Array; samples?: Float32Array } {
-  const P = header.embedding.gridH * header.embedding.gridW;
-  const d = header.embedding.channels;
-  const m2 = sections.get('m2') as Float32Array | undefined;
-  const samples = sections.get('samples') as Float32Array | undefined;
-  if ((m2 && m2.length !== P * packedSize(d)) || (samples && samples.length !== P * header.gaussian.images * d)) throw sectionSizeError(file);
-  return { ...(m2 ? { m2 } : {}), ...(samples ? { samples } : {}) };
-}
-
-interface ModelParts {
-  header: ModelHeader;
-  channelIndices: Int32Array;
-  mean: Float64Array;
-  invCovPacked: Float32Array;
-  m2?: Float32Array;
-  samples?: Float32Array;
-  roi?: Uint8Array;
 }
 
 /**
@@ -226,34 +193,8 @@ export class Model {
     file: string,
     opts: { backbone?: BackboneSpec | Backbone; threads?: number; verify?: boolean; resumeStatistics?: boolean } = {},
   ): Promise<Model> {
-    const contents = await readModelFile(file, {
-      ...(opts.verify === undefined ? {} : { verify: opts.verify }),
-      ...(opts.resumeStatistics ? {} : { sections: (name: string) => !RESUME_SECTIONS.includes(name) }),
-    });
-    // One schema checks every field, and the section shapes against grid and d, before anything is used.
-    const header = parseModelHeader(contents.header, file) as unknown as ModelHeader;
-    checkModelSections(header as unknown as ParsedModelHeader, contents.sections, file);
-    const need = (name: string): SectionData => {
-      const s = contents.sections.get(name);
-      if (!s) {
-        throw new PartscanError('MODEL_FORMAT', `${file} has no "${name}" section.`, { file, remedy: 're-fit the model' });
-      }
-      return s;
-    };
-    const parts: ModelParts = {
-      header,
-      channelIndices: need('channels') as Int32Array,
-      mean: need('mean') as Float64Array,
-      invCovPacked: need('invCov') as Float32Array,
-    };
-    const roi = contents.sections.get('roi');
-    if (roi) parts.roi = roi as Uint8Array;
-    const P = header.embedding.gridH * header.embedding.gridW;
-    const d = header.embedding.channels;
-    if (parts.mean.length !== P * d || parts.invCovPacked.length !== P * packedSize(d) || parts.channelIndices.length !== d) {
-      throw sectionSizeError(file);
-    }
-    Object.assign(parts, resumeSections(contents.sections, header, file));
+    const { parts, sections, kept } = await readModelParts(file, opts);
+    const header = parts.header;
     let backbone: Backbone | undefined;
     // A quantized graph cannot be rebuilt from a spec (weights): an embedded int8 backbone is used whatever spec is given.
     const int8Embedded = header.backbone.precision === 'int8' && header.backbone.embedded;
@@ -261,14 +202,13 @@ export class Model {
       backbone = isBackbone(opts.backbone) ? opts.backbone : await loadBackbone(opts.backbone, threadOpt(opts.threads));
       assertSameBackbone(header.backbone, backbone.identity, file);
     } else if (header.backbone.embedded) {
-      const onnx = contents.sections.get('backbone.onnx') as Uint8Array | undefined;
+      const onnx = sections.get('backbone.onnx') as Uint8Array | undefined;
       if (!onnx) throw new PartscanError('MODEL_FORMAT', `${file}: embedded backbone section missing.`, { file, remedy: 're-fit the model' });
       const { embedded: _e, inputName, ...identity } = header.backbone;
       backbone = await OrtBackbone.create(onnx, identity, { ...threadOpt(opts.threads), inputName });
     }
     const model = new Model(parts, backbone, opts.threads);
     model.modelFile = file;
-    const kept = contents.header.sections.find((s) => RESUME_SECTIONS.includes(s.name));
     if (!opts.resumeStatistics && kept) model.resume = { file, sha256: kept.sha256 };
     return model;
   }
@@ -435,10 +375,10 @@ export class Model {
       return results;
     }
     // Pipeline: decode/resize batch k+1 (sharp's threads) while ORT runs batch k.
-    let pending: ReturnType<Model['prepare']> | undefined = inputs.length ? this.prepare(inputs.slice(0, bs)) : undefined;
+    let pending: Promise<PreparedBatch> | undefined = inputs.length ? prepareBatch(inputs.slice(0, bs), this.header.preprocess, this.size) : undefined;
     for (let i = 0; i < inputs.length; i += bs) {
       const current = pending!;
-      pending = i + bs < inputs.length ? this.prepare(inputs.slice(i + bs, i + 2 * bs)) : undefined;
+      pending = i + bs < inputs.length ? prepareBatch(inputs.slice(i + bs, i + 2 * bs), this.header.preprocess, this.size) : undefined;
       pending?.catch(() => undefined); // surfaced when awaited
       const { tensor, infos, sources } = await current;
       const maps = await this.anomalyMaps(tensor);
@@ -455,37 +395,6 @@ export class Model {
   private async scoreTiled(input: ScoreInput, batchSize: number, opts: ScoreOptions): Promise<ScoreResult> {
     const t = await tiledAnomalyMap(input, this.header.tiling!, this.header.preprocess, this.size, batchSize, (b) => this.anomalyMaps(b));
     return this.finish(t.map, t.info.width, t.info.height, t.info.source, t.info, opts, t.imageScore);
-  }
-
-  private async prepare(part: ScoreInput[]): Promise<{ tensor: Tensor4D; infos: (ImageInfo | undefined)[]; sources: string[] }> {
-    const S = this.size;
-    const per = 3 * S * S;
-    if (part.every((p) => typeof p === 'string' || Buffer.isBuffer(p))) {
-      const b = await preprocessBatch(part as (string | Buffer)[], this.header.preprocess);
-      return {
-        tensor: { data: b.tensor, dims: [part.length, 3, S, S] },
-        infos: b.images.map((im) => im.info),
-        sources: b.images.map((im) => im.info.source),
-      };
-    }
-    const data = new Float32Array(per * part.length);
-    const infos: (ImageInfo | undefined)[] = [];
-    const sources: string[] = [];
-    for (let k = 0; k < part.length; k++) {
-      const p = part[k]!;
-      if (typeof p === 'string' || Buffer.isBuffer(p)) {
-        const b = await preprocessBatch([p], this.header.preprocess);
-        data.set(b.tensor, k * per);
-        infos.push(b.images[0]!.info);
-        sources.push(b.images[0]!.info.source);
-      } else {
-        checkTensor(p, S);
-        data.set(p.data.subarray(0, per), k * per);
-        infos.push(undefined);
-        sources.push('<tensor>');
-      }
-    }
-    return { tensor: { data, dims: [part.length, 3, S, S] }, infos, sources };
   }
 
   /** Builds a result from a raw map against this model's thresholds and region of interest (score-result.ts). */
@@ -556,21 +465,5 @@ function assertSameBackbone(expected: BackboneIdentity, got: BackboneIdentity, f
         `but ${got.name} (sha256 ${got.sha256.slice(0, 12)}…, layers ${got.layers.join(',')}, ${got.precision ?? 'fp32'}) was supplied.`,
       { file, remedy: 'score with the same backbone and weights the model was fitted with, or re-fit' },
     );
-  }
-}
-
-function checkTensor(t: Tensor4D, size: number): void {
-  const [n, c, h, w] = t.dims;
-  if (n !== 1 || c !== 3 || h !== size || w !== size || t.data.length < 3 * size * size) {
-    throw new PartscanError('INVALID_TENSOR', `Tensor input must be [1,3,${size},${size}], got [${t.dims.join(',')}].`, {
-      remedy: 'preprocess with the model header\'s preprocess options',
-    });
-  }
-  for (let i = 0; i < t.data.length; i++) {
-    if (!Number.isFinite(t.data[i]!)) {
-      throw new PartscanError('INVALID_TENSOR', `Tensor input holds a non-finite value (${t.data[i]}) at index ${i}.`, {
-        remedy: 'check the preprocessing: NaN/Inf usually come from a division by a zero std or a corrupt decode',
-      });
-    }
   }
 }
