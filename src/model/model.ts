@@ -305,7 +305,6 @@ export class Model {
     return Math.min(32, Math.max(8, Math.ceil(inverseBytes / (32 * 1024 * 1024))));
   }
 
-
   /**
    * Raw anomaly maps of a preprocessed batch [N,3,S,S]: Mahalanobis distance per grid position,
    * bilinear upsampling (align_corners=false) to S×S, Gaussian blur σ=4. Returns one map per image.
@@ -332,7 +331,11 @@ export class Model {
     return this.maps.mapsFromDistances(d2, n, transformSquared);
   }
 
-  /** The single scoring session, or undefined where the model scores session by session (see {@link AnomalyMapper.fusedScoring}). */
+  /**
+   * The single scoring session, or undefined where the model scores session by session (see
+   * {@link AnomalyMapper.fusedScoring}). This and fusedMaps stay as seams on the model so that tests can
+   * check which path anomalyMaps took.
+   */
   private fusedScoring(): Promise<ort.InferenceSession | undefined> {
     return this.maps.fusedScoring();
   }
