@@ -1,38 +1,24 @@
-import * as ort from 'onnxruntime-node';
-import { PartscanError, type PartscanWarning } from '../errors.js';
+import type * as ort from 'onnxruntime-node';
+import { PartscanError } from '../errors.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
 import { OrtBackbone } from '../backbone/ort-backbone.js';
 import { loadBackbone, type BackboneSpec } from '../backbone/registry.js';
-import { channelSources, gatherEmbedding, type ChannelSource } from '../embedding/embedding.js';
-import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
-import { BufferPool } from '../util/buffer-pool.js';
-import { StatsKernels, positionsPerChunk } from '../stats/ort-kernels.js';
-import { createSession, defaultThreads } from '../onnx/session.js';
-import { preprocessBatch, preprocessTiles, type TileBox } from '../preprocess/preprocess.js';
-import { resizeBilinear, mapToOriginal } from '../postprocess/resize.js';
-import { UpsampleBlurSession } from '../postprocess/upsample-blur-graph.js';
-import { normalizeMap, normalizeScore } from '../postprocess/normalize.js';
-import { extractRegions, type Region } from '../postprocess/regions.js';
-import {
-  imageNormalization,
-  pixelNormalization,
-  verdict as verdictOf,
-  type GoodOnlyRule,
-  type Thresholds,
-  type Verdict,
-  type VerdictBand,
-} from '../postprocess/thresholds.js';
-import type { Dataset, ImageInfo, PreprocessOptions, Sample, Tensor4D } from '../types.js';
-import type { TrainingSetReport } from '../guards/training-set.js';
-import { driftScore, parseDriftModel, type DriftModel } from '../guards/drift.js';
-import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
+import { packedSize } from '../stats/gaussian-stats.js';
+import { mapToOriginal } from '../postprocess/resize.js';
+import type { GoodOnlyRule, Thresholds, VerdictBand } from '../postprocess/thresholds.js';
+import type { ImageInfo, PreprocessOptions, Sample, Tensor4D } from '../types.js';
+import { parseDriftModel, type DriftModel } from '../guards/drift.js';
 import { readModelFile, writeModelFile, type SectionData } from './model-file.js';
-import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
+import { readModelParts, resumeSections, RESUME_SECTIONS, type ModelParts } from './model-sections.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
-import { inlineScoringGraph } from './scoring-graph.js';
+import { AnomalyMapper } from './anomaly-maps.js';
+import { addDrift, buildScoreResult } from './score-result.js';
+import { stitchTiles, tiledAnomalyMap } from './tiles.js';
+import { prepareBatch, type PreparedBatch } from './score-batch.js';
+import type { FitReport, ImageSource, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './types.js';
 
-export { PARTSCAN_VERSION };
-export type { ModelHeader };
+export { PARTSCAN_VERSION, stitchTiles };
+export type { FitReport, ImageSource, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult };
 
 /** PaDiM's covariance regulariser ε in Σ + ε·I. */
 export const DEFAULT_EPSILON = 0.01;
@@ -40,22 +26,6 @@ export const DEFAULT_EPSILON = 0.01;
 export const DEFAULT_CHANNELS = 100;
 /** Gaussian blur σ applied to anomaly maps (PaDiM / anomalib). */
 export const BLUR_SIGMA = 4;
-
-/** Anything that names images: a folder or dataset root, a list of files, a loaded dataset or samples. */
-export type ImageSource = string | string[] | Dataset | Sample[];
-
-/** An image to score: a path, encoded bytes, or an already preprocessed [1,3,S,S] tensor. */
-export type ScoreInput = string | Buffer | Tensor4D;
-
-/** Progress events of long operations. */
-export interface ProgressEvent {
-  /** Which stage is running. */
-  stage: 'fit' | 'invert' | 'calibrate' | 'score';
-  /** Units done. */
-  done: number;
-  /** Units in all. */
-  total: number;
-}
 
 /** Options of {@link fit}. */
 export interface FitOptions {
@@ -136,111 +106,6 @@ export interface FitOptions {
   precision?: 'fp32' | 'int8';
 }
 
-/** What the training-set guards found during {@link fit}. */
-export interface FitReport {
-  /** Images left out (exact duplicates, constant images), with reasons. */
-  rejected: TrainingSetReport['rejected'];
-  /** Near-duplicate pairs (kept). */
-  nearDuplicates: TrainingSetReport['nearDuplicates'];
-  /** Likely contaminated training images: in-sample score and robust z, highest first. */
-  suspects: {
-    /** The training image. */
-    file: string;
-    /** Its in-sample (leave-one-out) anomaly score. */
-    score: number;
-    /** Robust z of that score, on the log scale, among the training images. */
-    z: number;
-  }[];
-}
-
-/** Per-image scoring result. */
-export interface ScoreResult {
-  /** The input's source (path, '<buffer>' or '<tensor>'). */
-  source: string;
-  /** Raw image score: the maximum of the anomaly map. */
-  imageScore: number;
-  /** Raw anomaly map, size×size (model input resolution), row-major. */
-  anomalyMap: Float32Array;
-  /** Side of the model input (`anomalyMap` is size×size unless the model is tiled). */
-  size: number;
-  /** Width of `anomalyMap` (= size, or the original width for tiled models). */
-  mapWidth: number;
-  /** Height of `anomalyMap` (= size, or the original height for tiled models). */
-  mapHeight: number;
-  /** Image score normalised so the threshold is 0.5 (when the model has thresholds). */
-  normalizedScore?: number;
-  /** Normalised anomaly map (when the model has thresholds). */
-  normalizedMap?: Float32Array;
-  /** OK / NG / UNCERTAIN (when the model has thresholds). */
-  verdict?: Verdict;
-  /** Binary defect mask at model resolution (1 = defect), when the model has thresholds. */
-  mask?: Uint8Array;
-  /** Defect regions at model resolution, when the model has thresholds. */
-  regions?: Region[];
-  /** Original image facts (absent for tensor input). */
-  info?: ImageInfo;
-  /**
-   * Whole-image drift vs the training images (lighting, contrast, colour temperature, focus): `flag`
-   * means the image lies far outside what the model was fitted on, so its score may not be meaningful
-   * even when it shows no local defect.
-   */
-  drift?: {
-    /** `score` is above the drift model's limit. */
-    flag: boolean;
-    /** Max |robust z| over the global image features. */
-    score: number;
-    /** One line per feature beyond the limit, largest first (e.g. 'brightness +35% vs training'). */
-    reasons: string[];
-    /** Per-feature robust z, in the drift model's feature order. */
-    z?: number[];
-  };
-  /** Non-fatal findings about this input. */
-  warnings: PartscanWarning[];
-}
-
-/** Options of {@link Model.score}. */
-export interface ScoreOptions {
-  /** Images per backbone batch (default {@link Model.defaultScoreBatchSize}: 8, up to 32 for large d). */
-  batchSize?: number;
-  /** Minimum region area in pixels at model resolution (default 0). */
-  minArea?: number;
-  /** Morphological opening radius for mask cleanup (default 0). */
-  openRadius?: number;
-  /** Morphological closing radius (default 0). */
-  closeRadius?: number;
-}
-
-
-/** Sections that only `fit --resume` needs. */
-const RESUME_SECTIONS: readonly string[] = ['m2', 'samples'];
-
-function sectionSizeError(file: string): PartscanError {
-  return new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
-    file,
-    remedy: 're-fit the model',
-  });
-}
-
-/** The statistics for resuming among a file's read sections (`m2` or `samples`), size-checked against the header. */
-function resumeSections(sections: Map<string, SectionData>, header: ModelHeader, file: string): { m2?: Float32Array; samples?: Float32Array } {
-  const P = header.embedding.gridH * header.embedding.gridW;
-  const d = header.embedding.channels;
-  const m2 = sections.get('m2') as Float32Array | undefined;
-  const samples = sections.get('samples') as Float32Array | undefined;
-  if ((m2 && m2.length !== P * packedSize(d)) || (samples && samples.length !== P * header.gaussian.images * d)) throw sectionSizeError(file);
-  return { ...(m2 ? { m2 } : {}), ...(samples ? { samples } : {}) };
-}
-
-interface ModelParts {
-  header: ModelHeader;
-  channelIndices: Int32Array;
-  mean: Float64Array;
-  invCovPacked: Float32Array;
-  m2?: Float32Array;
-  samples?: Float32Array;
-  roi?: Uint8Array;
-}
-
 /**
  * A fitted PaDiM model: per-position Gaussians over a backbone's embedding, plus thresholds.
  * Load with {@link Model.load}, create with {@link fit}. Scoring is safe to call concurrently.
@@ -272,17 +137,10 @@ export class Model {
   private resume: { m2?: Float32Array; samples?: Float32Array; file?: string; sha256?: string };
   /** Region of interest at model resolution (1 = inspect), if any. */
   roi: Uint8Array | undefined;
-  private readonly sources: ChannelSource[];
   private backbone: Backbone | undefined;
   private backbonePromise: Promise<Backbone> | undefined;
-  private kernelsPromise: Promise<StatsKernels> | undefined;
-  /** Scratch embeddings for scoring, reused across batches. */
-  private readonly embeddingPool = new BufferPool();
-  private upsampleBlurPromise: Promise<UpsampleBlurSession> | undefined;
-  /** The means in float32, as the scoring kernel takes them (made on first score). */
-  private mean32: Float32Array | undefined;
-  private fullInversePromise: Promise<Float32Array[]> | undefined;
-  private fusedScoringPromise: Promise<ort.InferenceSession | undefined> | undefined;
+  /** The scoring sessions and scratch buffers, created on first score (anomaly-maps.ts). */
+  private readonly maps: AnomalyMapper;
   private readonly threads: number | undefined;
 
   private constructor(parts: ModelParts, backbone: Backbone | undefined, threads?: number) {
@@ -294,7 +152,7 @@ export class Model {
     this.roi = parts.roi;
     this.backbone = backbone;
     this.threads = threads;
-    this.sources = channelSources(parts.channelIndices, parts.header.backbone.channels);
+    this.maps = new AnomalyMapper(this, threads);
   }
 
   /** Number of grid positions P. */
@@ -335,34 +193,8 @@ export class Model {
     file: string,
     opts: { backbone?: BackboneSpec | Backbone; threads?: number; verify?: boolean; resumeStatistics?: boolean } = {},
   ): Promise<Model> {
-    const contents = await readModelFile(file, {
-      ...(opts.verify === undefined ? {} : { verify: opts.verify }),
-      ...(opts.resumeStatistics ? {} : { sections: (name: string) => !RESUME_SECTIONS.includes(name) }),
-    });
-    // One schema checks every field, and the section shapes against grid and d, before anything is used.
-    const header = parseModelHeader(contents.header, file) as unknown as ModelHeader;
-    checkModelSections(header as unknown as ParsedModelHeader, contents.sections, file);
-    const need = (name: string): SectionData => {
-      const s = contents.sections.get(name);
-      if (!s) {
-        throw new PartscanError('MODEL_FORMAT', `${file} has no "${name}" section.`, { file, remedy: 're-fit the model' });
-      }
-      return s;
-    };
-    const parts: ModelParts = {
-      header,
-      channelIndices: need('channels') as Int32Array,
-      mean: need('mean') as Float64Array,
-      invCovPacked: need('invCov') as Float32Array,
-    };
-    const roi = contents.sections.get('roi');
-    if (roi) parts.roi = roi as Uint8Array;
-    const P = header.embedding.gridH * header.embedding.gridW;
-    const d = header.embedding.channels;
-    if (parts.mean.length !== P * d || parts.invCovPacked.length !== P * packedSize(d) || parts.channelIndices.length !== d) {
-      throw sectionSizeError(file);
-    }
-    Object.assign(parts, resumeSections(contents.sections, header, file));
+    const { parts, sections, kept } = await readModelParts(file, opts);
+    const header = parts.header;
     let backbone: Backbone | undefined;
     // A quantized graph cannot be rebuilt from a spec (weights): an embedded int8 backbone is used whatever spec is given.
     const int8Embedded = header.backbone.precision === 'int8' && header.backbone.embedded;
@@ -370,14 +202,13 @@ export class Model {
       backbone = isBackbone(opts.backbone) ? opts.backbone : await loadBackbone(opts.backbone, threadOpt(opts.threads));
       assertSameBackbone(header.backbone, backbone.identity, file);
     } else if (header.backbone.embedded) {
-      const onnx = contents.sections.get('backbone.onnx') as Uint8Array | undefined;
+      const onnx = sections.get('backbone.onnx') as Uint8Array | undefined;
       if (!onnx) throw new PartscanError('MODEL_FORMAT', `${file}: embedded backbone section missing.`, { file, remedy: 're-fit the model' });
       const { embedded: _e, inputName, ...identity } = header.backbone;
       backbone = await OrtBackbone.create(onnx, identity, { ...threadOpt(opts.threads), inputName });
     }
     const model = new Model(parts, backbone, opts.threads);
     model.modelFile = file;
-    const kept = contents.header.sections.find((s) => RESUME_SECTIONS.includes(s.name));
     if (!opts.resumeStatistics && kept) model.resume = { file, sha256: kept.sha256 };
     return model;
   }
@@ -464,11 +295,6 @@ export class Model {
     return this.backbonePromise;
   }
 
-  private kernels(): Promise<StatsKernels> {
-    this.kernelsPromise ??= StatsKernels.create(this.dim, this.threads);
-    return this.kernelsPromise;
-  }
-
   /**
    * Default images per scoring batch. Every batch streams all P inverse covariances (d=550 at 224 px:
    * 3.8 GB) through the Mahalanobis GEMMs, so large d wants larger batches: about 32 MB of inverse
@@ -479,37 +305,12 @@ export class Model {
     return Math.min(32, Math.max(8, Math.ceil(inverseBytes / (32 * 1024 * 1024))));
   }
 
-  private upsampleBlur(): Promise<UpsampleBlurSession> {
-    const { gridW, gridH } = this.header.embedding;
-    this.upsampleBlurPromise ??= UpsampleBlurSession.create(gridW, gridH, this.size, this.header.postprocess.blurSigma, this.threads ?? defaultThreads());
-    return this.upsampleBlurPromise;
-  }
-
-  /** Full (unpacked) inverse covariances in position chunks, expanded once on first score. */
-  private fullInverses(): Promise<Float32Array[]> {
-    this.fullInversePromise ??= Promise.resolve().then(() => {
-      const P = this.positions;
-      const d = this.dim;
-      const tri = packedSize(d);
-      const chunk = positionsPerChunk(d, P);
-      const out: Float32Array[] = [];
-      for (let p0 = 0; p0 < P; p0 += chunk) {
-        const pc = Math.min(chunk, P - p0);
-        const full = new Float32Array(pc * d * d);
-        for (let q = 0; q < pc; q++) unpackSymmetric(this.invCovPacked, (p0 + q) * tri, d, full, q * d * d);
-        out.push(full);
-      }
-      return out;
-    });
-    return this.fullInversePromise;
-  }
-
   /**
    * Raw anomaly maps of a preprocessed batch [N,3,S,S]: Mahalanobis distance per grid position,
    * bilinear upsampling (align_corners=false) to S×S, Gaussian blur σ=4. Returns one map per image.
    */
   async anomalyMaps(batch: Tensor4D, transformSquared?: (d2: number) => number): Promise<Float32Array[]> {
-    const [n, , h, w] = batch.dims;
+    const [, , h, w] = batch.dims;
     if (h !== this.size || w !== this.size) {
       throw new PartscanError('INVALID_TENSOR', `Input tensor is ${w}×${h}; this model expects ${this.size}×${this.size}.`, {
         remedy: 'preprocess with the model header\'s preprocess options',
@@ -519,91 +320,34 @@ export class Model {
       const fused = await this.fusedScoring();
       if (fused) return this.fusedMaps(fused, batch);
     }
-    const backbone = await this.getBackbone();
-    const d2 = backbone.withFeatures
-      ? await backbone.withFeatures(batch, (maps) => this.gridDistances(maps, n))
-      : await this.gridDistances(await backbone.extract(batch), n);
-    return this.mapsFromDistances(d2, n, transformSquared);
+    return this.maps.stepwiseMaps(await this.getBackbone(), batch, transformSquared);
   }
 
   /**
    * Anomaly maps from squared grid distances [P, N] (optionally transformed per distance, e.g. the
    * leave-one-out rescaling): the tail of {@link anomalyMaps}, for distances computed elsewhere.
    */
-  async mapsFromDistances(d2: Float32Array, n: number, transformSquared?: (d2: number) => number): Promise<Float32Array[]> {
-    const P = this.positions;
-    // Image-major squared distances [N, P] (optionally transformed, e.g. leave-one-out rescaling).
-    const byImage = new Float32Array(n * P);
-    for (let i = 0; i < n; i++) {
-      const o = i * P;
-      if (transformSquared) for (let p = 0; p < P; p++) byImage[o + p] = transformSquared(d2[p * n + i]!);
-      else for (let p = 0; p < P; p++) byImage[o + p] = d2[p * n + i]!;
-    }
-    return perImage(await (await this.upsampleBlur()).run(byImage, n), n, this.size * this.size);
+  mapsFromDistances(d2: Float32Array, n: number, transformSquared?: (d2: number) => number): Promise<Float32Array[]> {
+    return this.maps.mapsFromDistances(d2, n, transformSquared);
   }
 
   /**
-   * One ONNX Runtime session for the whole scoring path (see {@link inlineScoringGraph}), created on
-   * first use; undefined where the graph cannot be one (tiled models, d=550 at 224 px: its inverse
-   * covariances exceed what one in-memory graph holds, and batches there are dominated by the
-   * Mahalanobis GEMMs anyway) or the backbone cannot be merged: those score session by session.
+   * The single scoring session, or undefined where the model scores session by session (see
+   * {@link AnomalyMapper.fusedScoring}). This and fusedMaps stay as seams on the model so that tests can
+   * check which path anomalyMaps took.
    */
   private fusedScoring(): Promise<ort.InferenceSession | undefined> {
-    this.fusedScoringPromise ??= (async () => {
-      let bytes: Uint8Array | undefined;
-      try {
-        bytes = await inlineScoringGraph(this);
-      } catch (e) {
-        if (e instanceof PartscanError) return undefined; // e.g. a backbone graph that cannot be merged
-        throw e;
-      }
-      return bytes && createSession(bytes, this.threads ?? defaultThreads());
-    })();
-    return this.fusedScoringPromise;
+    return this.maps.fusedScoring();
   }
 
   /** Raw anomaly maps of a preprocessed batch from the single scoring session. */
-  private async fusedMaps(session: ort.InferenceSession, batch: Tensor4D): Promise<Float32Array[]> {
-    const [n] = batch.dims;
-    const SS = this.size * this.size;
-    const out = await session.run({ input: new ort.Tensor('float32', batch.data.subarray(0, n * 3 * SS), [...batch.dims]) }, ['anomaly_map']);
-    return perImage(out.anomaly_map!.data as Float32Array, n, SS);
-  }
-
-  /** Squared Mahalanobis distances [P, N] for backbone maps of N images. */
-  private async gridDistances(maps: Tensor4D[], n: number): Promise<Float32Array> {
-    const { gridH, gridW } = this.header.embedding;
-    const first = maps[0]!;
-    if (first.dims[2] !== gridH || first.dims[3] !== gridW) {
-      throw new PartscanError('BACKBONE_MISMATCH', `Backbone grid ${first.dims[3]}×${first.dims[2]} differs from the model's ${gridW}×${gridH}.`, {
-        remedy: 'score with the backbone and image size the model was fitted with',
-      });
-    }
-    // Pooled: a fresh [P, N, d] array per batch (220 MB at d=550, N=32) costs more in page faults than the gather.
-    const emb = gatherEmbedding(maps, this.sources, this.embeddingPool.acquire(this.positions * n * this.dim)).data;
-    try {
-      return await this.embeddingDistances(emb, n);
-    } finally {
-      this.embeddingPool.release(emb);
-    }
+  private fusedMaps(session: ort.InferenceSession, batch: Tensor4D): Promise<Float32Array[]> {
+    return this.maps.fusedMaps(session, batch);
   }
 
   /** Squared Mahalanobis distances [P, N] of embeddings [P, N, d] (e.g. the fit's own, kept). */
-  async embeddingDistances(emb: Float32Array, n: number): Promise<Float32Array> {
-    const P = this.positions;
-    const d = this.dim;
-    this.mean32 ??= Float32Array.from(this.mean);
-    const mean = this.mean32;
-    const [kernels, inverses] = await Promise.all([this.kernels(), this.fullInverses()]);
-    const out = new Float32Array(P * n);
-    let p0 = 0;
-    for (const inv of inverses) {
-      const pc = inv.length / (d * d);
-      const r = await kernels.mahalanobisSquared(emb.subarray(p0 * n * d, (p0 + pc) * n * d), mean.subarray(p0 * d, (p0 + pc) * d), inv, pc, n);
-      out.set(r, p0 * n);
-      p0 += pc;
-    }
-    return out;
+  embeddingDistances(emb: Float32Array, n: number): Promise<Float32Array> {
+    return this.maps.embeddingDistances(emb, n);
   }
 
   /**
@@ -634,10 +378,10 @@ export class Model {
       return results;
     }
     // Pipeline: decode/resize batch k+1 (sharp's threads) while ORT runs batch k.
-    let pending: ReturnType<Model['prepare']> | undefined = inputs.length ? this.prepare(inputs.slice(0, bs)) : undefined;
+    let pending: Promise<PreparedBatch> | undefined = inputs.length ? prepareBatch(inputs.slice(0, bs), this.header.preprocess, this.size) : undefined;
     for (let i = 0; i < inputs.length; i += bs) {
       const current = pending!;
-      pending = i + bs < inputs.length ? this.prepare(inputs.slice(i + bs, i + 2 * bs)) : undefined;
+      pending = i + bs < inputs.length ? prepareBatch(inputs.slice(i + bs, i + 2 * bs), this.header.preprocess, this.size) : undefined;
       pending?.catch(() => undefined); // surfaced when awaited
       const { tensor, infos, sources } = await current;
       const maps = await this.anomalyMaps(tensor);
@@ -650,61 +394,13 @@ export class Model {
     return results;
   }
 
-  /** Scores one image tile by tile at native resolution and stitches the maps with overlap blending. */
+  /** Scores one image tile by tile at native resolution and stitches the maps with overlap blending (tiles.ts). */
   private async scoreTiled(input: ScoreInput, batchSize: number, opts: ScoreOptions): Promise<ScoreResult> {
-    if (typeof input !== 'string' && !Buffer.isBuffer(input)) {
-      throw new PartscanError('OPTIONS', 'Tiled models score image files or encoded bytes, not tensors.', {
-        remedy: 'pass the image path or bytes',
-      });
-    }
-    const { tile, overlap } = this.header.tiling!;
-    const S = this.size;
-    const t = await preprocessTiles(input, this.header.preprocess, tile, overlap);
-    const per = 3 * S * S;
-    const tileMaps: Float32Array[] = [];
-    for (let i = 0; i < t.boxes.length; i += batchSize) {
-      const n = Math.min(batchSize, t.boxes.length - i);
-      tileMaps.push(...(await this.anomalyMaps({ data: t.tensor.subarray(i * per, (i + n) * per), dims: [n, 3, S, S] })));
-    }
-    const { width, height } = t.info;
-    const map = stitchTiles(tileMaps, t.boxes, S, width, height, overlap);
-    // The image score is the max over tiles (blending can only lower a peak inside an overlap).
-    let tileMax = -Infinity;
-    for (const m of tileMaps) for (let i = 0; i < m.length; i++) if (m[i]! > tileMax) tileMax = m[i]!;
-    return this.finish(map, width, height, t.info.source, t.info, opts, tileMax);
+    const t = await tiledAnomalyMap(input, this.header.tiling!, this.header.preprocess, this.size, batchSize, (b) => this.anomalyMaps(b));
+    return this.finish(t.map, t.info.width, t.info.height, t.info.source, t.info, opts, t.imageScore);
   }
 
-  private async prepare(part: ScoreInput[]): Promise<{ tensor: Tensor4D; infos: (ImageInfo | undefined)[]; sources: string[] }> {
-    const S = this.size;
-    const per = 3 * S * S;
-    if (part.every((p) => typeof p === 'string' || Buffer.isBuffer(p))) {
-      const b = await preprocessBatch(part as (string | Buffer)[], this.header.preprocess);
-      return {
-        tensor: { data: b.tensor, dims: [part.length, 3, S, S] },
-        infos: b.images.map((im) => im.info),
-        sources: b.images.map((im) => im.info.source),
-      };
-    }
-    const data = new Float32Array(per * part.length);
-    const infos: (ImageInfo | undefined)[] = [];
-    const sources: string[] = [];
-    for (let k = 0; k < part.length; k++) {
-      const p = part[k]!;
-      if (typeof p === 'string' || Buffer.isBuffer(p)) {
-        const b = await preprocessBatch([p], this.header.preprocess);
-        data.set(b.tensor, k * per);
-        infos.push(b.images[0]!.info);
-        sources.push(b.images[0]!.info.source);
-      } else {
-        checkTensor(p, S);
-        data.set(p.data.subarray(0, per), k * per);
-        infos.push(undefined);
-        sources.push('<tensor>');
-      }
-    }
-    return { tensor: { data, dims: [part.length, 3, S, S] }, infos, sources };
-  }
-
+  /** Builds a result from a raw map against this model's thresholds and region of interest (score-result.ts). */
   private finish(
     map: Float32Array,
     mapWidth: number,
@@ -714,43 +410,17 @@ export class Model {
     opts: ScoreOptions,
     scoreOverride?: number,
   ): ScoreResult {
-    let imageScore = -Infinity;
-    if (scoreOverride !== undefined) imageScore = scoreOverride;
-    else for (let i = 0; i < map.length; i++) if (map[i]! > imageScore) imageScore = map[i]!;
-    const result: ScoreResult = { source, imageScore, anomalyMap: map, size: this.size, mapWidth, mapHeight, warnings: [] };
-    if (info) result.info = info;
-    const t = this.header.thresholds;
-    if (t) {
-      const normalizedScore = normalizeScore(imageScore, imageNormalization(t));
-      const normalizedMap = normalizeMap(map, pixelNormalization(t));
-      const { mask, regions } = extractRegions(normalizedMap, mapWidth, mapHeight, {
-        threshold: 0.5,
-        ...(this.roi && mapWidth === this.size && mapHeight === this.size ? { roi: this.roi } : {}),
-        ...(opts.minArea !== undefined ? { minArea: opts.minArea } : {}),
-        ...(opts.openRadius ? { openRadius: opts.openRadius } : {}),
-        ...(opts.closeRadius ? { closeRadius: opts.closeRadius } : {}),
-      });
-      Object.assign(result, { normalizedScore, normalizedMap, verdict: verdictOf(normalizedScore, t.band), mask, regions });
-    }
-    return result;
+    const ctx = { size: this.size, thresholds: this.header.thresholds, roi: this.roi };
+    return buildScoreResult(ctx, map, mapWidth, mapHeight, source, info, opts, scoreOverride);
   }
 
+  /** The stored drift model, parsed on first score (null: not parsed yet; undefined: the model has none). */
   private driftModel: DriftModel | undefined | null = null;
 
   /** Flags whole-image drift of image `k` of a preprocessed batch against the stored drift model. */
   private addDrift(r: ScoreResult, batch: Float32Array, k: number): void {
     if (this.driftModel === null) this.driftModel = this.header.drift ? parseDriftModel(this.header.drift, this.modelFile) : undefined;
-    if (!this.driftModel) return;
-    const S = this.size;
-    const d = driftScore(this.driftModel, driftDescriptorFromTensor(batch, k * 3 * S * S, S, this.header.preprocess));
-    r.drift = { flag: d.flag, score: d.score, reasons: d.reasons, z: d.z };
-    if (d.flag) {
-      r.warnings.push({
-        code: 'DRIFT',
-        message: `${r.source}: the whole image differs from the training images (${d.reasons.join('; ')}). Check lighting, camera and focus; the anomaly score may not be meaningful.`,
-        ...(r.source.startsWith('<') ? {} : { file: r.source }),
-      });
-    }
+    if (this.driftModel) addDrift(r, this.driftModel, batch, k, this.size, this.header.preprocess);
   }
 
   /** Maps a result's anomaly map (or normalised map) to the original image size (bilinear), for export. */
@@ -767,52 +437,11 @@ export class Model {
 
   /** Releases ONNX Runtime sessions. */
   async dispose(): Promise<void> {
-    const k = this.kernelsPromise;
-    this.kernelsPromise = undefined;
-    if (k) await (await k).dispose();
-    const u = this.upsampleBlurPromise;
-    this.upsampleBlurPromise = undefined;
-    if (u) await (await u).dispose();
-    const f = this.fusedScoringPromise;
-    this.fusedScoringPromise = undefined;
-    if (f) await (await f.catch(() => undefined))?.release();
+    await this.maps.dispose();
     if (this.backbone) await this.backbone.dispose();
     this.backbone = undefined;
-    this.embeddingPool.clear();
     this.backbonePromise = undefined;
   }
-}
-
-/** Splits N maps of `size` values laid out one after another into one array per image. */
-function perImage(flat: Float32Array, n: number, size: number): Float32Array[] {
-  return Array.from({ length: n }, (_, i) => flat.slice(i * size, (i + 1) * size));
-}
-
-/**
- * Stitches per-tile maps (S×S each) into a width×height map: each tile map is resized to its box and
- * blended with weights that ramp linearly across the overlap, so seams do not show; pixels covered by
- * one tile take that tile's value.
- */
-export function stitchTiles(maps: Float32Array[], boxes: TileBox[], S: number, width: number, height: number, overlap: number): Float32Array {
-  const acc = new Float64Array(width * height);
-  const wsum = new Float64Array(width * height);
-  const ramp = Math.max(1, overlap);
-  boxes.forEach((b, k) => {
-    const m = b.width === S && b.height === S ? maps[k]! : resizeBilinear(maps[k]!, S, S, b.width, b.height);
-    for (let y = 0; y < b.height; y++) {
-      const wy = Math.max(1e-3, Math.min(1, (y + 0.5) / ramp, (b.height - y - 0.5) / ramp));
-      for (let x = 0; x < b.width; x++) {
-        const wx = Math.max(1e-3, Math.min(1, (x + 0.5) / ramp, (b.width - x - 0.5) / ramp));
-        const w = wx * wy;
-        const o = (b.y + y) * width + b.x + x;
-        acc[o]! += w * m[y * b.width + x]!;
-        wsum[o]! += w;
-      }
-    }
-  });
-  const out = new Float32Array(width * height);
-  for (let i = 0; i < out.length; i++) out[i] = acc[i]! / wsum[i]!;
-  return out;
 }
 
 /** @internal Whether a fit/load option is a backbone object (not a spec). */
@@ -841,20 +470,3 @@ function assertSameBackbone(expected: BackboneIdentity, got: BackboneIdentity, f
     );
   }
 }
-
-function checkTensor(t: Tensor4D, size: number): void {
-  const [n, c, h, w] = t.dims;
-  if (n !== 1 || c !== 3 || h !== size || w !== size || t.data.length < 3 * size * size) {
-    throw new PartscanError('INVALID_TENSOR', `Tensor input must be [1,3,${size},${size}], got [${t.dims.join(',')}].`, {
-      remedy: 'preprocess with the model header\'s preprocess options',
-    });
-  }
-  for (let i = 0; i < t.data.length; i++) {
-    if (!Number.isFinite(t.data[i]!)) {
-      throw new PartscanError('INVALID_TENSOR', `Tensor input holds a non-finite value (${t.data[i]}) at index ${i}.`, {
-        remedy: 'check the preprocessing: NaN/Inf usually come from a division by a zero std or a corrupt decode',
-      });
-    }
-  }
-}
-

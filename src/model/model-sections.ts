@@ -1,0 +1,81 @@
+/**
+ * The sections of a `.partscan` file as a model's parts: which sections a load reads (the statistics
+ * for resuming only on request), the schema and size checks on them, and the resume statistics read later.
+ */
+
+import { PartscanError } from '../errors.js';
+import { packedSize } from '../stats/gaussian-stats.js';
+import { readModelFile, type SectionData } from './model-file.js';
+import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
+import type { ModelHeader } from './header.js';
+
+/** Sections that only `fit --resume` needs. */
+export const RESUME_SECTIONS: readonly string[] = ['m2', 'samples'];
+
+function sectionSizeError(file: string): PartscanError {
+  return new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
+    file,
+    remedy: 're-fit the model',
+  });
+}
+
+/** The statistics for resuming among a file's read sections (`m2` or `samples`), size-checked against the header. */
+export function resumeSections(sections: Map<string, SectionData>, header: ModelHeader, file: string): { m2?: Float32Array; samples?: Float32Array } {
+  const P = header.embedding.gridH * header.embedding.gridW;
+  const d = header.embedding.channels;
+  const m2 = sections.get('m2') as Float32Array | undefined;
+  const samples = sections.get('samples') as Float32Array | undefined;
+  if ((m2 && m2.length !== P * packedSize(d)) || (samples && samples.length !== P * header.gaussian.images * d)) throw sectionSizeError(file);
+  return { ...(m2 ? { m2 } : {}), ...(samples ? { samples } : {}) };
+}
+
+/** What a model is made of: header, channel choice, Gaussians, and optionally resume statistics and ROI. */
+export interface ModelParts {
+  header: ModelHeader;
+  channelIndices: Int32Array;
+  mean: Float64Array;
+  invCovPacked: Float32Array;
+  m2?: Float32Array;
+  samples?: Float32Array;
+  roi?: Uint8Array;
+}
+
+/**
+ * Reads a model file's sections and checks them against its header. The statistics for resuming are
+ * read only when `resumeStatistics` is set; otherwise `kept` names the section left in the file.
+ */
+export async function readModelParts(
+  file: string,
+  opts: { verify?: boolean; resumeStatistics?: boolean },
+): Promise<{ parts: ModelParts; sections: Map<string, SectionData>; kept: { name: string; sha256: string } | undefined }> {
+  const contents = await readModelFile(file, {
+    ...(opts.verify === undefined ? {} : { verify: opts.verify }),
+    ...(opts.resumeStatistics ? {} : { sections: (name: string) => !RESUME_SECTIONS.includes(name) }),
+  });
+  // One schema checks every field, and the section shapes against grid and d, before anything is used.
+  const header = parseModelHeader(contents.header, file) as unknown as ModelHeader;
+  checkModelSections(header as unknown as ParsedModelHeader, contents.sections, file);
+  const need = (name: string): SectionData => {
+    const s = contents.sections.get(name);
+    if (!s) {
+      throw new PartscanError('MODEL_FORMAT', `${file} has no "${name}" section.`, { file, remedy: 're-fit the model' });
+    }
+    return s;
+  };
+  const parts: ModelParts = {
+    header,
+    channelIndices: need('channels') as Int32Array,
+    mean: need('mean') as Float64Array,
+    invCovPacked: need('invCov') as Float32Array,
+  };
+  const roi = contents.sections.get('roi');
+  if (roi) parts.roi = roi as Uint8Array;
+  const P = header.embedding.gridH * header.embedding.gridW;
+  const d = header.embedding.channels;
+  if (parts.mean.length !== P * d || parts.invCovPacked.length !== P * packedSize(d) || parts.channelIndices.length !== d) {
+    throw sectionSizeError(file);
+  }
+  Object.assign(parts, resumeSections(contents.sections, header, file));
+  const kept = contents.header.sections.find((s) => RESUME_SECTIONS.includes(s.name));
+  return { parts, sections: contents.sections, kept };
+}

@@ -1,0 +1,71 @@
+/**
+ * Raw anomaly map → ScoreResult: image score, normalisation, verdict, mask and regions, and the
+ * whole-image drift flag. Pure functions over what the model holds, so the model's scoring paths
+ * (whole image or tiled) share one way of turning a map into a result.
+ */
+
+import { normalizeMap, normalizeScore } from '../postprocess/normalize.js';
+import { extractRegions } from '../postprocess/regions.js';
+import { imageNormalization, pixelNormalization, verdict as verdictOf, type Thresholds } from '../postprocess/thresholds.js';
+import { driftScore, type DriftModel } from '../guards/drift.js';
+import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
+import type { ImageInfo, PreprocessOptions } from '../types.js';
+import type { ScoreOptions, ScoreResult } from './types.js';
+
+/** What a result is judged against: the model's input side, thresholds and region of interest. */
+export interface ScoreResultContext {
+  /** Side of the model input. */
+  size: number;
+  /** The model's thresholds; without them the result carries the raw map and score only. */
+  thresholds: Thresholds | undefined;
+  /** Region of interest at model resolution (1 = inspect), if any. */
+  roi: Uint8Array | undefined;
+}
+
+/**
+ * Builds a result from a raw anomaly map of mapWidth×mapHeight. The image score is the map's maximum
+ * unless `scoreOverride` is given (tiled scoring passes the maximum over its unblended tile maps).
+ */
+export function buildScoreResult(
+  ctx: ScoreResultContext,
+  map: Float32Array,
+  mapWidth: number,
+  mapHeight: number,
+  source: string,
+  info: ImageInfo | undefined,
+  opts: ScoreOptions,
+  scoreOverride?: number,
+): ScoreResult {
+  let imageScore = -Infinity;
+  if (scoreOverride !== undefined) imageScore = scoreOverride;
+  else for (let i = 0; i < map.length; i++) if (map[i]! > imageScore) imageScore = map[i]!;
+  const result: ScoreResult = { source, imageScore, anomalyMap: map, size: ctx.size, mapWidth, mapHeight, warnings: [] };
+  if (info) result.info = info;
+  const t = ctx.thresholds;
+  if (t) {
+    const normalizedScore = normalizeScore(imageScore, imageNormalization(t));
+    const normalizedMap = normalizeMap(map, pixelNormalization(t));
+    const { mask, regions } = extractRegions(normalizedMap, mapWidth, mapHeight, {
+      threshold: 0.5,
+      ...(ctx.roi && mapWidth === ctx.size && mapHeight === ctx.size ? { roi: ctx.roi } : {}),
+      ...(opts.minArea !== undefined ? { minArea: opts.minArea } : {}),
+      ...(opts.openRadius ? { openRadius: opts.openRadius } : {}),
+      ...(opts.closeRadius ? { closeRadius: opts.closeRadius } : {}),
+    });
+    Object.assign(result, { normalizedScore, normalizedMap, verdict: verdictOf(normalizedScore, t.band), mask, regions });
+  }
+  return result;
+}
+
+/** Flags whole-image drift of image `k` of a preprocessed batch [N,3,S,S] against a drift model. */
+export function addDrift(r: ScoreResult, driftModel: DriftModel, batch: Float32Array, k: number, S: number, preprocess: PreprocessOptions): void {
+  const d = driftScore(driftModel, driftDescriptorFromTensor(batch, k * 3 * S * S, S, preprocess));
+  r.drift = { flag: d.flag, score: d.score, reasons: d.reasons, z: d.z };
+  if (d.flag) {
+    r.warnings.push({
+      code: 'DRIFT',
+      message: `${r.source}: the whole image differs from the training images (${d.reasons.join('; ')}). Check lighting, camera and focus; the anomaly score may not be meaningful.`,
+      ...(r.source.startsWith('<') ? {} : { file: r.source }),
+    });
+  }
+}

@@ -1,0 +1,102 @@
+/**
+ * The public data types of scoring and fitting: what goes in (image sources, score inputs, options) and
+ * what comes out (results, fit reports, progress). They live apart from the Model class so that the
+ * modules that build results (score-result.ts, tiles.ts) need not import the model back.
+ * FitOptions stays in model.ts: its `resume` field names the Model class itself.
+ */
+
+import type { PartscanWarning } from '../errors.js';
+import type { Region } from '../postprocess/regions.js';
+import type { Verdict } from '../postprocess/thresholds.js';
+import type { Dataset, ImageInfo, Sample, Tensor4D } from '../types.js';
+import type { TrainingSetReport } from '../guards/training-set.js';
+
+/** Anything that names images: a folder or dataset root, a list of files, a loaded dataset or samples. */
+export type ImageSource = string | string[] | Dataset | Sample[];
+
+/** An image to score: a path, encoded bytes, or an already preprocessed [1,3,S,S] tensor. */
+export type ScoreInput = string | Buffer | Tensor4D;
+
+/** Progress events of long operations. */
+export interface ProgressEvent {
+  /** Which stage is running. */
+  stage: 'fit' | 'invert' | 'calibrate' | 'score';
+  /** Units done. */
+  done: number;
+  /** Units in all. */
+  total: number;
+}
+
+/** What the training-set guards found during {@link fit}. */
+export interface FitReport {
+  /** Images left out (exact duplicates, constant images), with reasons. */
+  rejected: TrainingSetReport['rejected'];
+  /** Near-duplicate pairs (kept). */
+  nearDuplicates: TrainingSetReport['nearDuplicates'];
+  /** Likely contaminated training images: in-sample score and robust z, highest first. */
+  suspects: {
+    /** The training image. */
+    file: string;
+    /** Its in-sample (leave-one-out) anomaly score. */
+    score: number;
+    /** Robust z of that score, on the log scale, among the training images. */
+    z: number;
+  }[];
+}
+
+/** Per-image scoring result. */
+export interface ScoreResult {
+  /** The input's source (path, '<buffer>' or '<tensor>'). */
+  source: string;
+  /** Raw image score: the maximum of the anomaly map. */
+  imageScore: number;
+  /** Raw anomaly map, size×size (model input resolution), row-major. */
+  anomalyMap: Float32Array;
+  /** Side of the model input (`anomalyMap` is size×size unless the model is tiled). */
+  size: number;
+  /** Width of `anomalyMap` (= size, or the original width for tiled models). */
+  mapWidth: number;
+  /** Height of `anomalyMap` (= size, or the original height for tiled models). */
+  mapHeight: number;
+  /** Image score normalised so the threshold is 0.5 (when the model has thresholds). */
+  normalizedScore?: number;
+  /** Normalised anomaly map (when the model has thresholds). */
+  normalizedMap?: Float32Array;
+  /** OK / NG / UNCERTAIN (when the model has thresholds). */
+  verdict?: Verdict;
+  /** Binary defect mask at model resolution (1 = defect), when the model has thresholds. */
+  mask?: Uint8Array;
+  /** Defect regions at model resolution, when the model has thresholds. */
+  regions?: Region[];
+  /** Original image facts (absent for tensor input). */
+  info?: ImageInfo;
+  /**
+   * Whole-image drift vs the training images (lighting, contrast, colour temperature, focus): `flag`
+   * means the image lies far outside what the model was fitted on, so its score may not be meaningful
+   * even when it shows no local defect.
+   */
+  drift?: {
+    /** `score` is above the drift model's limit. */
+    flag: boolean;
+    /** Max |robust z| over the global image features. */
+    score: number;
+    /** One line per feature beyond the limit, largest first (e.g. 'brightness +35% vs training'). */
+    reasons: string[];
+    /** Per-feature robust z, in the drift model's feature order. */
+    z?: number[];
+  };
+  /** Non-fatal findings about this input. */
+  warnings: PartscanWarning[];
+}
+
+/** Options of {@link Model.score}. */
+export interface ScoreOptions {
+  /** Images per backbone batch (default {@link Model.defaultScoreBatchSize}: 8, up to 32 for large d). */
+  batchSize?: number;
+  /** Minimum region area in pixels at model resolution (default 0). */
+  minArea?: number;
+  /** Morphological opening radius for mask cleanup (default 0). */
+  openRadius?: number;
+  /** Morphological closing radius (default 0). */
+  closeRadius?: number;
+}
