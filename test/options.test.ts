@@ -84,6 +84,7 @@ const entries: Array<{ entry: string; call: Call; bad: Array<[field: string, opt
       ['batchSize', { batchSize: 0 }],
       ['maxSide', { maxSide: -5 }],
       ['monitor', { monitor: true }],
+      ['exports.mask', { exports: { mask: 'no' } }],
     ],
   },
   {

@@ -86,7 +86,9 @@ export const evaluateOptionsSchema = z.looseObject({
 export const scoreRunOptionsSchema = z.looseObject({
   batchSize: positiveInt.optional(),
   minArea: z.number().min(0).optional(),
-  exports: z.looseObject({}).optional(),
+  exports: z
+    .looseObject({ overlay: z.boolean().optional(), heatmap: z.boolean().optional(), mask: z.boolean().optional(), original: z.boolean().optional() })
+    .optional(),
   maxSide: positiveInt.optional(),
   labels: z.instanceof(Map).optional(),
   modelPath: z.string().optional(),
