@@ -12,6 +12,8 @@ import { fit } from './model/fit.js';
 import type { ProgressEvent } from './model/model.js';
 import { writeScoredRun } from './export/score-run.js';
 import { writeReport } from './report/html.js';
+import { parseOptions } from './options/parse.js';
+import { demoOptionsSchema } from './options/schemas.js';
 
 /** Options of {@link runDemo}. */
 export interface DemoOptions {
@@ -69,6 +71,7 @@ const RANDOM_BACKBONE_LAYERS = ['layer1', 'layer2'];
  * console.log(demo.metrics.image_auroc, demo.reportPath);
  */
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
+  parseOptions(demoOptionsSchema, opts, 'runDemo');
   const t0 = performance.now();
   const dir = path.resolve(opts.dir ?? 'partscan-demo');
   const step = opts.onStep ?? (() => undefined);

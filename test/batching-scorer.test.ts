@@ -91,7 +91,16 @@ describe('BatchingScorer', () => {
     }
   });
 
-  it('refuses a bad maxBatch', () => {
-    expect(() => new BatchingScorer(model, { maxBatch: 0 })).toThrow(RangeError);
+  it('refuses a bad maxBatch with a typed OPTIONS error naming it', () => {
+    for (const maxBatch of [0, 1.5]) {
+      let err: unknown;
+      try {
+        new BatchingScorer(model, { maxBatch });
+      } catch (e) {
+        err = e;
+      }
+      expect(isPartscanError(err, 'OPTIONS')).toBe(true);
+      expect((err as Error).message).toContain('maxBatch');
+    }
   });
 });

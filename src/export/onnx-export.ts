@@ -15,6 +15,8 @@ import path from 'node:path';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { PartscanError } from '../errors.js';
+import { parseOptions } from '../options/parse.js';
+import { exportOnnxOptionsSchema } from '../options/schemas.js';
 import { writeFileAtomic, outputError } from '../util/atomic-write.js';
 import { PARTSCAN_VERSION, type Model } from '../model/model.js';
 import { gaussianKernel1d } from '../postprocess/blur.js';
@@ -121,6 +123,7 @@ function preprocessRecipe(model: Model): Record<string, unknown> {
  * const { file, bytes } = await exportModelOnnx(model, 'bottle.onnx');
  */
 export async function exportModelOnnx(model: Model, outFile: string, opts: ExportOnnxOptions = {}): Promise<ExportOnnxResult> {
+  parseOptions(exportOnnxOptionsSchema, opts, 'exportModelOnnx', 'externalDataThreshold: a byte count ≥ 0, e.g. 1024 (leave it out for automatic external data above 1.5 GiB); raw: a boolean');
   const header = model.header;
   if (header.tiling) {
     throw new PartscanError('OPTIONS', 'Tiled models cannot be exported as a single ONNX graph: tiles are cut and stitched outside the network.', {
@@ -128,11 +131,6 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
     });
   }
   const threshold = opts.externalDataThreshold;
-  if (threshold !== undefined && !(Number.isFinite(threshold) && threshold >= 0)) {
-    throw new PartscanError('OPTIONS', `externalDataThreshold must be a number of bytes ≥ 0, got ${threshold}.`, {
-      remedy: 'use e.g. 1024, or leave it out for automatic external data above 1.5 GiB',
-    });
-  }
   const built = await buildPadimGraph(model, opts.raw === true);
   const { specs, S, normalized } = built;
   const t = header.thresholds;

@@ -6,6 +6,8 @@
 
 import path from 'node:path';
 import { PartscanError } from '../errors.js';
+import { parseOptions } from '../options/parse.js';
+import { scoreRunOptionsSchema } from '../options/schemas.js';
 import type { Model, ProgressEvent, ScoreResult } from '../model/model.js';
 import { PARTSCAN_VERSION } from '../model/model.js';
 import { loadRgb } from '../preprocess/preprocess.js';
@@ -112,8 +114,9 @@ export async function scoreToRunDir(
   outDir: string,
   opts: ScoreRunOptions = {},
 ): Promise<ScoredRunManifest> {
+  parseOptions(scoreRunOptionsSchema, opts, 'scoreToRunDir');
   await ensureOutputDir(outDir);
-  const bs = Math.max(1, opts.batchSize ?? model.defaultScoreBatchSize);
+  const bs = opts.batchSize ?? model.defaultScoreBatchSize;
   const scoreOpts = { batchSize: bs, ...(opts.minArea !== undefined ? { minArea: opts.minArea } : {}) };
   const stems = uniqueStems(inputs);
   const exported: ImageResult[] = [];
@@ -166,6 +169,7 @@ export async function writeScoredRun(
   outDir: string,
   opts: ScoreRunOptions & { failures?: ScoreRunFailure[]; inputIndices?: readonly number[] } = {},
 ): Promise<ScoredRunManifest> {
+  parseOptions(scoreRunOptionsSchema, opts, 'writeScoredRun');
   await ensureOutputDir(outDir);
   const stems = uniqueStems(results.map((r) => ('anomalyMap' in r ? r.source : r.file)));
   const exported: ImageResult[] = [];

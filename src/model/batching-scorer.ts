@@ -1,4 +1,6 @@
 import type { Model, ScoreInput, ScoreOptions, ScoreResult } from './model.js';
+import { parseOptions } from '../options/parse.js';
+import { batchingScorerOptionsSchema, scoreOptionsSchema } from '../options/schemas.js';
 
 /** Options of {@link BatchingScorer}. */
 export interface BatchingScorerOptions {
@@ -40,9 +42,8 @@ export class BatchingScorer {
     readonly model: Model,
     opts: BatchingScorerOptions = {},
   ) {
-    const max = opts.maxBatch ?? model.defaultScoreBatchSize;
-    if (!Number.isInteger(max) || max < 1) throw new RangeError(`maxBatch must be a positive integer, got ${max}`);
-    this.maxBatch = max;
+    parseOptions(batchingScorerOptionsSchema, opts, 'BatchingScorer');
+    this.maxBatch = opts.maxBatch ?? model.defaultScoreBatchSize;
   }
 
   /**
@@ -54,6 +55,12 @@ export class BatchingScorer {
    * const [a, b] = await Promise.all([scorer.score(bytesA), scorer.score(bytesB)]);
    */
   score(input: ScoreInput, opts: ScoreOptions = {}): Promise<ScoreResult> {
+    // Checked here, not when the batch runs, so a bad option rejects only its own request.
+    try {
+      parseOptions(scoreOptionsSchema, opts, 'BatchingScorer.score');
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const { batchSize: _ignored, ...post } = opts;
     return new Promise<ScoreResult>((resolve, reject) => {
       this.queue.push({ input, opts: post, key: JSON.stringify(post), resolve, reject });

@@ -3,6 +3,8 @@ import { loadMask } from '../preprocess/preprocess.js';
 import { evaluateRun, type EvaluationItem, type RunMetrics } from '../metrics/evaluate.js';
 import { verdictQuality, type VerdictItem, type VerdictQuality } from '../metrics/verdicts.js';
 import { PartscanError } from '../errors.js';
+import { parseOptions } from '../options/parse.js';
+import { evaluateOptionsSchema } from '../options/schemas.js';
 import type { Dataset, Sample } from '../types.js';
 import type { Model, ProgressEvent, ScoreResult } from './model.js';
 
@@ -46,6 +48,7 @@ export async function evaluateModel(
   dataset: string | Dataset,
   opts: { batchSize?: number; onProgress?: (e: ProgressEvent) => void } = {},
 ): Promise<Evaluation> {
+  parseOptions(evaluateOptionsSchema, opts, 'evaluateModel');
   const t0 = performance.now();
   const ds = typeof dataset === 'string' ? await loadDataset(dataset) : dataset;
   if (ds.test.length === 0) {

@@ -5,6 +5,8 @@
  */
 
 import { PartscanError, type PartscanWarning } from '../errors.js';
+import { parseOptions } from '../options/parse.js';
+import { CALIBRATION_SPLIT_MIN_IMAGES, DEFAULT_CALIBRATION_SPLIT, DEFAULT_FIT_BATCH_SIZE, DEFAULT_FIT_SEED, fitOptionsSchema } from '../options/schemas.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
 import { backboneDefaults, loadBackbone } from '../backbone/registry.js';
 import { loadDataset } from '../data/loaders.js';
@@ -94,6 +96,7 @@ async function fitBackbone(opts: FitOptions): Promise<Backbone> {
  * await model.dispose();
  */
 export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<Model> {
+  parseOptions(fitOptionsSchema, opts, 'fit');
   const warnings: PartscanWarning[] = [];
   const precision = validatePrecision(opts.precision);
   // A model resumed from a file reads its statistics for resuming with the rest, not in a second pass.
@@ -105,11 +108,11 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   if (all.length === 0) {
     throw new PartscanError('DATASET', 'No training images were given.', { remedy: 'point fit at a folder of good images' });
   }
-  const seed = resumeFrom?.header.embedding.seed ?? opts.seed ?? 0;
+  const seed = resumeFrom?.header.embedding.seed ?? opts.seed ?? DEFAULT_FIT_SEED;
   const explicitCalibration = opts.calibration ? await trainingImages(opts.calibration) : undefined;
   const { fitFiles: candidateFiles, calibrationFiles } = explicitCalibration
     ? { fitFiles: all, calibrationFiles: explicitCalibration }
-    : splitCalibration(all, opts.calibrationSplit ?? (all.length >= 10 ? 0.1 : 0), seed);
+    : splitCalibration(all, opts.calibrationSplit ?? (all.length >= CALIBRATION_SPLIT_MIN_IMAGES ? DEFAULT_CALIBRATION_SPLIT : 0), seed);
 
   let backbone: Backbone;
   let preprocess: PreprocessOptions;
@@ -145,7 +148,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   const size = preprocess.cropSize ?? preprocess.imageSize;
   const sources = channelSources(channelIndices, backbone.identity.channels);
   const kernels = await StatsKernels.create(d, opts.threads);
-  const batchSize = Math.max(1, opts.batchSize ?? 16);
+  const batchSize = opts.batchSize ?? DEFAULT_FIT_BATCH_SIZE;
   let acc: GaussianAccumulator | undefined =
     resumeFrom && resumeStatistics.m2
       ? new GaussianAccumulator(resumeFrom.positions, d, {

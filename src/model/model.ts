@@ -1,5 +1,7 @@
 import type * as ort from 'onnxruntime-node';
 import { PartscanError } from '../errors.js';
+import { parseOptions } from '../options/parse.js';
+import { loadOptionsSchema, saveOptionsSchema, scoreOptionsSchema } from '../options/schemas.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
 import { OrtBackbone } from '../backbone/ort-backbone.js';
 import { loadBackbone, type BackboneSpec } from '../backbone/registry.js';
@@ -193,6 +195,7 @@ export class Model {
     file: string,
     opts: { backbone?: BackboneSpec | Backbone; threads?: number; verify?: boolean; resumeStatistics?: boolean } = {},
   ): Promise<Model> {
+    parseOptions(loadOptionsSchema, opts, 'Model.load');
     const { parts, sections, kept } = await readModelParts(file, opts);
     const header = parts.header;
     let backbone: Backbone | undefined;
@@ -251,6 +254,7 @@ export class Model {
    * await model.save('bottle.partscan', { resumable: false }); // smaller; cannot be resumed
    */
   async save(file: string, opts: { embedBackbone?: boolean; resumable?: boolean } = {}): Promise<void> {
+    parseOptions(saveOptionsSchema, opts, 'Model.save');
     const embed = opts.embedBackbone ?? true;
     if (!embed && this.header.backbone.precision === 'int8') {
       throw new PartscanError('OPTIONS', 'An int8 model must embed its backbone: the quantized graph cannot be rebuilt from the weights alone.', {
@@ -366,6 +370,7 @@ export class Model {
    */
   async score(input: ScoreInput[], opts?: ScoreOptions): Promise<ScoreResult[]>;
   async score(input: ScoreInput | ScoreInput[], opts: ScoreOptions = {}): Promise<ScoreResult | ScoreResult[]> {
+    parseOptions(scoreOptionsSchema, opts, 'Model.score');
     if (Array.isArray(input)) return this.scoreMany(input, opts);
     return (await this.scoreMany([input], opts))[0]!;
   }

@@ -18,6 +18,7 @@
 
 import { z } from 'zod';
 import { PartscanError } from '../errors.js';
+import { parseOptionsWithDefaults } from '../options/parse.js';
 import { parseDriftModel, type DriftModel } from '../guards/drift.js';
 import { median } from '../guards/robust-stats.js';
 import type { ModelHeader, ScoreResult } from '../model/model.js';
@@ -161,14 +162,12 @@ export class LineMonitor {
    *   throw a typed 'OPTIONS' error naming the field.
    */
   constructor(model: { header: ModelHeader; modelFile?: string | undefined } | ModelHeader, options: LineMonitorOptions = {}) {
-    const parsed = optionsSchema.safeParse(options);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!;
-      throw new PartscanError('OPTIONS', `Invalid monitor option ${issue.path.join('.') || '(options)'}: ${issue.message}.`, {
-        remedy: 'use window ≥ 10, 0 < lambda ≤ 1, limit > 0, clip > 0, 0 < alpha < 0.5, maxPoints ≥ 1 (integer)',
-      });
-    }
-    this.opts = parsed.data;
+    this.opts = parseOptionsWithDefaults(
+      optionsSchema,
+      options,
+      'monitor',
+      'use window ≥ 10, 0 < lambda ≤ 1, limit > 0, clip > 0, 0 < alpha < 0.5, maxPoints ≥ 1 (integer)',
+    );
     const header = 'header' in model ? model.header : model;
     const file = 'header' in model ? model.modelFile : undefined;
     this.reference = header.monitor ? parseMonitorReference(header.monitor, file) : undefined;

@@ -15,6 +15,7 @@ import type { Redis } from 'ioredis';
 import { z } from 'zod';
 import type { BackboneSpec } from '../backbone/registry.js';
 import { PartscanError } from '../errors.js';
+import { parseOptions } from '../options/parse.js';
 import { exportScoredImage, failureOf, isImageError } from '../export/score-run.js';
 import { fit } from '../model/fit.js';
 import type { FitOptions, ScoreInput } from '../model/model.js';
@@ -102,11 +103,7 @@ const WHO = `${os.hostname()}:${process.pid}`;
  * process.once('SIGTERM', () => void w.close());
  */
 export async function startWorker(opts: WorkerOptions): Promise<PartscanWorker> {
-  const checked = workerOptionsSchema.safeParse(opts);
-  if (!checked.success) {
-    const issue = checked.error.issues[0]!;
-    throw new PartscanError('OPTIONS', `Worker option ${issue.path.join('.')}: ${issue.message}.`, { remedy: 'fix the worker options' });
-  }
+  parseOptions(workerOptionsSchema, opts, 'worker', 'fix the worker options');
   const connection = connectRedis(opts.redis);
   try {
     await waitForRedis(connection, opts.redis);

@@ -8,6 +8,8 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { PartscanError } from '../errors.js';
+import { parseOptions } from '../options/parse.js';
+import { reportOptionsSchema } from '../options/schemas.js';
 import { readRunManifest, type ImageResult, type RunManifest } from '../export/results.js';
 import type { Thresholds, Verdict } from '../postprocess/thresholds.js';
 import { ensureOutputDir, writeFileAtomic } from '../util/atomic-write.js';
@@ -360,12 +362,10 @@ function relativeUrl(fromDir: string, abs: string): string {
  * const html = await writeReport('runs/0042', { title: 'Line 3, night shift' });
  */
 export async function writeReport(runDir: string, opts: ReportOptions = {}): Promise<string> {
+  parseOptions(reportOptionsSchema, opts, 'writeReport');
   const manifest = await readRunManifest(runDir);
   const out = path.resolve(opts.out ?? path.join(runDir, 'report.html'));
   const budget = opts.inlineBudgetBytes ?? DEFAULT_INLINE_BUDGET;
-  if (!(budget >= 0)) {
-    throw new PartscanError('OPTIONS', `The inline budget must be a byte count ≥ 0, got ${budget}.`);
-  }
 
   type Found = { abs: string; size: number; mime: string };
   const found: Partial<Record<ImageKind, Found | { missing: string }>>[] = [];

@@ -1,0 +1,121 @@
+/**
+ * One zod schema per public entry, with the defaults that have no other home beside it. Each entry calls
+ * {@link parseOptions} with its schema first, so an invalid option is always the same typed 'OPTIONS'
+ * error naming the field (never silently clamped). Objects are loose: extra fields pass, as they did
+ * before, and range checks that need the model or backbone (e.g. channels ≤ the backbone's total) stay
+ * in the entry that knows it. Only zod is imported here, so every layer can use this module.
+ */
+import { z } from 'zod';
+
+/** Images per backbone batch of the fit (see {@link FitOptions.batchSize}). */
+export const DEFAULT_FIT_BATCH_SIZE = 16;
+/** Seed of the channel choice and calibration split. */
+export const DEFAULT_FIT_SEED = 0;
+/** Share of good images held out for calibration when there are {@link CALIBRATION_SPLIT_MIN_IMAGES} or more. */
+export const DEFAULT_CALIBRATION_SPLIT = 0.1;
+/** Below this many good images nothing is held out by default: every image is needed to fit. */
+export const CALIBRATION_SPLIT_MIN_IMAGES = 10;
+
+const positiveInt = z.int().min(1);
+const nonNegative = z.number().min(0);
+/** Callbacks and backbone objects go through unchanged; only their kind is checked. */
+const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === 'function', { message: 'expected a function' });
+const objectLike = z.custom<object>((v) => typeof v === 'object' && v !== null, { message: 'expected an object' });
+const backbone = z.union([z.string().min(1), objectLike]);
+
+/** {@link fit}'s options. */
+export const fitOptionsSchema = z.looseObject({
+  backbone: backbone.optional(),
+  channels: positiveInt.optional(),
+  imageSize: positiveInt.optional(),
+  preprocess: objectLike.optional(),
+  seed: z.int().optional(),
+  batchSize: positiveInt.optional(),
+  calibrationSplit: z.number().min(0).lt(1).optional(),
+  calibration: z.union([z.string(), z.array(z.unknown()), objectLike]).optional(),
+  defects: z.array(z.unknown()).optional(),
+  thresholdRule: objectLike.optional(),
+  manualThresholds: z.looseObject({ image: z.number().optional(), pixel: z.number().optional() }).optional(),
+  band: z.looseObject({ low: z.number().min(0).max(0.5), high: z.number().min(0.5).max(1) }).optional(),
+  epsilon: nonNegative.optional(),
+  resume: z.union([z.string().min(1), objectLike]).optional(),
+  threads: z.int().min(0).optional(),
+  onProgress: fn.optional(),
+  tile: z.looseObject({ size: positiveInt, overlap: z.int().min(0) }).optional(),
+  roi: z.string().min(1).optional(),
+  guards: z.boolean().optional(),
+  contaminationCheck: z.boolean().optional(),
+  contaminationMemory: nonNegative.optional(),
+  precision: z.enum(['fp32', 'int8']).optional(),
+});
+
+/** {@link Model.load}'s options. */
+export const loadOptionsSchema = z.looseObject({
+  backbone: backbone.optional(),
+  threads: z.int().min(0).optional(),
+  verify: z.boolean().optional(),
+  resumeStatistics: z.boolean().optional(),
+});
+
+/** {@link Model.save}'s options. */
+export const saveOptionsSchema = z.looseObject({
+  embedBackbone: z.boolean().optional(),
+  resumable: z.boolean().optional(),
+});
+
+/** {@link Model.score}'s options. */
+export const scoreOptionsSchema = z.looseObject({
+  batchSize: positiveInt.optional(),
+  minArea: z.number().min(0).optional(),
+  openRadius: z.int().min(0).optional(),
+  closeRadius: z.int().min(0).optional(),
+});
+
+/** {@link BatchingScorer}'s options. */
+export const batchingScorerOptionsSchema = z.looseObject({
+  maxBatch: positiveInt.optional(),
+});
+
+/** {@link evaluateModel}'s options. */
+export const evaluateOptionsSchema = z.looseObject({
+  batchSize: positiveInt.optional(),
+  onProgress: fn.optional(),
+});
+
+/** {@link scoreToRunDir} / {@link writeScoredRun}'s options; the monitor's own fields are checked by LineMonitor. */
+export const scoreRunOptionsSchema = z.looseObject({
+  batchSize: positiveInt.optional(),
+  minArea: z.number().min(0).optional(),
+  exports: z
+    .looseObject({ overlay: z.boolean().optional(), heatmap: z.boolean().optional(), mask: z.boolean().optional(), original: z.boolean().optional() })
+    .optional(),
+  maxSide: positiveInt.optional(),
+  labels: z.instanceof(Map).optional(),
+  modelPath: z.string().optional(),
+  onProgress: fn.optional(),
+  monitor: z.union([z.literal(false), objectLike]).optional(),
+  failures: z.array(z.unknown()).optional(),
+  inputIndices: z.array(z.int().min(0)).optional(),
+});
+
+/** {@link exportModelOnnx}'s options. */
+export const exportOnnxOptionsSchema = z.looseObject({
+  externalDataThreshold: nonNegative.optional(),
+  raw: z.boolean().optional(),
+});
+
+/** {@link writeReport}'s options. */
+export const reportOptionsSchema = z.looseObject({
+  title: z.string().optional(),
+  out: z.string().min(1).optional(),
+  inlineBudgetBytes: nonNegative.optional(),
+});
+
+/** {@link runDemo}'s options. */
+export const demoOptionsSchema = z.looseObject({
+  dir: z.string().min(1).optional(),
+  cacheDir: z.string().min(1).optional(),
+  backbone: z.string().min(1).optional(),
+  onProgress: fn.optional(),
+  onStep: fn.optional(),
+});
