@@ -458,12 +458,3 @@ async function flushEmbeddings(buf: EmbeddingBuffer, acc: GaussianAccumulator, k
   buf.count = 0;
 }
 
-// Fit warnings are attached to the returned model for callers that want them.
-declare module './model.js' {
-  interface Model {
-    /** Warnings raised while fitting (few images, no calibration...). */
-    fitWarnings?: PartscanWarning[];
-    /** What the training-set guards found while fitting. */
-    fitReport?: FitReport;
-  }
-}

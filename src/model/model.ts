@@ -1,5 +1,5 @@
 import type * as ort from 'onnxruntime-node';
-import { PartscanError } from '../errors.js';
+import { PartscanError, type PartscanWarning } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
 import { loadOptionsSchema, saveOptionsSchema, scoreOptionsSchema } from '../options/schemas.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
@@ -115,6 +115,10 @@ export interface FitOptions {
 export class Model {
   /** The model header (what the file describes). */
   readonly header: ModelHeader;
+  /** Warnings raised while fitting (few images, no calibration...); set by {@link fit}, absent on a loaded model. */
+  fitWarnings?: PartscanWarning[];
+  /** What the training-set guards and the contamination check found while fitting; set by {@link fit}. */
+  fitReport?: FitReport;
   /** Kept channel indices into the concatenated layers. */
   readonly channelIndices: Int32Array;
   /** Per-position means [P, d]. */
