@@ -11,10 +11,31 @@ import * as advanced from '../src/advanced.js';
 import * as root from '../src/index.js';
 import { REPO } from './helpers/shared.js';
 
-/** The root API, sorted: values (functions, classes) and the option and result types they take and give. */
-const ROOT_API = [
-  'BackboneSpec',
+const sorted = (xs: Iterable<string>): string[] => [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+
+/** The root's runtime values: functions and classes. */
+const ROOT_VALUES = [
   'BatchingScorer',
+  'LineMonitor',
+  'Model',
+  'PartscanError',
+  'evaluateModel',
+  'exportModelOnnx',
+  'fit',
+  'fitOnQueue',
+  'isPartscanError',
+  'loadDataset',
+  'runDemo',
+  'scoreOnQueue',
+  'scoreToRunDir',
+  'startWorker',
+  'writeReport',
+  'writeScoredRun',
+];
+
+/** The root's types: the options and results the values take and give (erased at run time). */
+const ROOT_TYPES = [
+  'BackboneSpec',
   'BatchingScorerOptions',
   'Dataset',
   'DemoOptions',
@@ -27,13 +48,10 @@ const ROOT_API = [
   'FitReport',
   'ImageResult',
   'ImageSource',
-  'LineMonitor',
   'LineMonitorOptions',
-  'Model',
   'ModelHeader',
   'MonitorInput',
   'MonitorPoint',
-  'PartscanError',
   'PartscanErrorCode',
   'PartscanWarning',
   'PartscanWorker',
@@ -55,39 +73,10 @@ const ROOT_API = [
   'ScoredRunManifest',
   'Verdict',
   'WorkerOptions',
-  'evaluateModel',
-  'exportModelOnnx',
-  'fit',
-  'fitOnQueue',
-  'isPartscanError',
-  'loadDataset',
-  'runDemo',
-  'scoreOnQueue',
-  'scoreToRunDir',
-  'startWorker',
-  'writeReport',
-  'writeScoredRun',
 ];
 
-/** The root's runtime values (the rest of ROOT_API are types, erased at run time). */
-const ROOT_VALUES = [
-  'BatchingScorer',
-  'LineMonitor',
-  'Model',
-  'PartscanError',
-  'evaluateModel',
-  'exportModelOnnx',
-  'fit',
-  'fitOnQueue',
-  'isPartscanError',
-  'loadDataset',
-  'runDemo',
-  'scoreOnQueue',
-  'scoreToRunDir',
-  'startWorker',
-  'writeReport',
-  'writeScoredRun',
-];
+/** The whole root API, sorted as the export list is compared. */
+const ROOT_API = sorted([...ROOT_VALUES, ...ROOT_TYPES]);
 
 /** Names an entry file exports by name (`export { a, type B } from …`, `export type { … }`); `export *` is reported apart. */
 function namedExports(file: string): { names: string[]; stars: string[] } {
@@ -107,7 +96,6 @@ function namedExports(file: string): { names: string[]; stars: string[] } {
   return { names, stars };
 }
 
-const sorted = (xs: Iterable<string>): string[] => [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 
 describe('root entry (partscan)', () => {
   const { names, stars } = namedExports(path.join(REPO, 'src', 'index.ts'));
@@ -124,7 +112,6 @@ describe('root entry (partscan)', () => {
 
   it('its runtime values are the pinned values', () => {
     expect(sorted(Object.keys(root))).toEqual(ROOT_VALUES);
-    for (const v of ROOT_VALUES) expect(ROOT_API).toContain(v);
   });
 });
 

@@ -32,3 +32,33 @@ export function bandArg(v: string): { low: number; high: number } {
   }
   return { low, high };
 }
+
+/** The flags of `partscan fit` (commander's camel-cased option values). */
+export interface FitFlags {
+  out: string;
+  backbone?: string;
+  layers?: string[];
+  weights?: string;
+  channels?: number;
+  imageSize?: number;
+  seed?: number;
+  calibrationSplit?: number;
+  calibration?: string;
+  defects?: string;
+  resume?: string;
+  batchSize?: number;
+  threads?: number;
+  embedBackbone: boolean;
+  compact?: boolean;
+  roi?: string;
+  band?: { low: number; high: number };
+  cacheDir?: string;
+  offline?: boolean;
+  tile?: number;
+  tileOverlap?: number;
+  looMemory?: number;
+  precision?: 'fp32' | 'int8';
+  json?: boolean;
+  queue?: string;
+  queueName?: string;
+}

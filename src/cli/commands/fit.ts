@@ -13,35 +13,10 @@ import { fmtNum, formatBytes, toJson, type CliIo } from '../format.js';
 import { expandImageArgs } from '../inputs.js';
 import { createProgress } from '../progress.js';
 import { fitQueueCommand } from './worker.js';
+import type { FitFlags } from '../options.js';
 
-export interface FitFlags {
-  out: string;
-  backbone?: string;
-  layers?: string[];
-  weights?: string;
-  channels?: number;
-  imageSize?: number;
-  seed?: number;
-  calibrationSplit?: number;
-  calibration?: string;
-  defects?: string;
-  resume?: string;
-  batchSize?: number;
-  threads?: number;
-  embedBackbone: boolean;
-  compact?: boolean;
-  roi?: string;
-  band?: { low: number; high: number };
-  cacheDir?: string;
-  offline?: boolean;
-  tile?: number;
-  tileOverlap?: number;
-  looMemory?: number;
-  precision?: 'fp32' | 'int8';
-  json?: boolean;
-  queue?: string;
-  queueName?: string;
-}
+export type { FitFlags };
+
 
 export async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promise<number> {
   const t0 = performance.now();

@@ -10,7 +10,7 @@ import { PartscanError } from '../../errors.js';
 import { EXIT_OK } from '../exit-codes.js';
 import { toJson, type CliIo } from '../format.js';
 import { expandImageArgs } from '../inputs.js';
-import { intArg } from '../options.js';
+import { intArg, type FitFlags } from '../options.js';
 import { createProgress } from '../progress.js';
 
 interface WorkerFlags {
@@ -94,29 +94,11 @@ export function registerWorkerCommand(program: Command, io: CliIo, run: (fn: (f:
 }
 
 /** The fit flags `fit --queue` understands (the rest of FitFlags have no meaning on a worker). */
-export interface QueueFitFlags {
-  out: string;
-  queue?: string;
-  queueName?: string;
-  backbone?: string;
-  layers?: string[];
-  weights?: string;
-  channels?: number;
-  imageSize?: number;
-  seed?: number;
-  calibrationSplit?: number;
-  calibration?: string;
-  batchSize?: number;
-  roi?: string;
-  band?: { low: number; high: number };
-  tile?: number;
-  tileOverlap?: number;
-  embedBackbone: boolean;
-  compact?: boolean;
-  defects?: string;
-  resume?: string;
-  json?: boolean;
-}
+export type QueueFitFlags = Pick<
+  FitFlags,
+  | 'out' | 'queue' | 'queueName' | 'backbone' | 'layers' | 'weights' | 'channels' | 'imageSize' | 'seed' | 'calibrationSplit'
+  | 'calibration' | 'batchSize' | 'roi' | 'band' | 'tile' | 'tileOverlap' | 'embedBackbone' | 'compact' | 'defects' | 'resume' | 'json'
+>;
 
 /** `partscan fit <data> --out m --queue redis://…`: the fit runs on a worker; paths must be shared. */
 export async function fitQueueCommand(data: string[], f: QueueFitFlags, io: CliIo): Promise<number> {
