@@ -13,7 +13,7 @@ import { channelSources } from '../embedding/embedding.js';
 import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
 import { upsampleBlurNodes, type GraphSink } from '../postprocess/upsample-blur-graph.js';
 import { gaussianKernel1d } from '../postprocess/blur.js';
-import { littleEndianBytes, makeNode, modelProto, ONNX_IR_VERSION, ONNX_OPSET, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../onnx/graph.js';
+import { encodeModelWithRawTensors, LITTLE_ENDIAN_HOST, littleEndianBytes, makeNode, type RawTensor, modelProto, ONNX_IR_VERSION, ONNX_OPSET, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../onnx/graph.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
 
 const { onnx } = onnxProto;
@@ -57,6 +57,8 @@ export interface InitializerSpec {
   byteLength: number;
   /** The raw data in pieces; absent when `proto` carries its data in a typed field (kept inline). */
   chunks?: () => Iterable<Uint8Array>;
+  /** Optional: writes the raw data straight into a 4-byte aligned `target` (see {@link RawTensor}). */
+  writeInto?: (target: Uint8Array) => void;
 }
 
 
@@ -95,6 +97,14 @@ function inverseSpec(name: string, model: ScoringGraphModel): InitializerSpec {
         yield littleEndianBytes(full);
       }
     },
+    ...(LITTLE_ENDIAN_HOST
+      ? {
+          writeInto: (target: Uint8Array) => {
+            const full = new Float32Array(target.buffer, target.byteOffset, P * d * d);
+            for (let p = 0; p < P; p++) unpackSymmetric(model.invCovPacked, p * tri, d, full, p * d * d);
+          },
+        }
+      : {}),
   };
 }
 
@@ -384,7 +394,9 @@ export async function inlineScoringGraph(model: ScoringGraphModel): Promise<Uint
   const backbone = await model.getBackbone();
   if (model.positions * model.dim * model.dim * 4 + backbone.onnx.length > INLINE_SCORING_GRAPH_BYTES) return undefined;
   const g = await buildPadimGraph(model, true, false);
-  return onnx.ModelProto.encode(padimModelProto(g, g.specs.map(inlineInitializer), { name: 'partscan_padim_scoring' })).finish();
+  const raw = g.specs.filter((s): s is RawTensor => s.chunks !== undefined);
+  const typed = g.specs.filter((s) => s.chunks === undefined).map((s) => s.proto);
+  return encodeModelWithRawTensors(padimModelProto(g, typed, { name: 'partscan_padim_scoring' }), raw);
 }
 
 /** An initializer with its data inline (rawData). */

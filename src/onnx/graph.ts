@@ -91,7 +91,8 @@ export interface FloatAttribute {
 /** A node attribute value: an int, a float, a list of ints, or a string. */
 export type OnnxAttributeValue = number | number[] | string | FloatAttribute;
 
-const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** Whether this machine stores numbers little-endian (as ONNX raw data is). */
+export const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Raw little-endian bytes of a typed array (ONNX raw_data is always little-endian); a view when the host is. */
 export function littleEndianBytes(data: Float32Array | BigInt64Array): Uint8Array {
@@ -252,4 +253,128 @@ export function encodeKernelModel(graph: OnnxTypes.IGraphProto, contrib = false)
 /** Decodes ONNX bytes (used by tests and tools that inspect built graphs). */
 export function decodeModel(bytes: Uint8Array): OnnxTypes.ModelProto {
   return onnx.ModelProto.decode(bytes);
+}
+
+/** A constant tensor whose raw little-endian bytes are produced on demand (big tensors: inverse covariances, weights). */
+export interface RawTensor {
+  /** The tensor without its data (name, dims, data type). */
+  proto: OnnxTypes.ITensorProto;
+  /** Total length of the raw data. */
+  byteLength: number;
+  /** The raw data, in pieces whose lengths add up to `byteLength`. */
+  chunks: () => Iterable<Uint8Array>;
+  /**
+   * Optional: writes the raw data straight into `target` (exactly `byteLength` bytes, 4-byte aligned),
+   * e.g. through a Float32Array view, saving the copy from `chunks`.
+   */
+  writeInto?: (target: Uint8Array) => void;
+}
+
+function varintLength(n: number): number {
+  let len = 1;
+  while (n >= 0x80) {
+    n = Math.floor(n / 128);
+    len++;
+  }
+  return len;
+}
+
+function writeVarint(out: Uint8Array, at: number, n: number): number {
+  while (n >= 0x80) {
+    out[at++] = (n % 128) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  out[at++] = n;
+  return at;
+}
+
+/** Writes `n` (< 2^35) as a 5-byte varint (continuation bits on padding bytes are valid protobuf). */
+function writeFixedVarint5(out: Uint8Array, at: number, n: number): number {
+  for (let k = 0; k < 4; k++) {
+    out[at++] = (n % 128) | 0x80;
+    n = Math.floor(n / 128);
+  }
+  out[at++] = n;
+  return at;
+}
+
+/** Protobuf key of a length-delimited field. */
+const lengthDelimited = (field: number): number => (field << 3) | 2;
+/** ModelProto.graph, GraphProto.initializer, TensorProto.raw_data. */
+const MODEL_GRAPH = 7;
+const GRAPH_INITIALIZER = 5;
+const TENSOR_RAW_DATA = 9;
+const TENSOR_DOC_STRING = 12;
+
+/**
+ * Bytes of a TensorProto.doc_string field that shift the raw data after it by `shift` (mod 4) bytes:
+ * a field costs at least 2 bytes (key, length), so 1 → 5 bytes, 2 → 2, 3 → 3; 0 → none.
+ */
+function alignmentPadding(shift: number): Uint8Array {
+  const total = [0, 5, 2, 3][shift % 4]!;
+  if (total === 0) return new Uint8Array(0);
+  const pad = new Uint8Array(total).fill(0x20);
+  pad[0] = lengthDelimited(TENSOR_DOC_STRING);
+  pad[1] = total - 2;
+  return pad;
+}
+
+/**
+ * Encodes `model` with `tensors` as extra graph initializers, writing each tensor's bytes once, straight
+ * into the output. Encoding them through protobufjs would copy every big tensor twice more (into a
+ * joined buffer, then into the writer), which for a scoring graph of 160 MB cost more than the session
+ * that loads it. The tensors follow the model as a second occurrence of `ModelProto.graph` holding only
+ * initializers: protobuf parsers merge repeated occurrences of a message field (repeated fields
+ * append), so the result decodes as one graph — byte for byte what a merged encode would decode to.
+ */
+export function encodeModelWithRawTensors(model: OnnxTypes.IModelProto, tensors: readonly RawTensor[]): Uint8Array {
+  const base = onnx.ModelProto.encode(model).finish();
+  const heads = tensors.map((t) => {
+    if (t.proto.rawData && t.proto.rawData.length > 0) throw new RangeError(`tensor ${t.proto.name}: its data belongs in chunks, not in proto.rawData`);
+    return onnx.TensorProto.encode(t.proto).finish();
+  });
+  // Raw data starts 4-byte aligned where possible, so `writeInto` can fill it through a typed-array
+  // view: a doc_string of filler ahead of the raw data moves it. The graph's length prefix is written
+  // as a fixed 5-byte varint, so offsets do not depend on it.
+  const graphStart = base.length + 1 + 5;
+  const layout: { pad: Uint8Array; length: number; aligned: boolean }[] = [];
+  let at = graphStart;
+  tensors.forEach((t, i) => {
+    const lengthWith = (pad: Uint8Array): number => heads[i]!.length + pad.length + 1 + varintLength(t.byteLength) + t.byteLength;
+    const rawOffset = (pad: Uint8Array): number => at + 1 + varintLength(lengthWith(pad)) + lengthWith(pad) - t.byteLength;
+    const pad = [0, 1, 2, 3].map(alignmentPadding).find((p) => rawOffset(p) % 4 === 0) ?? alignmentPadding(0);
+    const length = lengthWith(pad);
+    layout.push({ pad, length, aligned: rawOffset(pad) % 4 === 0 });
+    at += 1 + varintLength(length) + length;
+  });
+  const graphLength = at - graphStart;
+  const out = new Uint8Array(at);
+  out.set(base, 0);
+  at = base.length;
+  out[at++] = lengthDelimited(MODEL_GRAPH);
+  at = writeFixedVarint5(out, at, graphLength);
+  tensors.forEach((t, i) => {
+    const { pad, length, aligned } = layout[i]!;
+    out[at++] = lengthDelimited(GRAPH_INITIALIZER);
+    at = writeVarint(out, at, length);
+    out.set(heads[i]!, at);
+    at += heads[i]!.length;
+    out.set(pad, at);
+    at += pad.length;
+    out[at++] = lengthDelimited(TENSOR_RAW_DATA);
+    at = writeVarint(out, at, t.byteLength);
+    const end = at + t.byteLength;
+    if (t.writeInto && aligned) {
+      t.writeInto(out.subarray(at, end));
+      at = end;
+    } else {
+      for (const chunk of t.chunks()) {
+        if (at + chunk.length > end) throw new RangeError(`tensor ${t.proto.name}: chunks exceed its ${t.byteLength} bytes`);
+        out.set(chunk, at);
+        at += chunk.length;
+      }
+    }
+    if (at !== end) throw new RangeError(`tensor ${t.proto.name}: chunks hold ${t.byteLength - (end - at)} of its ${t.byteLength} bytes`);
+  });
+  return out;
 }
