@@ -62,14 +62,18 @@ export async function evaluateModel(
   const items: Evaluation['items'] = [];
   // Several batches per call so the model can overlap decoding with inference.
   const chunk = bs * 4;
+  const untiled = !model.header.tiling;
   for (let i = 0; i < ds.test.length; i += chunk) {
     const samples = ds.test.slice(i, i + chunk);
+    // Without tiling every map is S×S, so the ground-truth masks decode (sharp's threads) while ORT scores.
+    const masks = untiled ? samples.map((s) => (s.maskPath ? loadMask(s.maskPath, model.size, model.size) : undefined)) : [];
+    for (const m of masks) m?.catch(() => undefined); // surfaced when awaited
     const results = await model.score(samples.map((s) => s.path), { batchSize: bs });
     for (let k = 0; k < samples.length; k++) {
       const s = samples[k]!;
       const r = results[k]!;
       const item: EvaluationItem = { label: s.label, anomalous: s.anomalous, imageScore: r.imageScore, map: r.anomalyMap, width: r.mapWidth, height: r.mapHeight };
-      if (s.maskPath) item.mask = await loadMask(s.maskPath, r.mapWidth, r.mapHeight);
+      if (s.maskPath) item.mask = await (masks[k] ?? loadMask(s.maskPath, r.mapWidth, r.mapHeight));
       evalItems.push(item);
       items.push({ sample: s, result: r });
     }

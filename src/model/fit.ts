@@ -235,6 +235,8 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   // backbone a second time.
   const looKeep = opts.contaminationCheck !== false && !resumeFrom && !tiling && fitFiles.length >= 8 ? new KeptEmbeddings(opts.contaminationMemory) : undefined;
   let kept: EmbeddingBuffer | undefined;
+  /** Whether the statistics buffer holds every training embedding for the leave-one-out check (decided on the first batch). */
+  let looInBuffer: boolean | undefined;
   let done = 0;
   for (let b = 0; b < batches.length; b++) {
     let prepared = await pending!;
@@ -265,8 +267,6 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
     }
     if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
-    if (looKeep && !lowRank) kept ??= looKeep.start(P, fitFiles.length, d);
-    if (kept) appendEmbeddings(kept, emb.data, n);
     if (!lowRank) {
       acc ??= new GaussianAccumulator(P, d);
       // Merge several backbone batches per statistics update: the per-position outer products then run as
@@ -276,10 +276,18 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       const samplesLeft = Math.ceil(perImage * (fitFiles.length - done));
       const cap = Math.max(n, Math.min(samplesLeft, Math.floor(STATS_BUFFER_BYTES / (P * d * 4))));
       if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
-        if (pendingEmb && pendingEmb.count > 0) await flushEmbeddings(pendingEmb, acc, kernels);
+        if (pendingEmb && pendingEmb.count > 0) {
+          await flushEmbeddings(pendingEmb, acc, kernels);
+          looInBuffer = false;
+        }
         if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };
       }
+      // When one buffer holds every training image, the leave-one-out check reads the embeddings from it
+      // (the statistics update leaves them intact); otherwise it keeps its own copy, within its budget.
+      looInBuffer ??= looKeep !== undefined && looKeep.allowed && done === 0 && pendingEmb.capacity >= Math.ceil(perImage * fitFiles.length);
+      if (looKeep && !looInBuffer) kept ??= looKeep.start(P, fitFiles.length, d);
     }
+    if (kept) appendEmbeddings(kept, emb.data, n);
     appendEmbeddings(pendingEmb!, emb.data, n);
     fitEmbeddings.release(emb.data);
     done += batches[b]!.length;
@@ -297,7 +305,13 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     const samples = compactEmbeddings(pendingEmb);
     fitted = { ...(await fitGaussiansLowRank(samples, pendingEmb.count, pendingEmb.P, d, kernels, epsilon)), samples };
   } else {
-    if (pendingEmb && pendingEmb.count > 0 && acc) await flushEmbeddings(pendingEmb, acc, kernels);
+    if (pendingEmb && pendingEmb.count > 0 && acc) {
+      const count = pendingEmb.count;
+      const x = compactEmbeddings(pendingEmb);
+      await acc.add(x, count, kernels);
+      pendingEmb.count = 0;
+      if (looInBuffer) kept = { data: x, capacity: count, count, P: pendingEmb.P, d };
+    }
     if (acc) fitted = { count: acc.count, mean: acc.mean, invCov: await acc.inverseCovariances(kernels, epsilon), m2: acc.m2 };
   }
   pendingEmb = undefined;

@@ -41,6 +41,11 @@ export class KeptEmbeddings {
     this.budget = keptEmbeddingBudget(requested);
   }
 
+  /** False when the budget is 0: the caller asked for the second pass, even where keeping would cost nothing. */
+  get allowed(): boolean {
+    return this.budget > 0;
+  }
+
   /**
    * Once, at the first batch of a streaming fit: an empty [P, n, d] buffer when n images' embeddings
    * fit the budget, else undefined (and the fit will warn). Later calls return undefined.

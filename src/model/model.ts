@@ -388,6 +388,8 @@ export class Model {
     }
     // Pipeline: decode/resize batch k+1 (sharp's threads) while ORT runs batch k.
     let pending: Promise<PreparedBatch> | undefined = inputs.length ? prepareBatch(inputs.slice(0, bs), this.header.preprocess, this.size) : undefined;
+    // The first call builds the scoring session: do it while the first batch decodes (errors surface in anomalyMaps).
+    if (pending) this.fusedScoring().catch(() => undefined);
     for (let i = 0; i < inputs.length; i += bs) {
       const current = pending!;
       pending = i + bs < inputs.length ? prepareBatch(inputs.slice(i + bs, i + 2 * bs), this.header.preprocess, this.size) : undefined;

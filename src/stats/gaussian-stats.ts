@@ -1,5 +1,8 @@
 import { positionsPerChunk, type LowRankResult, type StatsKernels } from './ort-kernels.js';
 
+/** Bytes of the centred copy of one position chunk in {@link GaussianAccumulator.add}. */
+const CENTRED_SCRATCH_BYTES = 32 * 1024 * 1024;
+
 /** Number of entries of a packed lower triangle of a d×d matrix. */
 export function packedSize(d: number): number {
   return (d * (d + 1)) / 2;
@@ -46,7 +49,8 @@ export class GaussianAccumulator {
   }
 
   /**
-   * Adds a batch of embeddings `x` [P, B, d] (position-major). `x` is centred in place (it is scratch).
+   * Adds a batch of embeddings `x` [P, B, d] (position-major). `x` is left as it is: each position chunk
+   * is centred into a scratch buffer, so the fit can hand the same embeddings to the leave-one-out check.
    */
   async add(x: Float32Array, batch: number, kernels: StatsKernels): Promise<void> {
     const { positions: P, dim: d } = this;
@@ -59,8 +63,10 @@ export class GaussianAccumulator {
     // in the same GEMM, so the whole update M2 += XᵀX + rᵀr is one ONNX Runtime call per chunk.
     const rootCross = Math.sqrt((nA * nB) / n);
     const batchMean = new Float64Array(d);
-    const chunk = positionsPerChunk(d, P);
+    // Chunks also bounded by the centred copy (≤ 32 MiB), so the scratch stays small whatever the batch.
+    const chunk = Math.max(1, Math.min(positionsPerChunk(d, P), Math.floor(CENTRED_SCRATCH_BYTES / (batch * d * 4))));
     const r = new Float32Array(Math.min(chunk, P) * d);
+    const centred = new Float32Array(Math.min(chunk, P) * batch * d);
     for (let p0 = 0; p0 < P; p0 += chunk) {
       const pc = Math.min(chunk, P - p0);
       // Centre the chunk on its batch mean; δ = batch mean − running mean per position.
@@ -72,9 +78,11 @@ export class GaussianAccumulator {
           for (let j = 0; j < d; j++) batchMean[j]! += x[o + j]!;
         }
         for (let j = 0; j < d; j++) batchMean[j]! /= batch;
+        const co = (p - p0) * batch * d;
         for (let b = 0; b < batch; b++) {
           const o = base + b * d;
-          for (let j = 0; j < d; j++) x[o + j] = x[o + j]! - batchMean[j]!;
+          const c = co + b * d;
+          for (let j = 0; j < d; j++) centred[c + j] = x[o + j]! - batchMean[j]!;
         }
         const mo = p * d;
         const ro = (p - p0) * d;
@@ -85,7 +93,7 @@ export class GaussianAccumulator {
         }
       }
       const m2 = this.m2.subarray(p0 * tri, (p0 + pc) * tri);
-      m2.set(await kernels.accumulate(m2, x.subarray(p0 * batch * d, (p0 + pc) * batch * d), r.subarray(0, pc * d), pc, batch));
+      m2.set(await kernels.accumulate(m2, centred.subarray(0, pc * batch * d), r.subarray(0, pc * d), pc, batch));
     }
     this.count = n;
   }
