@@ -7,7 +7,7 @@
 import { PartscanError } from '../errors.js';
 import { DEFAULT_FPR_LIMIT } from './aupro.js';
 import { auroc } from './auroc.js';
-import { sortPixels, subsetPixelMetrics, type SortedPixels } from './pixel-sweep.js';
+import { binPixels, subsetPixelMetrics, type BinnedPixels } from './pixel-sweep.js';
 import type { MapSize } from './common.js';
 import { f1Max } from './f1.js';
 
@@ -38,7 +38,8 @@ export interface EvaluateOptions {
 /**
  * Metrics on one set of images. Every metric is NaN when it is undefined for the set: AUROC and F1
  * without both classes, pixel metrics without maps or without any ground-truth defect pixel.
- * (`JSON.stringify` writes NaN as null.)
+ * (`JSON.stringify` writes NaN as null.) Pixel metrics treat scores within one bin (2^−15 relative
+ * for typical maps) as tied; see src/metrics/pixel-sweep.ts for the resolution and error bound.
  */
 export interface SetMetrics {
   /** Image-level ROC AUC. */
@@ -81,9 +82,9 @@ function mapSizeOf(item: EvaluationItem, index: number): MapSize {
 
 /**
  * Metrics for a subset of items (the whole run, or good + one defect type): `inSet` marks them among
- * all items; the pixel metrics come from the run's pixels sorted once ({@link sortPixels}).
+ * all items; the pixel metrics come from the run's pixels binned once ({@link binPixels}).
  */
-function evaluateSet(all: readonly EvaluationItem[], inSet: Uint8Array, pixels: SortedPixels | undefined, fprLimit: number): SetMetrics {
+function evaluateSet(all: readonly EvaluationItem[], inSet: Uint8Array, pixels: BinnedPixels | undefined, fprLimit: number): SetMetrics {
   const items = all.filter((_, i) => inSet[i]);
   const scores = items.map((it) => it.imageScore);
   const labels = items.map((it) => it.anomalous);
@@ -124,7 +125,7 @@ export function evaluateRun(items: readonly EvaluationItem[], options: EvaluateO
     });
   }
   const pixels = items.some((it) => it.map !== undefined)
-    ? sortPixels(
+    ? binPixels(
         items.map((it) => it.map),
         items.map((it) => it.mask),
         items.map((it, i) => (it.map ? mapSizeOf(it, i) : undefined)),
