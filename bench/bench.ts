@@ -148,6 +148,7 @@ async function main(): Promise<void> {
       : { skipped: 'the PyTorch reference runs ResNet50 only' };
   if (!values.out) await fs.rm(modelFile, { force: true });
   const ratio = (a: unknown, b: unknown): number | null => (typeof a === 'number' && typeof b === 'number' && b > 0 ? +(a / b).toFixed(2) : null);
+  const refHuge = reference.withHugePages as { fit_s?: number; score_s?: number } | undefined;
   const refScoreMs = typeof reference.score_s === 'number' ? (reference.score_s * 1000) / testFiles.length : undefined;
 
   const out = {
@@ -188,6 +189,12 @@ async function main(): Promise<void> {
       bareFitToReferenceFit: ratio(fitSeconds, reference.fit_s),
       batchedScoreToReferenceScore: ratio(batchedMs, refScoreMs),
       batchedScoreToBackboneFloor: ratio(batchedMs, floor?.msPerImage),
+    },
+    // Against the reference run with the same glibc huge-pages tunable partscan's launcher sets for itself.
+    ratiosToReferenceWithHugePages: {
+      cliFitToReferenceFit: ratio((cliRuns as { fitSeconds?: number }).fitSeconds, refHuge?.fit_s),
+      cliEvalToReferenceScore: ratio((cliRuns as { evalSeconds?: number }).evalSeconds, refHuge?.score_s),
+      bareFitToReferenceFit: ratio(fitSeconds, refHuge?.fit_s),
     },
   };
   process.stdout.write(JSON.stringify(out, null, 2) + '\n');
