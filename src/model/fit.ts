@@ -307,9 +307,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   } else {
     if (pendingEmb && pendingEmb.count > 0 && acc) {
       const count = pendingEmb.count;
-      const x = compactEmbeddings(pendingEmb);
-      await acc.add(x, count, kernels);
-      pendingEmb.count = 0;
+      const x = await flushEmbeddings(pendingEmb, acc, kernels);
       if (looInBuffer) kept = { data: x, capacity: count, count, P: pendingEmb.P, d };
     }
     if (acc) fitted = { count: acc.count, mean: acc.mean, invCov: await acc.inverseCovariances(kernels, epsilon), m2: acc.m2 };
@@ -466,9 +464,11 @@ function compactEmbeddings(buf: EmbeddingBuffer): Float32Array {
   return x.subarray(0, P * count * d);
 }
 
-/** Folds the buffered embeddings into the statistics and empties the buffer. */
-async function flushEmbeddings(buf: EmbeddingBuffer, acc: GaussianAccumulator, kernels: StatsKernels): Promise<void> {
-  await acc.add(compactEmbeddings(buf), buf.count, kernels);
+/** Folds the buffered embeddings into the statistics and empties the buffer; returns them ([P, count, d], intact). */
+async function flushEmbeddings(buf: EmbeddingBuffer, acc: GaussianAccumulator, kernels: StatsKernels): Promise<Float32Array> {
+  const x = compactEmbeddings(buf);
+  await acc.add(x, buf.count, kernels);
   buf.count = 0;
+  return x;
 }
 
