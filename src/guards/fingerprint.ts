@@ -64,12 +64,14 @@ export interface FingerprintOptions {
 /** Luma moments and histogram entropy. */
 function lumaMoments(luma: Float32Array): { mean: number; std: number; skewness: number; entropy: number } {
   const n = luma.length;
-  const hist = new Float64Array(256);
+  const hist = new Uint32Array(256);
   let sum = 0;
   for (let i = 0; i < n; i++) {
     const v = luma[i]!;
     sum += v;
-    hist[Math.min(255, Math.max(0, Math.round(v)))]!++;
+    // Math.round for v ≥ 0 (luma is), as integer arithmetic: this loop runs over every training pixel.
+    const k = (v + 0.5) | 0;
+    hist[k > 255 ? 255 : k < 0 ? 0 : k]!++;
   }
   const mean = sum / n;
   let m2 = 0;
