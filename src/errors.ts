@@ -11,6 +11,7 @@ export type PartscanErrorCode =
   | 'IMAGE_TOO_LARGE' // decoded pixel count above the cap (decompression bomb guard)
   | 'IMAGE_TOO_SMALL'
   | 'INVALID_TENSOR' // NaN/Inf or wrong shape in a user-supplied tensor
+  | 'INVALID_FRAME' // a raw frame whose fields disagree (data too short for width × height × channels, bad stride)
   | 'WEIGHTS_FORMAT' // bad safetensors header, dtype, offsets
   | 'WEIGHTS_MISSING_KEY'
   | 'WEIGHTS_DOWNLOAD'
@@ -27,8 +28,8 @@ export type PartscanErrorCode =
   | 'MASK' // ROI or ground-truth mask problems
   | 'OUTPUT' // output path not writable, is a file, disk full
   | 'OPTIONS' // invalid options
-  | 'CANCELLED' // a command cancelled by a signal (SIGINT, SIGTERM, SIGHUP)
-  | 'QUEUE' // job queue: Redis unreachable, malformed job, job failed on a worker
+  | 'CANCELLED' // cancelled by an AbortSignal (API) or by SIGINT, SIGTERM, SIGHUP (CLI)
+  | 'QUEUE' // job queue: Redis unreachable, malformed job, job failed on a worker, bullmq/ioredis not installed
   | 'THRESHOLD';
 
 /** Optional details of a {@link PartscanError}, given to its constructor. */

@@ -8,6 +8,8 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PartscanError } from '../errors.js';
+import { parseOptions } from '../options/parse.js';
+import { backboneSpecSchema } from '../options/schemas.js';
 import { OrtBackbone } from './ort-backbone.js';
 import { randomResNetWeights } from './random-weights.js';
 import {
@@ -116,9 +118,14 @@ function readBackboneTable(): Record<string, BackboneRegistryEntry> {
 /** The backbone used when none is given. */
 export const DEFAULT_BACKBONE = 'resnet50';
 
-/** How to obtain a backbone. */
+/**
+ * How to obtain a backbone. Options that take a backbone also take its name alone: `'mobilenetv2-int8'`
+ * is `{ name: 'mobilenetv2-int8' }`.
+ */
 export interface BackboneSpec {
   /** Registry name or path to an .onnx file; default 'resnet50'. */
+  name?: string;
+  /** The same as `name` (its earlier spelling; give one of the two). */
   backbone?: string;
   /** Local safetensors weights for a registry ResNet (offline use; no download). */
   weights?: string;
@@ -157,9 +164,34 @@ function isOnnxPath(backbone: string): boolean {
   return backbone.toLowerCase().endsWith('.onnx');
 }
 
-/** Resolves a spec to an ONNX graph and identity, downloading and building (with caching) as needed. */
-export async function resolveBackbone(spec: BackboneSpec = {}): Promise<ResolvedBackbone> {
-  const backbone = spec.backbone ?? DEFAULT_BACKBONE;
+/**
+ * A backbone option as a spec: a name (registry name or .onnx path) becomes `{ name }`; a spec is
+ * checked (unknown keys, `name` and `backbone` naming two different backbones) and returned.
+ * @throws PartscanError 'OPTIONS'.
+ */
+export function backboneSpec(spec: BackboneSpec | string = {}): BackboneSpec {
+  if (typeof spec === 'string') return { name: spec };
+  parseOptions(backboneSpecSchema, spec, 'backbone');
+  if (spec.name !== undefined && spec.backbone !== undefined && spec.name !== spec.backbone) {
+    throw new PartscanError('OPTIONS', `Invalid backbone option: name "${spec.name}" and backbone "${spec.backbone}" name two different backbones.`, {
+      remedy: 'give the backbone once, as name',
+    });
+  }
+  return spec;
+}
+
+/** The backbone a spec names: `name` (or `backbone`), else {@link DEFAULT_BACKBONE}. */
+export function backboneName(spec: BackboneSpec | string = {}): string {
+  return typeof spec === 'string' ? spec : (spec.name ?? spec.backbone ?? DEFAULT_BACKBONE);
+}
+
+/**
+ * Resolves a spec (or a backbone name) to an ONNX graph and identity, downloading and building (with
+ * caching) as needed.
+ */
+export async function resolveBackbone(specOrName: BackboneSpec | string = {}): Promise<ResolvedBackbone> {
+  const spec = backboneSpec(specOrName);
+  const backbone = backboneName(spec);
   if (isOnnxPath(backbone)) return resolveOnnxFile(backbone, spec);
   const entry = BACKBONES[backbone];
   if (!entry) {
@@ -423,8 +455,8 @@ export function backboneDefaults(name: string): { channels?: number; imageSize?:
   };
 }
 
-/** Resolves the spec and opens an ONNX Runtime session on it. */
-export async function loadBackbone(spec: BackboneSpec = {}, opts: { intraOpNumThreads?: number } = {}): Promise<OrtBackbone> {
+/** Resolves the spec (or a backbone name) and opens an ONNX Runtime session on it. */
+export async function loadBackbone(spec: BackboneSpec | string = {}, opts: { intraOpNumThreads?: number } = {}): Promise<OrtBackbone> {
   const resolved = await resolveBackbone(spec);
   return OrtBackbone.create(resolved.onnx, resolved.identity, {
     ...(opts.intraOpNumThreads !== undefined ? { intraOpNumThreads: opts.intraOpNumThreads } : {}),

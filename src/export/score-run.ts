@@ -5,16 +5,17 @@
  */
 
 import path from 'node:path';
-import { PartscanError } from '../errors.js';
+import { promises as fs } from 'node:fs';
+import { PartscanError, isPartscanError } from '../errors.js';
+import { throwIfAborted } from '../util/abort.js';
 import { parseOptions } from '../options/parse.js';
-import { scoreRunOptionsSchema } from '../options/schemas.js';
-import type { Model, ProgressEvent, ScoreResult } from '../model/model.js';
+import { scoreRunOptionsSchema, writeScoredRunOptionsSchema } from '../options/schemas.js';
+import type { Model, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from '../model/model.js';
 import { PARTSCAN_VERSION } from '../model/model.js';
-import { loadRgb } from '../preprocess/preprocess.js';
-import { resizeBilinear, resizeNearest } from '../postprocess/resize.js';
 import type { Thresholds } from '../postprocess/thresholds.js';
 import { ensureOutputDir } from '../util/atomic-write.js';
 import { writeHeatmap16Png, writeImagePng, writeMaskPng, writeOverlayPng } from './images.js';
+import { resultLayers } from './render.js';
 import { writeRunResults, type ImageResult, type RunManifest } from './results.js';
 import { LineMonitor, type LineMonitorOptions, type RunMonitor } from '../monitor/line-monitor.js';
 
@@ -34,7 +35,7 @@ export interface RunExports {
 export interface ScoreRunOptions {
   /** Images per backbone batch (default 8). */
   batchSize?: number;
-  /** Minimum region area in pixels at model resolution (default 0). */
+  /** Minimum region area in pixels of the anomaly map (model resolution; default 0). */
   minArea?: number;
   /** Which files to write per image (default: all). */
   exports?: RunExports;
@@ -49,6 +50,11 @@ export interface ScoreRunOptions {
   modelPath?: string;
   /** Progress: one 'score' unit per input image. */
   onProgress?: (e: ProgressEvent) => void;
+  /**
+   * Cancels the run: it rejects with a 'CANCELLED' PartscanError within one batch, and the files it had
+   * written are removed (results.json, written last, never appears).
+   */
+  signal?: AbortSignal;
   /**
    * Line monitoring of the run, inputs taken in the order given ({@link LineMonitor}; default on with
    * default settings); `false` leaves `monitor` out of the manifest.
@@ -85,7 +91,7 @@ export interface ScoredRunManifest extends RunManifest {
 /** Default longest side of exported images: enough to judge a defect, small enough for a report. */
 export const DEFAULT_EXPORT_MAX_SIDE = 1024;
 
-const IMAGE_ERROR_CODES = new Set(['IMAGE_DECODE', 'IMAGE_UNSUPPORTED', 'IMAGE_TOO_LARGE', 'IMAGE_TOO_SMALL', 'INVALID_TENSOR', 'DATASET']);
+const IMAGE_ERROR_CODES = new Set(['IMAGE_DECODE', 'IMAGE_UNSUPPORTED', 'IMAGE_TOO_LARGE', 'IMAGE_TOO_SMALL', 'INVALID_TENSOR', 'INVALID_FRAME', 'DATASET']);
 
 /**
  * Scores `inputs` (image paths) with `model` and writes a complete run into `outDir`: per image
@@ -110,45 +116,72 @@ const IMAGE_ERROR_CODES = new Set(['IMAGE_DECODE', 'IMAGE_UNSUPPORTED', 'IMAGE_T
  */
 export async function scoreToRunDir(
   model: Model,
-  inputs: string[],
+  inputs: ReadonlyArray<ScoreInput>,
   outDir: string,
   opts: ScoreRunOptions = {},
 ): Promise<ScoredRunManifest> {
   parseOptions(scoreRunOptionsSchema, opts, 'scoreToRunDir');
   await ensureOutputDir(outDir);
   const bs = opts.batchSize ?? model.defaultScoreBatchSize;
-  const scoreOpts = { batchSize: bs, ...(opts.minArea !== undefined ? { minArea: opts.minArea } : {}) };
-  const stems = uniqueStems(inputs);
+  const scoreOpts: ScoreOptions = { batchSize: bs, ...(opts.minArea !== undefined ? { minArea: opts.minArea } : {}), ...(opts.signal ? { signal: opts.signal } : {}) };
+  const names = inputs.map(inputName);
+  const stems = uniqueStems(names);
   const exported: ImageResult[] = [];
   const failures: ScoreRunFailure[] = [];
-  const rawScores: number[] = [];
   // Created before any work so that invalid monitor options fail fast.
   const monitor = opts.monitor === false ? undefined : new LineMonitor(model, opts.monitor ?? {});
   // A few backbone batches per call lets the model overlap decoding with inference.
   const chunk = bs * 2;
-  for (let i = 0; i < inputs.length; i += chunk) {
-    const part = inputs.slice(i, i + chunk);
-    const scored = await scoreIsolatingFailures(model, part, scoreOpts);
-    for (let k = 0; k < part.length; k++) {
-      const s = scored[k]!;
-      if ('failure' in s) {
-        failures.push(s.failure);
-        continue;
+  return cancellableRun(outDir, opts.signal, async (track) => {
+    for (let i = 0; i < inputs.length; i += chunk) {
+      const part = inputs.slice(i, i + chunk);
+      const scored = await scoreIsolatingFailures(model, part, names.slice(i, i + chunk), scoreOpts);
+      for (let k = 0; k < part.length; k++) {
+        const s = scored[k]!;
+        if ('failure' in s) {
+          failures.push(s.failure);
+          continue;
+        }
+        try {
+          exported.push(track(await exportScoredImage(model, s.result, outDir, stems[i + k]!, opts)));
+          monitor?.push(s.result, i + k);
+        } catch (e) {
+          if (!isImageError(e)) throw e;
+          failures.push(failureOf(names[i + k]!, e));
+        }
       }
-      try {
-        exported.push(await exportScoredImage(model, s.result, outDir, stems[i + k]!, opts));
-        rawScores.push(s.result.imageScore);
-        monitor?.push(s.result, i + k);
-      } catch (e) {
-        if (!isImageError(e)) throw e;
-        failures.push(failureOf(part[k]!, e));
-      }
+      throwIfAborted(opts.signal, 'Scoring the run');
+      opts.onProgress?.({ stage: 'score', done: Math.min(inputs.length, i + chunk), total: inputs.length });
     }
-    opts.onProgress?.({ stage: 'score', done: Math.min(inputs.length, i + chunk), total: inputs.length });
+    const manifest = buildManifest(model, exported, failures, opts.modelPath, monitor?.result());
+    await writeRunResults(outDir, manifest);
+    return manifest;
+  });
+}
+
+/**
+ * Runs the body of a run writer so that a cancellation leaves nothing half-written: the exports it
+ * wrote (tracked as they are made) are removed again; results.json, written last, never exists then.
+ */
+async function cancellableRun<T>(outDir: string, signal: AbortSignal | undefined, body: (track: (r: ImageResult) => ImageResult) => Promise<T>): Promise<T> {
+  const written: string[] = [];
+  const track = (r: ImageResult): ImageResult => {
+    for (const f of Object.values(r.outputs ?? {})) if (f) written.push(path.join(outDir, f));
+    return r;
+  };
+  try {
+    throwIfAborted(signal, 'Scoring the run');
+    return await body(track);
+  } catch (e) {
+    if (isPartscanError(e, 'CANCELLED')) await Promise.all(written.map((f) => fs.rm(f, { force: true })));
+    throw e;
   }
-  const manifest = buildManifest(model, exported, failures, opts.modelPath, monitor?.result());
-  await writeRunResults(outDir, manifest);
-  return manifest;
+}
+
+/** The name an input goes by in a run: its path, or '<buffer>', '<frame>', '<tensor>'. */
+function inputName(input: ScoreInput): string {
+  if (typeof input === 'string') return input;
+  return input instanceof Uint8Array ? '<buffer>' : 'dims' in input ? '<tensor>' : '<frame>';
 }
 
 /**
@@ -169,42 +202,48 @@ export async function writeScoredRun(
   outDir: string,
   opts: ScoreRunOptions & { failures?: ScoreRunFailure[]; inputIndices?: readonly number[] } = {},
 ): Promise<ScoredRunManifest> {
-  parseOptions(scoreRunOptionsSchema, opts, 'writeScoredRun');
+  parseOptions(writeScoredRunOptionsSchema, opts, 'writeScoredRun');
   await ensureOutputDir(outDir);
   const stems = uniqueStems(results.map((r) => ('anomalyMap' in r ? r.source : r.file)));
   const exported: ImageResult[] = [];
   const failures: ScoreRunFailure[] = [...(opts.failures ?? [])];
   const monitor = opts.monitor === false ? undefined : new LineMonitor(model, opts.monitor ?? {});
-  for (let i = 0; i < results.length; i++) {
-    const r = results[i]!;
-    const index = opts.inputIndices?.[i] ?? i;
-    if (!('anomalyMap' in r)) {
-      exported.push(r);
-      monitor?.push({ source: r.file, imageScore: r.imageScore, ...(r.verdict ? { verdict: r.verdict } : {}), ...(r.drift ? { drift: { ...r.drift, reasons: [] } } : {}) }, index);
+  return cancellableRun(outDir, opts.signal, async (track) => {
+    for (let i = 0; i < results.length; i++) {
+      throwIfAborted(opts.signal, 'Writing the run');
+      const r = results[i]!;
+      const index = opts.inputIndices?.[i] ?? i;
+      if (!('anomalyMap' in r)) {
+        exported.push(r);
+        monitor?.push({ source: r.file, imageScore: r.imageScore, ...(r.verdict ? { verdict: r.verdict } : {}), ...(r.drift ? { drift: { ...r.drift, reasons: [] } } : {}) }, index);
+        opts.onProgress?.({ stage: 'score', done: i + 1, total: results.length });
+        continue;
+      }
+      try {
+        exported.push(track(await exportScoredImage(model, r, outDir, stems[i]!, opts)));
+        monitor?.push(r, index);
+      } catch (e) {
+        if (!isImageError(e)) throw e;
+        failures.push(failureOf(r.source, e));
+      }
       opts.onProgress?.({ stage: 'score', done: i + 1, total: results.length });
-      continue;
     }
-    try {
-      exported.push(await exportScoredImage(model, r, outDir, stems[i]!, opts));
-      monitor?.push(r, index);
-    } catch (e) {
-      if (!isImageError(e)) throw e;
-      failures.push(failureOf(r.source, e));
-    }
-    opts.onProgress?.({ stage: 'score', done: i + 1, total: results.length });
-  }
-  const manifest = buildManifest(model, exported, failures, opts.modelPath, monitor?.result());
-  await writeRunResults(outDir, manifest);
-  return manifest;
+    throwIfAborted(opts.signal, 'Writing the run');
+    const manifest = buildManifest(model, exported, failures, opts.modelPath, monitor?.result());
+    await writeRunResults(outDir, manifest);
+    return manifest;
+  });
 }
 
 /**
  * Writes one scored image's exports into `outDir` as `<stem>.*.png` and returns its {@link ImageResult}
  * (output paths relative to `outDir`). Building block of {@link scoreToRunDir} for callers that
- * assemble their own manifest (e.g. a folder watcher appending results).
+ * assemble their own manifest (e.g. a folder watcher appending results). Results of every input kind
+ * are accepted: the photo is read again from the path, bytes or frame the result was scored from.
+ * (`_model` is kept for compatibility: the result carries all that placing its maps needs.)
  */
 export async function exportScoredImage(
-  model: Model,
+  _model: Model,
   r: ScoreResult,
   outDir: string,
   stem: string,
@@ -212,24 +251,16 @@ export async function exportScoredImage(
 ): Promise<ImageResult> {
   const want: Required<RunExports> = { overlay: true, heatmap: true, mask: true, original: true, ...opts.exports };
   const maxSide = opts.maxSide ?? DEFAULT_EXPORT_MAX_SIDE;
-  const info = r.info;
-  if (!info) {
-    throw new PartscanError('OPTIONS', `${r.source}: run exports need image files or bytes, not tensors.`, {
-      remedy: 'score image paths',
-    });
-  }
+  const info = r.info ?? { width: r.mapWidth, height: r.mapHeight };
   const outputs: NonNullable<ImageResult['outputs']> = {};
   const calibrated = r.normalizedMap !== undefined && r.normalizedScore !== undefined && r.verdict !== undefined;
   if (want.overlay || want.heatmap || want.mask || want.original) {
-    // Decoding the photo is only needed for overlay/original, but its size fixes the export size for all.
-    const rgb = await loadRgb(r.source, { maxSide });
-    const { width: w, height: h } = rgb;
-    const normMap = calibrated ? r.normalizedMap! : minMaxNormalize(r.anomalyMap);
-    const mapped = toExportSize(model, r, normMap, w, h);
-    const mask = calibrated && r.mask ? resizeNearest(r.mask, r.mapWidth, r.mapHeight, w, h) : new Uint8Array(w * h);
+    // The photo is only needed for overlay/original; the maps are placed on it at the export size.
+    const layers = await resultLayers(r, { maxSide, photo: want.overlay || want.original });
+    const { width: w, height: h, normMap: mapped, mask } = layers;
     const file = (kind: string) => `${stem}.${kind}.png`;
     if (want.overlay) {
-      await writeOverlayPng(path.join(outDir, file('overlay')), rgb, mapped, mask);
+      await writeOverlayPng(path.join(outDir, file('overlay')), layers.photo!, mapped, mask);
       outputs.overlay = file('overlay');
     }
     if (want.heatmap) {
@@ -241,7 +272,7 @@ export async function exportScoredImage(
       outputs.mask = file('mask');
     }
     if (want.original) {
-      await writeImagePng(path.join(outDir, file('original')), rgb);
+      await writeImagePng(path.join(outDir, file('original')), layers.photo!);
       outputs.original = file('original');
     }
   }
@@ -318,7 +349,9 @@ export function uniqueStems(inputs: readonly string[]): string[] {
   const seen = new Map<string, number>();
   const taken = new Set<string>();
   return inputs.map((input) => {
-    const base = path.basename(input, path.extname(input)).replace(/[^\w.\-]+/g, '_') || 'image';
+    // In-memory inputs ('<buffer>', '<frame>', '<tensor>') are named after their kind.
+    const plain = /^<\w+>$/.test(input) ? input.slice(1, -1) : input;
+    const base = path.basename(plain, path.extname(plain)).replace(/[^\w.\-]+/g, '_') || 'image';
     let stem = base;
     let n = seen.get(base.toLowerCase()) ?? 1;
     while (taken.has(stem.toLowerCase())) stem = `${base}-${++n}`;
@@ -334,19 +367,19 @@ type Scored = { result: ScoreResult } | { failure: ScoreRunFailure };
  * Scores a batch; when it fails on an image error, scores the images one by one so that only the bad
  * ones are dropped (the batch decoder stops at the first bad image).
  */
-async function scoreIsolatingFailures(model: Model, part: string[], scoreOpts: { batchSize: number; minArea?: number }): Promise<Scored[]> {
+async function scoreIsolatingFailures(model: Model, part: ScoreInput[], names: string[], scoreOpts: ScoreOptions): Promise<Scored[]> {
   try {
     return (await model.score(part, scoreOpts)).map((result) => ({ result }));
   } catch (e) {
     if (!isImageError(e)) throw e;
   }
   const out: Scored[] = [];
-  for (const file of part) {
+  for (let k = 0; k < part.length; k++) {
     try {
-      out.push({ result: await model.score(file, scoreOpts) });
+      out.push({ result: await model.score(part[k]!, scoreOpts) });
     } catch (e) {
       if (!isImageError(e)) throw e;
-      out.push({ failure: failureOf(file, e) });
+      out.push({ failure: failureOf(names[k]!, e) });
     }
   }
   return out;
@@ -362,23 +395,4 @@ export function failureOf(file: string, e: unknown): ScoreRunFailure {
   return e instanceof PartscanError
     ? { file, code: e.code, message: e.message }
     : { file, code: 'UNEXPECTED', message: e instanceof Error ? e.message : String(e) };
-}
-
-/** The map at the export size: model.mapToOriginal for square model maps, a plain resize for tiled ones. */
-function toExportSize(model: Model, r: ScoreResult, map: Float32Array, w: number, h: number): Float32Array {
-  if (r.mapWidth === r.size && r.mapHeight === r.size) return model.mapToOriginal(map, w, h);
-  return resizeBilinear(map, r.mapWidth, r.mapHeight, w, h);
-}
-
-function minMaxNormalize(map: Float32Array): Float32Array {
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const v of map) {
-    if (v < lo) lo = v;
-    if (v > hi) hi = v;
-  }
-  const out = new Float32Array(map.length);
-  const span = hi - lo;
-  if (span > 0) for (let i = 0; i < map.length; i++) out[i] = (map[i]! - lo) / span;
-  return out;
 }

@@ -1,6 +1,7 @@
 import type { Model, ScoreInput, ScoreOptions, ScoreResult } from './model.js';
 import { parseOptions } from '../options/parse.js';
-import { batchingScorerOptionsSchema, scoreOptionsSchema } from '../options/schemas.js';
+import { batchingScoreOptionsSchema, batchingScorerOptionsSchema } from '../options/schemas.js';
+import { cancelledError } from '../util/abort.js';
 
 /** Options of {@link BatchingScorer}. */
 export interface BatchingScorerOptions {
@@ -54,16 +55,30 @@ export class BatchingScorer {
    * // Concurrent requests (e.g. from an HTTP handler) share backbone batches.
    * const [a, b] = await Promise.all([scorer.score(bytesA), scorer.score(bytesB)]);
    */
-  score(input: ScoreInput, opts: ScoreOptions = {}): Promise<ScoreResult> {
+  score(input: ScoreInput, opts: Omit<ScoreOptions, 'onProgress'> = {}): Promise<ScoreResult> {
     // Checked here, not when the batch runs, so a bad option rejects only its own request.
     try {
-      parseOptions(scoreOptionsSchema, opts, 'BatchingScorer.score');
+      parseOptions(batchingScoreOptionsSchema, opts, 'BatchingScorer.score');
     } catch (e) {
       return Promise.reject(e);
     }
-    const { batchSize: _ignored, ...post } = opts;
+    const { batchSize: _ignored, signal, ...post } = opts;
+    if (signal?.aborted) return Promise.reject(cancelledError(signal, 'Scoring'));
     return new Promise<ScoreResult>((resolve, reject) => {
-      this.queue.push({ input, opts: post, key: JSON.stringify(post), resolve, reject });
+      // A cancelled request leaves the queue at once; one already in a batch is answered at once and
+      // its result dropped (the other callers' batch runs on). The listener goes when the request settles,
+      // so one signal can serve many requests.
+      const onAbort = (): void => {
+        this.queue = this.queue.filter((r) => r !== request);
+        reject(cancelledError(signal!, 'Scoring'));
+      };
+      const settle = <T>(f: (v: T) => void) => (v: T): void => {
+        signal?.removeEventListener('abort', onAbort);
+        f(v);
+      };
+      const request: PendingRequest = { input, opts: post, key: JSON.stringify(post), resolve: settle(resolve), reject: settle(reject) };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.queue.push(request);
       this.startNext();
     });
   }

@@ -4,6 +4,7 @@ import { evaluateRun, type EvaluationItem, type RunMetrics } from '../metrics/ev
 import { verdictQuality, type VerdictItem, type VerdictQuality } from '../metrics/verdicts.js';
 import { PartscanError } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
+import { throwIfAborted } from '../util/abort.js';
 import { evaluateOptionsSchema } from '../options/schemas.js';
 import type { Dataset, Sample } from '../types.js';
 import type { Model, ProgressEvent, ScoreResult } from './model.js';
@@ -46,9 +47,17 @@ export interface Evaluation {
 export async function evaluateModel(
   model: Model,
   dataset: string | Dataset,
-  opts: { batchSize?: number; onProgress?: (e: ProgressEvent) => void } = {},
+  opts: {
+    /** Images per scoring batch (default the model's). */
+    batchSize?: number;
+    /** Progress: one 'score' unit per test image. */
+    onProgress?: (e: ProgressEvent) => void;
+    /** Cancels the evaluation: it rejects with a 'CANCELLED' PartscanError within one batch. */
+    signal?: AbortSignal;
+  } = {},
 ): Promise<Evaluation> {
   parseOptions(evaluateOptionsSchema, opts, 'evaluateModel');
+  throwIfAborted(opts.signal, 'The evaluation');
   const t0 = performance.now();
   const ds = typeof dataset === 'string' ? await loadDataset(dataset) : dataset;
   if (ds.test.length === 0) {
@@ -68,7 +77,7 @@ export async function evaluateModel(
     // Without tiling every map is S×S, so the ground-truth masks decode (sharp's threads) while ORT scores.
     const masks = untiled ? samples.map((s) => (s.maskPath ? loadMask(s.maskPath, model.size, model.size) : undefined)) : [];
     for (const m of masks) m?.catch(() => undefined); // surfaced when awaited
-    const results = await model.score(samples.map((s) => s.path), { batchSize: bs });
+    const results = await model.score(samples.map((s) => s.path), { batchSize: bs, ...(opts.signal ? { signal: opts.signal } : {}) });
     for (let k = 0; k < samples.length; k++) {
       const s = samples[k]!;
       const r = results[k]!;
@@ -84,6 +93,7 @@ export async function evaluateModel(
     judged.length === items.length
       ? verdictQuality(judged.map((it): VerdictItem => ({ label: it.sample.label, anomalous: it.sample.anomalous, verdict: it.result.verdict! })))
       : null;
+  throwIfAborted(opts.signal, 'The evaluation');
   const tm = performance.now();
   const metrics = { ...evaluateRun(evalItems), verdicts };
   const t1 = performance.now();

@@ -28,6 +28,8 @@ import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
 import { validatePrecision } from '../backbone/quantize.js';
 import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibrate.js';
 import { calibrate } from './calibrate-thresholds.js';
+import { checkFitInputs } from './fit-checks.js';
+import { throwIfAborted } from '../util/abort.js';
 import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './contamination.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
 import { buildMonitorReference } from './monitor-reference.js';
@@ -97,6 +99,8 @@ async function fitBackbone(opts: FitOptions): Promise<Backbone> {
  */
 export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<Model> {
   parseOptions(fitOptionsSchema, opts, 'fit');
+  throwIfAborted(opts.signal, 'The fit');
+  await checkFitInputs(opts);
   const warnings: PartscanWarning[] = [];
   const precision = validatePrecision(opts.precision);
   // A model resumed from a file reads its statistics for resuming with the rest, not in a second pass.
@@ -239,6 +243,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   let looInBuffer: boolean | undefined;
   let done = 0;
   for (let b = 0; b < batches.length; b++) {
+    throwIfAborted(opts.signal, 'The fit');
     let prepared = await pending!;
     pending = b + 1 < batches.length ? prepare(batches[b + 1]!) : undefined;
     pending?.catch(() => undefined);
@@ -361,6 +366,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   // Leave-one-out scores of the training images: out-of-sample scores of good images, used to find
   // contaminated training images and, pooled with the calibration scores, calibration outliers.
   let looScores: number[] | undefined;
+  throwIfAborted(opts.signal, 'The fit');
   if (opts.contaminationCheck !== false && !resumeFrom && fitFiles.length >= 8) {
     const own = kept?.count === fitFiles.length ? compactEmbeddings(kept) : fitted.samples && !tiling && fitted.count === fitFiles.length ? fitted.samples : undefined;
     kept = undefined;
@@ -380,12 +386,14 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       });
     }
   }
+  throwIfAborted(opts.signal, 'The fit');
   const calibrationScores = await calibrate(model, calibrationFiles, opts, warnings, resumeFrom?.header.thresholds, looScores);
   // Line monitoring's reference (format 1.2): out-of-sample good scores and the spread of drift z.
   const monitor = calibrationScores.length || looScores?.length
     ? buildMonitorReference({ calibrationScores, ...(looScores ? { looScores } : {}), ...(drift ? { drift } : {}), trainingDescriptors: descriptors })
     : resumeFrom?.header.monitor;
   if (monitor) header.monitor = monitor;
+  throwIfAborted(opts.signal, 'The fit');
   header.fit.calibrationWarnings = warnings.map((w) => w.message);
   model.fitWarnings = warnings;
   model.fitReport = report;

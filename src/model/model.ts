@@ -6,7 +6,7 @@ import type { Backbone, BackboneIdentity } from '../backbone/types.js';
 import { OrtBackbone } from '../backbone/ort-backbone.js';
 import { loadBackbone, type BackboneSpec } from '../backbone/registry.js';
 import { packedSize } from '../stats/gaussian-stats.js';
-import { mapToOriginal } from '../postprocess/resize.js';
+import { mapOntoImage } from '../postprocess/resize.js';
 import type { GoodOnlyRule, Thresholds, VerdictBand } from '../postprocess/thresholds.js';
 import type { ImageInfo, PreprocessOptions, Sample, Tensor4D } from '../types.js';
 import { parseDriftModel, type DriftModel } from '../guards/drift.js';
@@ -14,9 +14,11 @@ import { readModelFile, writeModelFile, type SectionData } from './model-file.js
 import { readModelParts, resumeSections, RESUME_SECTIONS, type ModelParts } from './model-sections.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
 import { AnomalyMapper } from './anomaly-maps.js';
-import { addDrift, buildScoreResult } from './score-result.js';
+import { addDrift, buildScoreResult, mapWindow, type ScoreResultContext } from './score-result.js';
 import { stitchTiles, tiledAnomalyMap } from './tiles.js';
 import { prepareBatch, type PreparedBatch } from './score-batch.js';
+import { rememberInput } from './result-input.js';
+import { throwIfAborted } from '../util/abort.js';
 import type { FitReport, ImageSource, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './types.js';
 
 export { PARTSCAN_VERSION, stitchTiles };
@@ -31,8 +33,11 @@ export const BLUR_SIGMA = 4;
 
 /** Options of {@link fit}. */
 export interface FitOptions {
-  /** Backbone to use (registry name, weights file, .onnx + layers), or an already created backbone. */
-  backbone?: BackboneSpec | Backbone;
+  /**
+   * Backbone to use: a registry name or .onnx path (`'mobilenetv2-int8'`), a spec (`{ name: 'resnet50',
+   * weights: 'rn50.safetensors' }`, `{ name: 'net.onnx', layers: [...] }`), or an already created backbone.
+   */
+  backbone?: string | BackboneSpec | Backbone;
   /** Embedding size d (random channel subset), default 100 (the bundled mobilenetv2-int8: all 152). */
   channels?: number;
   /** Network input side (default 256; the bundled mobilenetv2-int8: 224). */
@@ -68,6 +73,12 @@ export interface FitOptions {
   threads?: number;
   /** Progress callback. */
   onProgress?: (e: ProgressEvent) => void;
+  /**
+   * Cancels the fit: it rejects with a 'CANCELLED' PartscanError within one backbone batch (between the
+   * later stages — leave-one-out check, calibration — at the next stage). Nothing is written: a fit
+   * writes no file until the model is saved.
+   */
+  signal?: AbortSignal;
   /**
    * Tiling for large images: tiles of `size` px at native resolution, overlapping by `overlap` px; each
    * tile is one training sample of the same per-position model (and is resized to `imageSize`, which
@@ -197,7 +208,7 @@ export class Model {
    */
   static async load(
     file: string,
-    opts: { backbone?: BackboneSpec | Backbone; threads?: number; verify?: boolean; resumeStatistics?: boolean } = {},
+    opts: { backbone?: string | BackboneSpec | Backbone; threads?: number; verify?: boolean; resumeStatistics?: boolean } = {},
   ): Promise<Model> {
     parseOptions(loadOptionsSchema, opts, 'Model.load');
     const { parts, sections, kept } = await readModelParts(file, opts);
@@ -381,9 +392,19 @@ export class Model {
 
   private async scoreMany(inputs: ScoreInput[], opts: ScoreOptions): Promise<ScoreResult[]> {
     const bs = Math.max(1, opts.batchSize ?? this.defaultScoreBatchSize);
+    const { signal, onProgress } = opts;
+    throwIfAborted(signal, 'Scoring');
     const results: ScoreResult[] = [];
+    const done = (r: ScoreResult, input: ScoreInput): void => {
+      rememberInput(r, input, this.header.preprocess);
+      results.push(r);
+    };
     if (this.header.tiling) {
-      for (const input of inputs) results.push(await this.scoreTiled(input, bs, opts));
+      for (const input of inputs) {
+        done(await this.scoreTiled(input, bs, opts), input);
+        throwIfAborted(signal, 'Scoring');
+        onProgress?.({ stage: 'score', done: results.length, total: inputs.length });
+      }
       return results;
     }
     // Pipeline: decode/resize batch k+1 (sharp's threads) while ORT runs batch k.
@@ -392,15 +413,18 @@ export class Model {
     if (pending) this.fusedScoring().catch(() => undefined);
     for (let i = 0; i < inputs.length; i += bs) {
       const current = pending!;
-      pending = i + bs < inputs.length ? prepareBatch(inputs.slice(i + bs, i + 2 * bs), this.header.preprocess, this.size) : undefined;
+      pending = i + bs < inputs.length && !signal?.aborted ? prepareBatch(inputs.slice(i + bs, i + 2 * bs), this.header.preprocess, this.size) : undefined;
       pending?.catch(() => undefined); // surfaced when awaited
       const { tensor, infos, sources } = await current;
+      throwIfAborted(signal, 'Scoring');
       const maps = await this.anomalyMaps(tensor);
       maps.forEach((map, k) => {
         const r = this.finish(map, this.size, this.size, sources[k]!, infos[k], opts);
         this.addDrift(r, tensor.data, k);
-        results.push(r);
+        done(r, inputs[i + k]!);
       });
+      throwIfAborted(signal, 'Scoring');
+      onProgress?.({ stage: 'score', done: results.length, total: inputs.length });
     }
     return results;
   }
@@ -421,8 +445,13 @@ export class Model {
     opts: ScoreOptions,
     scoreOverride?: number,
   ): ScoreResult {
-    const ctx = { size: this.size, thresholds: this.header.thresholds, roi: this.roi };
-    return buildScoreResult(ctx, map, mapWidth, mapHeight, source, info, opts, scoreOverride);
+    return buildScoreResult(this.resultContext, map, mapWidth, mapHeight, source, info, opts, scoreOverride);
+  }
+
+  /** What results are judged against: input side (and side before a crop), thresholds, region of interest. */
+  get resultContext(): ScoreResultContext {
+    const p = this.header.preprocess;
+    return { size: this.size, thresholds: this.header.thresholds, roi: this.roi, ...(p.cropSize !== undefined && p.cropSize < p.imageSize ? { imageSize: p.imageSize } : {}) };
   }
 
   /** The stored drift model, parsed on first score (null: not parsed yet; undefined: the model has none). */
@@ -434,10 +463,13 @@ export class Model {
     if (this.driftModel) addDrift(r, this.driftModel, batch, k, this.size, this.header.preprocess);
   }
 
-  /** Maps a result's anomaly map (or normalised map) to the original image size (bilinear), for export. */
+  /**
+   * Maps a result's anomaly map (or normalised map) to the original image size (bilinear), for export.
+   * With a centre crop the map lands in the crop's part of the image and the rest is 0.
+   */
   mapToOriginal(map: Float32Array, width: number, height: number): Float32Array {
     if (map.length === width * height) return map; // tiled models already score at native resolution
-    return mapToOriginal(map, this.size, width, height);
+    return mapOntoImage(map, this.size, this.size, width, height, mapWindow(this.resultContext, this.size, this.size, { width, height }));
   }
 
   /** Replaces the thresholds (e.g. a manual override or a recalibration). */
@@ -456,8 +488,8 @@ export class Model {
 }
 
 /** @internal Whether a fit/load option is a backbone object (not a spec). */
-export function isBackbone(b: BackboneSpec | Backbone): b is Backbone {
-  return typeof (b as Backbone).extract === 'function';
+export function isBackbone(b: string | BackboneSpec | Backbone): b is Backbone {
+  return typeof b === 'object' && typeof (b as Backbone).extract === 'function';
 }
 
 /** @internal ORT thread option from a `threads` setting. */

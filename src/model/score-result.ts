@@ -5,7 +5,8 @@
  */
 
 import { normalizeMap, normalizeScore } from '../postprocess/normalize.js';
-import { extractRegions } from '../postprocess/regions.js';
+import { extractRegions, regionsInImage } from '../postprocess/regions.js';
+import { cropWindow, type MapWindow } from '../postprocess/resize.js';
 import { imageNormalization, pixelNormalization, verdict as verdictOf, type Thresholds } from '../postprocess/thresholds.js';
 import { driftScore, type DriftModel } from '../guards/drift.js';
 import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
@@ -20,6 +21,8 @@ export interface ScoreResultContext {
   thresholds: Thresholds | undefined;
   /** Region of interest at model resolution (1 = inspect), if any. */
   roi: Uint8Array | undefined;
+  /** The network input side before a centre crop, when the model crops (the map then covers the crop's part of the image). */
+  imageSize?: number;
 }
 
 /**
@@ -41,6 +44,8 @@ export function buildScoreResult(
   else for (let i = 0; i < map.length; i++) if (map[i]! > imageScore) imageScore = map[i]!;
   const result: ScoreResult = { source, imageScore, anomalyMap: map, size: ctx.size, mapWidth, mapHeight, warnings: [] };
   if (info) result.info = info;
+  const window = info ? mapWindow(ctx, mapWidth, mapHeight, info) : undefined;
+  if (window && (window.width !== info!.width || window.height !== info!.height)) result.mapWindow = window;
   const t = ctx.thresholds;
   if (t) {
     const normalizedScore = normalizeScore(imageScore, imageNormalization(t));
@@ -52,9 +57,21 @@ export function buildScoreResult(
       ...(opts.openRadius ? { openRadius: opts.openRadius } : {}),
       ...(opts.closeRadius ? { closeRadius: opts.closeRadius } : {}),
     });
-    Object.assign(result, { normalizedScore, normalizedMap, verdict: verdictOf(normalizedScore, t.band), mask, regions });
+    // Boxes in the source image's pixels (the map stretches over the whole image); a tiled model's map
+    // already has them, and a tensor's source is the tensor itself.
+    const inImage = window ? regionsInImage(regions, mapWidth, mapHeight, window) : regions;
+    Object.assign(result, { normalizedScore, normalizedMap, verdict: verdictOf(normalizedScore, t.band), mask, regions: inImage });
   }
   return result;
+}
+
+/**
+ * The part of the source image a result's map covers: all of it (a tiled model's map is the image's
+ * own size), or with a centre crop the crop's part.
+ */
+export function mapWindow(ctx: Pick<ScoreResultContext, 'size' | 'imageSize'>, mapWidth: number, mapHeight: number, info: { width: number; height: number }): MapWindow {
+  const square = mapWidth === ctx.size && mapHeight === ctx.size;
+  return square && ctx.imageSize !== undefined ? cropWindow(ctx.imageSize, ctx.size, info.width, info.height) : { x: 0, y: 0, width: info.width, height: info.height };
 }
 
 /** Flags whole-image drift of image `k` of a preprocessed batch [N,3,S,S] against a drift model. */

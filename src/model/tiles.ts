@@ -7,6 +7,7 @@ import { PartscanError } from '../errors.js';
 import { preprocessTiles, type TileBox } from '../preprocess/preprocess.js';
 import { resizeBilinear } from '../postprocess/resize.js';
 import type { ImageInfo, PreprocessOptions, Tensor4D } from '../types.js';
+import { classifyInput } from './score-batch.js';
 import type { ScoreInput } from './types.js';
 
 /** One image's stitched map at native resolution, with its image score. */
@@ -31,13 +32,14 @@ export async function tiledAnomalyMap(
   batchSize: number,
   anomalyMaps: (batch: Tensor4D) => Promise<Float32Array[]>,
 ): Promise<TiledMap> {
-  if (typeof input !== 'string' && !Buffer.isBuffer(input)) {
-    throw new PartscanError('OPTIONS', 'Tiled models score image files or encoded bytes, not tensors.', {
-      remedy: 'pass the image path or bytes',
+  const kind = classifyInput(input);
+  if ('tensor' in kind) {
+    throw new PartscanError('OPTIONS', 'Tiled models score image files, encoded bytes or raw frames, not tensors.', {
+      remedy: 'pass the image path, bytes or frame',
     });
   }
   const { tile, overlap } = tiling;
-  const t = await preprocessTiles(input, preprocess, tile, overlap);
+  const t = await preprocessTiles(kind.image, preprocess, tile, overlap);
   const per = 3 * S * S;
   const tileMaps: Float32Array[] = [];
   for (let i = 0; i < t.boxes.length; i += batchSize) {

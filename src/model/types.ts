@@ -9,13 +9,23 @@ import type { PartscanWarning } from '../errors.js';
 import type { Region } from '../postprocess/regions.js';
 import type { Verdict } from '../postprocess/thresholds.js';
 import type { Dataset, ImageInfo, Sample, Tensor4D } from '../types.js';
+import type { RawFrame } from '../preprocess/raw-frame.js';
+
+export type { RawFrame };
 import type { TrainingSetReport } from '../guards/training-set.js';
 
 /** Anything that names images: a folder or dataset root, a list of files, a loaded dataset or samples. */
 export type ImageSource = string | string[] | Dataset | Sample[];
 
-/** An image to score: a path, encoded bytes, or an already preprocessed [1,3,S,S] tensor. */
-export type ScoreInput = string | Buffer | Tensor4D;
+/**
+ * An image to score:
+ * - a file path;
+ * - encoded bytes (PNG, JPEG, TIFF, WebP…) in any `Uint8Array` (a `Buffer` is one);
+ * - a raw camera frame `{ data, width, height, channels: 1 | 3 | 4, stride?, order? }` ({@link RawFrame}):
+ *   8-bit, row-major, interleaved, RGB order unless `order: 'bgr'`; scored like the same pixels saved as PNG;
+ * - an already preprocessed [1,3,S,S] tensor `{ data: Float32Array, dims }`.
+ */
+export type ScoreInput = string | Uint8Array | RawFrame | Tensor4D;
 
 /** Progress events of long operations. */
 export interface ProgressEvent {
@@ -46,7 +56,7 @@ export interface FitReport {
 
 /** Per-image scoring result. */
 export interface ScoreResult {
-  /** The input's source (path, '<buffer>' or '<tensor>'). */
+  /** The input's source (path, '<buffer>', '<frame>' or '<tensor>'). */
   source: string;
   /** Raw image score: the maximum of the anomaly map. */
   imageScore: number;
@@ -58,15 +68,33 @@ export interface ScoreResult {
   mapWidth: number;
   /** Height of `anomalyMap` (= size, or the original height for tiled models). */
   mapHeight: number;
+  /**
+   * The part of the source image the maps cover, in its pixels, when it is not the whole image (a model
+   * with a centre crop); absent: the maps stretch over the whole image.
+   */
+  mapWindow?: {
+    /** Left edge. */
+    x: number;
+    /** Top edge. */
+    y: number;
+    /** Width. */
+    width: number;
+    /** Height. */
+    height: number;
+  };
   /** Image score normalised so the threshold is 0.5 (when the model has thresholds). */
   normalizedScore?: number;
   /** Normalised anomaly map (when the model has thresholds). */
   normalizedMap?: Float32Array;
   /** OK / NG / UNCERTAIN (when the model has thresholds). */
   verdict?: Verdict;
-  /** Binary defect mask at model resolution (1 = defect), when the model has thresholds. */
+  /** Binary defect mask, mapWidth×mapHeight like `anomalyMap` (1 = defect), when the model has thresholds. */
   mask?: Uint8Array;
-  /** Defect regions at model resolution, when the model has thresholds. */
+  /**
+   * Defect regions, highest peak first, when the model has thresholds: `bbox`, `centroid` and `areaPx` in
+   * the source image's pixels (`info.width`×`info.height`; the tensor's for tensor input), `mapBbox`,
+   * `mapCentroid` and `mapAreaPx` on the anomaly map.
+   */
   regions?: Region[];
   /** Original image facts (absent for tensor input). */
   info?: ImageInfo;
@@ -93,10 +121,17 @@ export interface ScoreResult {
 export interface ScoreOptions {
   /** Images per backbone batch (default {@link Model.defaultScoreBatchSize}: 8, up to 32 for large d). */
   batchSize?: number;
-  /** Minimum region area in pixels at model resolution (default 0). */
+  /** Minimum region area in pixels of the anomaly map (model resolution; {@link Region.mapAreaPx}; default 0). */
   minArea?: number;
   /** Morphological opening radius for mask cleanup (default 0). */
   openRadius?: number;
   /** Morphological closing radius (default 0). */
   closeRadius?: number;
+  /**
+   * Cancels the call: it rejects with a 'CANCELLED' {@link PartscanError} within one batch of the abort
+   * (results of the batches already scored are dropped).
+   */
+  signal?: AbortSignal;
+  /** Progress when scoring several images: one 'score' unit per image, reported after each batch. */
+  onProgress?: (e: ProgressEvent) => void;
 }

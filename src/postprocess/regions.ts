@@ -4,38 +4,83 @@
 
 import { PartscanError } from '../errors.js';
 import { morphClose, morphOpen } from './morphology.js';
+import type { MapWindow } from './resize.js';
 import { assertMapShape } from './shape.js';
 
-/** One connected defect region (8-connectivity) of a mask. */
+/** A box in pixels: top-left corner and size. */
+export interface PixelBox {
+  /** Leftmost column. */
+  x: number;
+  /** Topmost row. */
+  y: number;
+  /** Width in pixels. */
+  width: number;
+  /** Height in pixels. */
+  height: number;
+}
+
+/** A point in pixel-index coordinates: the first pixel's centre is (0, 0). */
+export interface PixelPoint {
+  /** Column. */
+  x: number;
+  /** Row. */
+  y: number;
+}
+
+/**
+ * One connected defect region (8-connectivity) of a mask. A scored image's regions
+ * ({@link ScoreResult.regions}, results.json, the report) give `bbox`, `centroid` and `areaPx` in the
+ * source image's pixels, and the same region on the anomaly map (model resolution, where the mask is
+ * computed) as `mapBbox`, `mapCentroid` and `mapAreaPx`. {@link connectedRegions} alone knows only the
+ * map: there both are the same.
+ */
 export interface Region {
   /** 1-based rank: 1 is the region with the highest peak score. */
   id: number;
-  /** Number of pixels. */
+  /** Number of source-image pixels the region covers (its map pixels times the pixels each one covers, rounded). */
   areaPx: number;
-  /** Area as a percentage of the whole map (width·height), 0..100. */
+  /** Area as a percentage of the whole image (or map), 0..100. */
   areaPercent: number;
-  /** Bounding box in pixels: top-left corner and size. */
-  bbox: {
-    /** Leftmost column. */
-    x: number;
-    /** Topmost row. */
-    y: number;
-    /** Width in pixels. */
-    width: number;
-    /** Height in pixels. */
-    height: number;
-  };
-  /** Mean pixel position (pixel-index coordinates: the first pixel's centre is (0, 0)). */
-  centroid: {
-    /** Mean column. */
-    x: number;
-    /** Mean row. */
-    y: number;
-  };
+  /** Bounding box in source-image pixels: every source pixel a region pixel of the map covers. */
+  bbox: PixelBox;
+  /** Mean position in source-image pixels (pixel-index coordinates: the first pixel's centre is (0, 0)). */
+  centroid: PixelPoint;
+  /** Bounding box on the anomaly map (model resolution, or the stitched map of a tiled model). */
+  mapBbox: PixelBox;
+  /** Mean position on the anomaly map. */
+  mapCentroid: PixelPoint;
+  /** Number of map pixels (what `minArea` compares with). */
+  mapAreaPx: number;
   /** Highest score inside the region. */
   peakScore: number;
   /** Mean score inside the region. */
   meanScore: number;
+}
+
+/**
+ * Regions found on a `mapWidth`×`mapHeight` map, in the pixels of the image the map stretches over
+ * (as the anomaly map is upsampled onto the photo): `window` is the part of the image the map covers
+ * (the whole image, or a centre crop's part: {@link cropWindow}), each map pixel covering
+ * `window.width / mapWidth` × `window.height / mapHeight` image pixels. The box covers every image pixel
+ * a region pixel touches; the centroid maps centre to centre. The `map*` fields are kept as they were.
+ */
+export function regionsInImage(regions: readonly Region[], mapWidth: number, mapHeight: number, window: MapWindow): Region[] {
+  const sx = window.width / mapWidth;
+  const sy = window.height / mapHeight;
+  if (sx === 1 && sy === 1 && window.x === 0 && window.y === 0) return regions.map((r) => ({ ...r }));
+  return regions.map((r) => {
+    const m = r.mapBbox;
+    const x0 = Math.floor(m.x * sx + 1e-9);
+    const y0 = Math.floor(m.y * sy + 1e-9);
+    const x1 = Math.min(window.width, Math.ceil((m.x + m.width) * sx - 1e-9));
+    const y1 = Math.min(window.height, Math.ceil((m.y + m.height) * sy - 1e-9));
+    return {
+      ...r,
+      areaPx: Math.round(r.mapAreaPx * sx * sy),
+      bbox: { x: window.x + x0, y: window.y + y0, width: x1 - x0, height: y1 - y0 },
+      centroid: { x: window.x + (r.mapCentroid.x + 0.5) * sx - 0.5, y: window.y + (r.mapCentroid.y + 0.5) * sy - 0.5 },
+    };
+  });
 }
 
 /** Options for {@link connectedRegions}. */
@@ -135,12 +180,17 @@ export function connectedRegions(
       }
     }
     if (area < minArea) continue;
+    const bbox = { x: minX, y: minY, width: maxX - minX + 1, height: maxY - minY + 1 };
+    const centroid = { x: sumX / area, y: sumY / area };
     found.push({
       first: start,
       areaPx: area,
       areaPercent: (100 * area) / n,
-      bbox: { x: minX, y: minY, width: maxX - minX + 1, height: maxY - minY + 1 },
-      centroid: { x: sumX / area, y: sumY / area },
+      bbox,
+      centroid,
+      mapBbox: { ...bbox },
+      mapCentroid: { ...centroid },
+      mapAreaPx: area,
       peakScore: peak,
       meanScore: sumScore / area,
     });

@@ -3,6 +3,7 @@
  * align_corners=False)` semantics, so maps match the reference implementation value for value.
  */
 
+import { centreCropOffset } from '../preprocess/crop.js';
 import { assertMapShape, assertSize } from './shape.js';
 
 /** Per-output-coordinate sampling plan along one axis: two source indices and the weight of the second. */
@@ -77,8 +78,8 @@ export function resizeBilinear(
  * `origW×origH` pixels by bilinear interpolation, for exports drawn on the original.
  *
  * The preprocessing resizes the whole image to a square (aspect ratio not kept), so the inverse is a
- * plain resize. With a centre crop the map covers only the cropped part of the image; the caller
- * must then place it into the crop window itself.
+ * plain resize. With a centre crop the map covers only the cropped part of the image: see
+ * {@link cropWindow} and {@link mapOntoImage}.
  */
 export function mapToOriginal(map: ArrayLike<number>, size: number, origW: number, origH: number): Float32Array {
   return resizeBilinear(map, size, size, origW, origH);
@@ -98,5 +99,56 @@ export function resizeNearest(mask: Uint8Array, sw: number, sh: number, dw: numb
       out[y * dw + x] = mask[sy * sw + sx]!;
     }
   }
+  return out;
+}
+
+/** The part of an image, in its pixels, that a score map covers. */
+export interface MapWindow {
+  /** Left edge. */
+  x: number;
+  /** Top edge. */
+  y: number;
+  /** Width. */
+  width: number;
+  /** Height. */
+  height: number;
+}
+
+/**
+ * The window of a `width`×`height` image that the model's map covers: the whole image, or with a centre
+ * crop (`cropSize` < `imageSize`) the crop's part of it, rounded to whole pixels.
+ */
+export function cropWindow(imageSize: number, cropSize: number | undefined, width: number, height: number): MapWindow {
+  if (cropSize === undefined || cropSize >= imageSize) return { x: 0, y: 0, width, height };
+  const off = centreCropOffset(imageSize, cropSize);
+  const x = Math.min(width - 1, Math.round((off * width) / imageSize));
+  const y = Math.min(height - 1, Math.round((off * height) / imageSize));
+  return {
+    x,
+    y,
+    width: Math.max(1, Math.min(width - x, Math.round((cropSize * width) / imageSize))),
+    height: Math.max(1, Math.min(height - y, Math.round((cropSize * height) / imageSize))),
+  };
+}
+
+/**
+ * A `mapW`×`mapH` map (bilinear) or mask (nearest, `mask: true`) onto a `width`×`height` image whose
+ * `window` it covers (default: all of it); outside the window the result is 0.
+ */
+export function mapOntoImage(map: Float32Array, mapW: number, mapH: number, width: number, height: number, window?: MapWindow): Float32Array;
+export function mapOntoImage(map: Uint8Array, mapW: number, mapH: number, width: number, height: number, window: MapWindow | undefined, mask: true): Uint8Array;
+export function mapOntoImage(
+  map: Float32Array | Uint8Array,
+  mapW: number,
+  mapH: number,
+  width: number,
+  height: number,
+  window: MapWindow = { x: 0, y: 0, width, height },
+  mask = false,
+): Float32Array | Uint8Array {
+  const inner = mask ? resizeNearest(map as Uint8Array, mapW, mapH, window.width, window.height) : resizeBilinear(map, mapW, mapH, window.width, window.height);
+  if (window.width === width && window.height === height) return inner;
+  const out = mask ? new Uint8Array(width * height) : new Float32Array(width * height);
+  for (let y = 0; y < window.height; y++) out.set(inner.subarray(y * window.width, (y + 1) * window.width), (window.y + y) * width + window.x);
   return out;
 }

@@ -6,9 +6,17 @@
  */
 import sharp, { type Sharp } from 'sharp';
 import { PartscanError } from '../errors.js';
-import type { PreprocessOptions, PreprocessedImage } from '../types.js';
+import type { ImageInfo, PreprocessOptions, PreprocessedImage } from '../types.js';
 import { BUFFER_SOURCE, DECODE_FAIL_ON, decodeError, probeImage, readImageBytes, type ImageBytes } from './decode.js';
+import { centreCropOffset } from './crop.js';
 import { DEFAULT_MAX_PIXELS, validatePreprocessOptions } from './options.js';
+import { FRAME_SOURCE, checkRawFrame, isRawFrame, rawFrameInfo, rawFramePipeline, type RawFrame } from './raw-frame.js';
+
+/** What preprocessing takes: a file path, encoded bytes (PNG, JPEG, … in any Uint8Array) or a raw frame. */
+export type ImageInput = string | Uint8Array | RawFrame;
+
+/** The label of a raw frame for decode-error messages (it has no encoded bytes). */
+const FRAME_BYTES: ImageBytes = { data: Buffer.alloc(0), label: FRAME_SOURCE };
 
 /** How many images are decoded at once in a batch; sharp parallelises inside each decode as well. */
 const BATCH_CONCURRENCY = 4;
@@ -48,15 +56,6 @@ async function toRawRgb(
 }
 
 /**
- * Python's round() (half to even), so the centre-crop offset matches torchvision's CenterCrop, which
- * computes `int(round((size - crop) / 2))`.
- */
-function roundHalfEven(x: number): number {
-  const r = Math.round(x);
-  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
-
-/**
  * Writes the normalised CHW tensor of `rgb` (interleaved 8-bit, side `size`) into `out`, cropping the
  * centre `crop`×`crop` window. A 256-entry table per channel replaces two float ops per sample.
  */
@@ -67,7 +66,7 @@ function normaliseInto(
   opts: PreprocessOptions,
   out: Float32Array,
 ): void {
-  const offset = roundHalfEven((size - crop) / 2);
+  const offset = centreCropOffset(size, crop);
   const plane = crop * crop;
   for (let c = 0; c < 3; c++) {
     const lut = new Float32Array(256);
@@ -81,22 +80,26 @@ function normaliseInto(
   }
 }
 
-/** Decodes and preprocesses one image into `out` (length 3·side²), returning its header facts. */
-async function preprocessInto(
-  source: string | Buffer,
+/** Decodes (or, for a raw frame, reads) and preprocesses one image into `out` (length 3·side²), returning its facts. */
+export async function preprocessImageInto(
+  source: ImageInput,
   opts: PreprocessOptions,
   out: Float32Array,
 ): Promise<PreprocessedImage> {
-  const bytes = await readImageBytes(source);
-  const info = await probeImage(bytes, opts.maxPixels);
-  const pipeline = srgbPipeline(bytes, opts.maxPixels, opts.background).resize(opts.imageSize, opts.imageSize, {
-    fit: 'fill',
-    kernel: opts.kernel,
-    // Full decode before resizing: JPEG shrink-on-load (DCT scaling) would make JPEG and PNG copies of
-    // the same part preprocess differently.
-    fastShrinkOnLoad: false,
-  });
-  const raw = await toRawRgb(pipeline, bytes, opts.maxPixels);
+  const resize = { fit: 'fill', kernel: opts.kernel, fastShrinkOnLoad: false } as const;
+  let raw: { data: Buffer };
+  let info: ImageInfo;
+  if (isRawFrame(source)) {
+    checkRawFrame(source, opts.maxPixels);
+    info = rawFrameInfo(source);
+    raw = await toRawRgb(rawFramePipeline(source, opts.background).resize(opts.imageSize, opts.imageSize, resize), FRAME_BYTES, opts.maxPixels);
+  } else {
+    const bytes = await readImageBytes(source);
+    info = await probeImage(bytes, opts.maxPixels);
+    // Full decode before resizing (fastShrinkOnLoad off): JPEG shrink-on-load (DCT scaling) would make
+    // JPEG and PNG copies of the same part preprocess differently.
+    raw = await toRawRgb(srgbPipeline(bytes, opts.maxPixels, opts.background).resize(opts.imageSize, opts.imageSize, resize), bytes, opts.maxPixels);
+  }
   const size = opts.cropSize ?? opts.imageSize;
   normaliseInto(raw.data, opts.imageSize, size, opts, out);
   return { tensor: out, size, info };
@@ -136,10 +139,10 @@ export async function preprocessPixelsInto(
  *   'IMAGE_UNSUPPORTED' (a format the decoder cannot read), 'IMAGE_TOO_LARGE' (above maxPixels),
  *   'OPTIONS' (invalid options).
  */
-export async function preprocessImage(source: string | Buffer, opts: PreprocessOptions): Promise<PreprocessedImage> {
+export async function preprocessImage(source: ImageInput, opts: PreprocessOptions): Promise<PreprocessedImage> {
   const o = validatePreprocessOptions(opts);
   const size = o.cropSize ?? o.imageSize;
-  return preprocessInto(source, o, new Float32Array(3 * size * size));
+  return preprocessImageInto(source, o, new Float32Array(3 * size * size));
 }
 
 /**
@@ -148,7 +151,7 @@ export async function preprocessImage(source: string | Buffer, opts: PreprocessO
  * @throws the same errors as {@link preprocessImage}.
  */
 export async function preprocessBatch(
-  sources: (string | Buffer)[],
+  sources: ImageInput[],
   opts: PreprocessOptions,
 ): Promise<{
   /** The batch, NCHW [N, 3, size, size]. */
@@ -167,7 +170,7 @@ export async function preprocessBatch(
   const worker = async (): Promise<void> => {
     while (next < sources.length) {
       const i = next++;
-      images[i] = await preprocessInto(sources[i]!, o, tensor.subarray(i * per, (i + 1) * per));
+      images[i] = await preprocessImageInto(sources[i]!, o, tensor.subarray(i * per, (i + 1) * per));
     }
   };
   await Promise.all(Array.from({ length: Math.min(BATCH_CONCURRENCY, sources.length) }, worker));
@@ -181,7 +184,7 @@ export async function preprocessBatch(
  * @throws the decode errors of {@link preprocessImage}; 'OPTIONS' for a bad maxSide.
  */
 export async function loadRgb(
-  source: string | Buffer,
+  source: ImageInput,
   opts: { maxSide?: number; background?: [number, number, number]; maxPixels?: number } = {},
 ): Promise<{
   /** Interleaved 8-bit RGB, row-major. */
@@ -191,20 +194,43 @@ export async function loadRgb(
   /** Height in pixels. */
   height: number;
 }> {
+  return (await decodeRgb(source, opts)).rgb;
+}
+
+/**
+ * The size of a `width`×`height` image downsized to fit `maxSide` (aspect ratio kept, never enlarged):
+ * what {@link loadRgb} returns, and what every export of an image shares.
+ */
+export function fitInside(width: number, height: number, maxSide: number | undefined): { width: number; height: number } {
+  const long = Math.max(width, height);
+  if (maxSide === undefined || long <= maxSide) return { width, height };
+  const scale = maxSide / long;
+  return { width: Math.max(1, Math.round(width * scale)), height: Math.max(1, Math.round(height * scale)) };
+}
+
+/** {@link loadRgb}, with the source's facts (one read of the file). */
+async function decodeRgb(
+  source: ImageInput,
+  opts: { maxSide?: number; background?: readonly [number, number, number]; maxPixels?: number },
+): Promise<{ rgb: { data: Uint8Array; width: number; height: number }; info: ImageInfo }> {
   const maxPixels = opts.maxPixels ?? DEFAULT_MAX_PIXELS;
   if (opts.maxSide !== undefined && !(Number.isInteger(opts.maxSide) && opts.maxSide > 0)) {
     throw new PartscanError('OPTIONS', `loadRgb: maxSide must be a positive integer, got ${opts.maxSide}.`, {
       remedy: 'pass a positive integer or leave maxSide out',
     });
   }
-  const bytes = await readImageBytes(source);
-  const info = await probeImage(bytes, maxPixels);
-  let pipeline = srgbPipeline(bytes, maxPixels, opts.background ?? [255, 255, 255]);
+  const background = opts.background ?? [255, 255, 255];
+  const frame = isRawFrame(source) ? source : undefined;
+  if (frame) checkRawFrame(frame, maxPixels);
+  const bytes = frame ? FRAME_BYTES : await readImageBytes(source as string | Uint8Array);
+  const info = frame ? rawFrameInfo(frame) : await probeImage(bytes, maxPixels);
+  let pipeline = frame ? rawFramePipeline(frame, background) : srgbPipeline(bytes, maxPixels, background);
   if (opts.maxSide !== undefined && Math.max(info.width, info.height) > opts.maxSide) {
-    pipeline = pipeline.resize(opts.maxSide, opts.maxSide, { fit: 'inside', withoutEnlargement: true });
+    const size = fitInside(info.width, info.height, opts.maxSide);
+    pipeline = pipeline.resize(size.width, size.height, { fit: 'fill' });
   }
   const raw = await toRawRgb(pipeline, bytes, maxPixels);
-  return { data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength), width: raw.width, height: raw.height };
+  return { rgb: { data: new Uint8Array(raw.data.buffer, raw.data.byteOffset, raw.data.byteLength), width: raw.width, height: raw.height }, info };
 }
 
 /**
@@ -295,7 +321,7 @@ export function tileLayout(width: number, height: number, tile: number, overlap:
  * `opts.imageSize` (a no-op when tile = imageSize) and normalised. Returns [T, 3, S, S].
  */
 export async function preprocessTiles(
-  source: string | Buffer,
+  source: ImageInput,
   opts: PreprocessOptions,
   tile: number,
   overlap: number,
@@ -310,9 +336,7 @@ export async function preprocessTiles(
   info: PreprocessedImage['info'];
 }> {
   const o = validatePreprocessOptions(opts);
-  const bytes = await readImageBytes(source);
-  const info = await probeImage(bytes, o.maxPixels);
-  const full = await toRawRgb(srgbPipeline(bytes, o.maxPixels, o.background), bytes, o.maxPixels);
+  const { rgb: full, info } = await decodeRgb(source, { background: o.background, maxPixels: o.maxPixels });
   const boxes = tileLayout(full.width, full.height, tile, overlap);
   const S = o.imageSize;
   const per = 3 * S * S;
