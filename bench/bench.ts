@@ -179,7 +179,7 @@ async function main(): Promise<void> {
     },
     memory: { startRssMB: mb(rss0), peakRssAfterFitMB: mb(rssAfterFit), peakRssMB: mb(rssAfterScoring), peakRssWithStartupProbeMB: mb(process.resourceUsage().maxRSS) },
     modelBytes,
-    accuracy: { image_auroc: ev.metrics.image_auroc, pixel_auroc: ev.metrics.pixel_auroc, aupro: ev.metrics.aupro },
+    accuracy: { imageAuroc: ev.metrics.imageAuroc, pixelAuroc: ev.metrics.pixelAuroc, aupro: ev.metrics.aupro },
     defaultCli: cliRuns,
     startup,
     reference,

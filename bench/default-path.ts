@@ -118,8 +118,8 @@ export async function defaultCliRuns(o: {
     fitImages: fitJson.images ?? null,
     fitSuspects: Array.isArray(fitJson.suspects) ? fitJson.suspects.length : null,
     fitWarningCodes: [...new Set(warnings.map((w) => w.code))],
-    evalImageAuroc: evalJson.image_auroc ?? null,
-    evalPixelAuroc: evalJson.pixel_auroc ?? null,
+    evalImageAuroc: evalJson.imageAuroc ?? null,
+    evalPixelAuroc: evalJson.pixelAuroc ?? null,
   };
 }
 

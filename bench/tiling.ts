@@ -125,7 +125,7 @@ async function runOne(name: string): Promise<unknown> {
     items.push(item);
   }
   const ev = evaluateRun(items);
-  const perDefectImageAuroc = Object.fromEntries(Object.entries(ev.per_defect).map(([k, v]) => [k, r4(v.image_auroc)]));
+  const perDefectImageAuroc = Object.fromEntries(Object.entries(ev.perDefect).map(([k, v]) => [k, r4(v.imageAuroc)]));
 
   // (b) Like-for-like: every map at native resolution against native masks.
   const maps: Float32Array[] = [];
@@ -160,10 +160,10 @@ async function runOne(name: string): Promise<unknown> {
     modelBytes,
     memory: { peakRssAfterFitMB: mb(rssAfterFit), peakRssMB: mb(process.resourceUsage().maxRSS) },
     accuracy: {
-      image_auroc: r4(ev.image_auroc),
+      imageAuroc: r4(ev.imageAuroc),
       image_auroc_per_defect: perDefectImageAuroc,
-      evaluator: { mapSize: `${results[0]!.mapWidth}x${results[0]!.mapHeight}`, pixel_auroc: r4(ev.pixel_auroc), aupro: r4(ev.aupro) },
-      native: { mapSize: `${native.width}x${native.height}`, pixel_auroc: r4(nativePixelAuroc), aupro: r4(nativeAupro) },
+      evaluator: { mapSize: `${results[0]!.mapWidth}x${results[0]!.mapHeight}`, pixelAuroc: r4(ev.pixelAuroc), aupro: r4(ev.aupro) },
+      native: { mapSize: `${native.width}x${native.height}`, pixelAuroc: r4(nativePixelAuroc), aupro: r4(nativeAupro) },
     },
     loadavg: { start: loadStart, end: load() },
   };
@@ -217,7 +217,7 @@ async function main(): Promise<void> {
       guards: false,
       threads: values.threads ?? 'default',
       metrics:
-        'image_auroc: max of the map (tiled: max over tile maps). evaluator: masks resized (nearest) to the map size (whole-image: model input; tiled: native). native: all maps at native resolution (whole-image maps upsampled bilinearly), native masks.',
+        'imageAuroc: max of the map (tiled: max over tile maps). evaluator: masks resized (nearest) to the map size (whole-image: model input; tiled: native). native: all maps at native resolution (whole-image maps upsampled bilinearly), native masks.',
     },
     runs,
     totalSeconds: r3((performance.now() - t0) / 1000),

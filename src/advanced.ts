@@ -25,7 +25,8 @@ export type { ImageInfo, PreprocessOptions, PreprocessedImage, Tensor4D } from '
 
 // Stages.
 export * from './preprocess/index.js';
-export { preprocessTiles, tileLayout } from './preprocess/preprocess.js';
+export { fitInside, preprocessTiles, tileLayout } from './preprocess/preprocess.js';
+export { FRAME_SOURCE, checkRawFrame } from './preprocess/raw-frame.js';
 export type { TileBox } from './preprocess/preprocess.js';
 export type { Backbone, BackboneIdentity } from './backbone/types.js';
 export { OrtBackbone, type OrtBackboneOptions } from './backbone/ort-backbone.js';
@@ -48,7 +49,7 @@ export * from './postprocess/normalize.js';
 export * from './postprocess/resize.js';
 export * from './postprocess/roi.js';
 export * from './postprocess/shape.js';
-export { binaryMask, connectedRegions, extractRegions } from './postprocess/regions.js';
+export { binaryMask, connectedRegions, extractRegions, regionsInImage } from './postprocess/regions.js';
 export type { ExtractRegionsOptions, ExtractedRegions, RegionOptions } from './postprocess/regions.js';
 export { DEFAULT_UNCERTAIN_BAND, imageNormalization, pixelNormalization, validateBand, verdict } from './postprocess/thresholds.js';
 export type { GoodOnlyRule, QuantileRule, ScoreRange, SigmaRule, ThresholdMethod, Thresholds, VerdictBand } from './postprocess/thresholds.js';
@@ -87,6 +88,8 @@ export {
 } from './export/results.js';
 // The pieces of scoreToRunDir, for callers that assemble their own run (examples/watch-folder.ts).
 export { DEFAULT_EXPORT_MAX_SIDE, buildManifest, exportScoredImage, uniqueStems } from './export/score-run.js';
+export { resultLayers } from './export/render.js';
+export type { ResultLayers } from './export/render.js';
 export { DEFAULT_INLINE_BUDGET } from './report/html.js';
 export { EXTERNAL_DATA_AUTO_TENSOR_BYTES, EXTERNAL_DATA_AUTO_TOTAL_BYTES } from './export/onnx-export.js';
 export { DEMO_BACKBONE } from './demo.js';

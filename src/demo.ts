@@ -68,7 +68,7 @@ const RANDOM_BACKBONE_LAYERS = ['layer1', 'layer2'];
  *
  * @example
  * const demo = await runDemo({ dir: 'partscan-demo', onStep: (m) => console.log(m) });
- * console.log(demo.metrics.image_auroc, demo.reportPath);
+ * console.log(demo.metrics.imageAuroc, demo.reportPath);
  */
 export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
   parseOptions(demoOptionsSchema, opts, 'runDemo');

@@ -16,9 +16,10 @@
 export { fit } from './model/fit.js';
 export { Model } from './model/model.js';
 export type { FitOptions, FitReport, ImageSource, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './model/model.js';
+export type { RawFrame } from './preprocess/raw-frame.js';
 export { BatchingScorer, type BatchingScorerOptions } from './model/batching-scorer.js';
 export type { BackboneSpec } from './backbone/registry.js';
-export type { Region, Verdict } from './postprocess/index.js';
+export type { PixelBox, PixelPoint, Region, Verdict } from './postprocess/index.js';
 
 // Evaluate on a labelled dataset.
 export { evaluateModel } from './model/evaluate.js';
@@ -26,7 +27,9 @@ export type { Evaluation } from './model/evaluate.js';
 export { loadDataset } from './data/index.js';
 export type { Dataset, Sample } from './types.js';
 
-// Export: ONNX graph, run folders, QA report.
+// Render a result as pictures; export: ONNX graph, run folders, QA report.
+export { renderResult } from './export/render.js';
+export type { RenderKind, RenderOptions } from './export/render.js';
 export { exportModelOnnx } from './export/onnx-export.js';
 export type { ExportOnnxOptions, ExportOnnxResult } from './export/onnx-export.js';
 export { scoreToRunDir, writeScoredRun } from './export/score-run.js';

@@ -134,18 +134,18 @@ describe('partscan CLI', () => {
     const r = await cli(['eval', modelFile, path.join(tmp, 'ds'), '--json', '--out', out]);
     expect(r.code, r.stderr).toBe(0);
     const m = JSON.parse(r.stdout); // throws if anything else is on stdout
-    for (const k of ['image_auroc', 'pixel_auroc', 'aupro', 'image_f1_max', 'n_good', 'n_defect', 'per_defect', 'seconds']) expect(m).toHaveProperty(k);
-    expect(m.n_good).toBe(3);
-    expect(m.n_defect).toBe(3);
-    expect(m.per_defect).toHaveProperty('broken_large');
+    for (const k of ['imageAuroc', 'pixelAuroc', 'aupro', 'imageF1Max', 'nGood', 'nDefect', 'perDefect', 'seconds']) expect(m).toHaveProperty(k);
+    expect(m.nGood).toBe(3);
+    expect(m.nDefect).toBe(3);
+    expect(m.perDefect).toHaveProperty('broken_large');
     // Verdict quality at the shipped threshold: counts add up to the test set, per defect type too.
     const v = m.verdicts;
     const sum = (c: { OK: number; NG: number; UNCERTAIN: number }) => c.OK + c.NG + c.UNCERTAIN;
     expect(sum(v.confusion.good)).toBe(3);
     expect(sum(v.confusion.defect)).toBe(3);
-    expect(v.escape_rate).toBe(v.confusion.defect.OK / 3);
-    expect(v.false_reject_rate).toBe(v.confusion.good.NG / 3);
-    expect(Object.keys(v.per_defect).sort()).toEqual(Object.keys(m.per_defect).sort());
+    expect(v.escapeRate).toBe(v.confusion.defect.OK / 3);
+    expect(v.falseRejectRate).toBe(v.confusion.good.NG / 3);
+    expect(Object.keys(v.perDefect).sort()).toEqual(Object.keys(m.perDefect).sort());
     const text = await cli(['eval', modelFile, path.join(tmp, 'ds')]);
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/at the model's threshold:\nverdicts\s+escape\s+false reject\s+uncertain/);
@@ -189,9 +189,9 @@ describe('partscan CLI', () => {
     // The bundled ImageNet backbone, no download: real detection on the first run.
     expect(result.backbone).toBe('mobilenetv2-int8');
     expect(result.backboneNote).toMatch(/shipped with partscan/);
-    expect(result.metrics.image_auroc).toBeGreaterThanOrEqual(0.95);
+    expect(result.metrics.imageAuroc).toBeGreaterThanOrEqual(0.95);
     const v = result.metrics.verdicts;
-    expect(v.confusion.good.OK + v.confusion.good.NG + v.confusion.good.UNCERTAIN).toBe(result.metrics.n_good);
+    expect(v.confusion.good.OK + v.confusion.good.NG + v.confusion.good.UNCERTAIN).toBe(result.metrics.nGood);
     expect(v.confusion.defect.NG).toBeGreaterThanOrEqual(20);
     expect(existsSync(result.reportPath)).toBe(true);
     expect(existsSync(result.modelPath)).toBe(true);

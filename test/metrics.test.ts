@@ -256,35 +256,35 @@ describe('evaluateRun', () => {
   it('computes overall and per-defect metrics under the public key names', () => {
     const r = evaluateRun(items);
     expect(Object.keys(r).sort()).toEqual(
-      ['aupro', 'image_auroc', 'image_f1_max', 'n_defect', 'n_good', 'per_defect', 'pixel_auroc'].sort(),
+      ['aupro', 'imageAuroc', 'imageF1Max', 'nDefect', 'nGood', 'perDefect', 'pixelAuroc'].sort(),
     );
-    expect(r.n_good).toBe(2);
-    expect(r.n_defect).toBe(3);
+    expect(r.nGood).toBe(2);
+    expect(r.nDefect).toBe(3);
     // image: positives 0.35, 0.8, 0.9 vs negatives 0.1, 0.4 → 5 of 6 pairs.
-    expect(r.image_auroc).toBeCloseTo(5 / 6, 12);
-    expect(r.per_defect.crack!.image_auroc).toBe(0.5);
-    expect(r.per_defect.scratch!.image_auroc).toBe(1);
-    expect(r.per_defect.scratch!.n_defect).toBe(2);
-    expect(r.per_defect.scratch!.n_good).toBe(2);
-    expect(Object.keys(r.per_defect.crack!).sort()).toEqual(
-      ['aupro', 'image_auroc', 'image_f1_max', 'n_defect', 'n_good', 'pixel_auroc'].sort(),
+    expect(r.imageAuroc).toBeCloseTo(5 / 6, 12);
+    expect(r.perDefect.crack!.imageAuroc).toBe(0.5);
+    expect(r.perDefect.scratch!.imageAuroc).toBe(1);
+    expect(r.perDefect.scratch!.nDefect).toBe(2);
+    expect(r.perDefect.scratch!.nGood).toBe(2);
+    expect(Object.keys(r.perDefect.crack!).sort()).toEqual(
+      ['aupro', 'imageAuroc', 'imageF1Max', 'nDefect', 'nGood', 'pixelAuroc'].sort(),
     );
     // crack pixel: positive 0.9 above all 11 negatives → 1.
-    expect(r.per_defect.crack!.pixel_auroc).toBe(1);
-    expect(r.per_defect.crack!.aupro).toBeCloseTo(1, 12);
+    expect(r.perDefect.crack!.pixelAuroc).toBe(1);
+    expect(r.perDefect.crack!.aupro).toBeCloseTo(1, 12);
     // scratch pixel: positive 0.1 ties 3+4 negatives at 0.1, is below 0.15 and four 0.2:
     // wins 0 of 11 negatives, ties 6 → 3/11.
-    expect(r.per_defect.scratch!.pixel_auroc).toBeCloseTo(3 / 11, 12);
-    expect(r.image_f1_max).toBeCloseTo(f1Max([0.1, 0.4, 0.35, 0.8, 0.9], [0, 0, 1, 1, 1]).f1, 12);
+    expect(r.perDefect.scratch!.pixelAuroc).toBeCloseTo(3 / 11, 12);
+    expect(r.imageF1Max).toBeCloseTo(f1Max([0.1, 0.4, 0.35, 0.8, 0.9], [0, 0, 1, 1, 1]).f1, 12);
   });
 
   it('reports NaN where a metric is undefined and checks mask sizes', () => {
     const r = evaluateRun(items.filter((it) => !it.anomalous));
-    expect(r.image_auroc).toBeNaN();
-    expect(r.pixel_auroc).toBeNaN();
-    expect(r.per_defect).toEqual({});
+    expect(r.imageAuroc).toBeNaN();
+    expect(r.pixelAuroc).toBeNaN();
+    expect(r.perDefect).toEqual({});
     const noMaps = evaluateRun(items.map(({ map: _m, mask: _k, ...rest }) => rest));
-    expect(noMaps.pixel_auroc).toBeNaN();
+    expect(noMaps.pixelAuroc).toBeNaN();
     expect(noMaps.aupro).toBeNaN();
     expectCode(
       () => evaluateRun([{ label: 'x', anomalous: true, imageScore: 1, map: px([1, 2, 3, 4]), mask: new Uint8Array(3) }]),

@@ -108,9 +108,9 @@ describe('npm pack → offline install in a clean project → partscan demo', ()
       env: userEnv({}),
       maxBuffer: 16 * 1024 * 1024,
     });
-    const result = JSON.parse(demo.stdout) as { backbone: string; metrics: { image_auroc: number; verdicts: { confusion: { defect: { NG: number } } } }; reportPath: string };
+    const result = JSON.parse(demo.stdout) as { backbone: string; metrics: { imageAuroc: number; verdicts: { confusion: { defect: { NG: number } } } }; reportPath: string };
     expect(result.backbone).toBe('mobilenetv2-int8');
-    expect(result.metrics.image_auroc).toBeGreaterThanOrEqual(0.95);
+    expect(result.metrics.imageAuroc).toBeGreaterThanOrEqual(0.95);
     expect(result.metrics.verdicts.confusion.defect.NG).toBeGreaterThanOrEqual(20);
     expect(existsSync(result.reportPath)).toBe(true);
     expect(existsSync(path.join(tmp, 'empty-cache', 'weights'))).toBe(false);

@@ -44,8 +44,8 @@ function perSubset(items: EvaluationItem[], fprLimit: number): PerSet {
 function binned(items: EvaluationItem[], fprLimit: number): PerSet {
   const run = evaluateRun(items, { fprLimit });
   const perType: Record<string, [number, number]> = {};
-  for (const [t, m] of Object.entries(run.per_defect)) perType[t] = [m.pixel_auroc, m.aupro];
-  return { overall: [run.pixel_auroc, run.aupro], perType };
+  for (const [t, m] of Object.entries(run.perDefect)) perType[t] = [m.pixelAuroc, m.aupro];
+  return { overall: [run.pixelAuroc, run.aupro], perType };
 }
 
 function expectWithin(got: PerSet, ref: PerSet, aurocTol: number, auproTol: number): void {
@@ -290,7 +290,7 @@ describe('pixel metrics from one binning (evaluateRun)', () => {
       { label: 'crack', anomalous: true, imageScore: 1, map: Float32Array.from(mask, (d) => (d ? up : 1)), mask, width: 2, height: 2 },
     ];
     expect(perSubset(items, 0.3).overall[0]).toBe(1);
-    expect(evaluateRun(items).pixel_auroc).toBe(0.5);
+    expect(evaluateRun(items).pixelAuroc).toBe(0.5);
   });
 
   it('chooses the finest bins the range allows: shift 8 for one octave, 12 for ±Infinity', () => {

@@ -26,26 +26,26 @@ describe('verdictQuality', () => {
   it('matches a hand-computed case overall', () => {
     const q = verdictQuality(items);
     expect(q.confusion).toEqual({ good: { OK: 3, NG: 1, UNCERTAIN: 1 }, defect: { OK: 1, NG: 4, UNCERTAIN: 1 } });
-    expect(q.n_good).toBe(5);
-    expect(q.n_defect).toBe(6);
-    expect(q.escape_rate).toBeCloseTo(1 / 6, 12);
-    expect(q.false_reject_rate).toBeCloseTo(1 / 5, 12);
-    expect(q.uncertain_share).toBeCloseTo(2 / 11, 12);
+    expect(q.nGood).toBe(5);
+    expect(q.nDefect).toBe(6);
+    expect(q.escapeRate).toBeCloseTo(1 / 6, 12);
+    expect(q.falseRejectRate).toBeCloseTo(1 / 5, 12);
+    expect(q.uncertainShare).toBeCloseTo(2 / 11, 12);
   });
 
   it('matches a hand-computed case per defect type (all good parts + that type)', () => {
     const q = verdictQuality(items);
-    expect(Object.keys(q.per_defect)).toEqual(['dent', 'scratch']);
-    const scratch = q.per_defect.scratch!;
+    expect(Object.keys(q.perDefect)).toEqual(['dent', 'scratch']);
+    const scratch = q.perDefect.scratch!;
     expect(scratch.confusion.defect).toEqual({ OK: 1, NG: 2, UNCERTAIN: 1 });
     expect(scratch.confusion.good).toEqual({ OK: 3, NG: 1, UNCERTAIN: 1 });
-    expect(scratch.escape_rate).toBeCloseTo(1 / 4, 12);
-    expect(scratch.false_reject_rate).toBeCloseTo(1 / 5, 12);
-    expect(scratch.uncertain_share).toBeCloseTo(2 / 9, 12);
-    const dent = q.per_defect.dent!;
-    expect(dent.escape_rate).toBe(0);
-    expect(dent.uncertain_share).toBeCloseTo(1 / 7, 12);
-    expect(dent.n_defect).toBe(2);
+    expect(scratch.escapeRate).toBeCloseTo(1 / 4, 12);
+    expect(scratch.falseRejectRate).toBeCloseTo(1 / 5, 12);
+    expect(scratch.uncertainShare).toBeCloseTo(2 / 9, 12);
+    const dent = q.perDefect.dent!;
+    expect(dent.escapeRate).toBe(0);
+    expect(dent.uncertainShare).toBeCloseTo(1 / 7, 12);
+    expect(dent.nDefect).toBe(2);
   });
 
   it('prints the rates and counts', () => {
@@ -59,10 +59,10 @@ describe('verdictQuality', () => {
 
   it('gives NaN rates without a class (JSON null), not 0', () => {
     const q = verdictQuality([item('good', 'OK'), item('good', 'NG')]);
-    expect(q.escape_rate).toBeNaN();
-    expect(q.false_reject_rate).toBe(0.5);
-    expect(JSON.parse(JSON.stringify(q)).escape_rate).toBeNull();
-    expect(q.per_defect).toEqual({});
+    expect(q.escapeRate).toBeNaN();
+    expect(q.falseRejectRate).toBe(0.5);
+    expect(JSON.parse(JSON.stringify(q)).escapeRate).toBeNull();
+    expect(q.perDefect).toEqual({});
   });
 
   it('refuses an item without a verdict', () => {
@@ -85,14 +85,14 @@ describe('verdictQuality', () => {
         const q = verdictQuality(raw.map((r) => item(r.label, r.verdict)));
         const sum = (c: { OK: number; NG: number; UNCERTAIN: number }) => c.OK + c.NG + c.UNCERTAIN;
         expect(sum(q.confusion.good) + sum(q.confusion.defect)).toBe(raw.length);
-        expect(q.n_defect).toBe(raw.filter((r) => r.label !== 'good').length);
-        for (const s of [q, ...Object.values(q.per_defect)]) {
-          for (const r of [s.escape_rate, s.false_reject_rate, s.uncertain_share]) {
+        expect(q.nDefect).toBe(raw.filter((r) => r.label !== 'good').length);
+        for (const s of [q, ...Object.values(q.perDefect)]) {
+          for (const r of [s.escapeRate, s.falseRejectRate, s.uncertainShare]) {
             if (!Number.isNaN(r)) expect(r >= 0 && r <= 1).toBe(true);
           }
         }
         // Per type, the defect counts partition the overall ones.
-        const perDefect = Object.values(q.per_defect).reduce((a, s) => a + s.confusion.defect.OK, 0);
+        const perDefect = Object.values(q.perDefect).reduce((a, s) => a + s.confusion.defect.OK, 0);
         expect(perDefect).toBe(q.confusion.defect.OK);
       }),
     );

@@ -5,11 +5,15 @@
  * Conventions:
  * - stdout carries results; with `--json` it carries exactly one JSON object (NaN → null) and nothing
  *   else. Progress bars and warnings go to stderr, bars only when stderr is a terminal.
+ * - `--json` output uses camelCase keys, like the JS API; every shape has a JSON Schema in docs/schemas/
+ *   (output-schemas.ts). With `--json`, an error also prints `{ "error": { code, message, remedy } }`
+ *   on stdout.
  * - Exit codes: 0 success; 1 unexpected error (a bug); 2 usage error or a typed PartscanError (bad
  *   input, missing file, unwritable output...); 3 partial success: `score` / `eval --out` wrote the run
- *   but some images could not be scored (they are listed, with a count).
- * - Errors print one line, `partscan: <message>` (a PartscanError's message includes the file and the
- *   remedy); stack traces only with PARTSCAN_DEBUG=1.
+ *   but some images could not be scored (they are listed, with a count); 4 `score --fail-on-alarm`: the
+ *   line monitor raised an alarm (the run is written).
+ * - Errors print one line on stderr, `partscan: <message>` (a PartscanError's message includes the file
+ *   and the remedy); stack traces only with PARTSCAN_DEBUG=1.
  * - SIGINT, SIGTERM, SIGHUP cancel `fit`, `score` and `export`: their temp files and the outputs they
  *   created are removed and the process ends by the signal (see src/util/cancellation.ts).
  */
@@ -28,11 +32,11 @@ import { reportCommand } from './commands/report.js';
 import { scoreCommand, type ScoreFlags } from './commands/score.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE } from './exit-codes.js';
-import { errorLine, type CliIo } from './format.js';
+import { errorJson, errorLine, toJson, type CliIo } from './format.js';
 import { bandArg, intArg, listArg, shareArg } from './options.js';
 
 export type { CliIo };
-export { EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED, EXIT_USAGE } from './exit-codes.js';
+export { EXIT_ALARM, EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED, EXIT_USAGE } from './exit-codes.js';
 
 const defaultIo: CliIo = {
   out: (t) => void process.stdout.write(t),
@@ -101,8 +105,9 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--weights <file>', 'backbone safetensors, for a model saved with --no-embed-backbone')
     .option('--queue <redis-url>', 'score on queue workers (partscan worker) via this Redis; paths must be on shared storage')
     .option('--queue-name <name>', 'queue name (default partscan)')
+    .option('--fail-on-alarm', 'exit with status 4 when the line monitor raises an alarm (the run is still written)')
     .option('--json', 'print one JSON object')
-    .addHelpText('after', '\nExit status: 0 all scored, 3 some images could not be scored (listed), 2 bad input.')
+    .addHelpText('after', '\nExit status: 0 all scored, 3 some images could not be scored (listed), 4 line-monitor alarm (with --fail-on-alarm), 2 bad input.')
     .action(run((model: string, images: string[], flags: ScoreFlags) => runCancellable([flags.out], () => scoreCommand(model, images, flags, io))));
 
   program
@@ -167,6 +172,8 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
  */
 export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
   let code = EXIT_OK;
+  // With --json, stdout carries one JSON object whatever happens: the result, or the error.
+  const json = argv.slice(2).includes('--json');
   const program = buildProgram(io, (c) => (code = c));
   try {
     await program.parseAsync(argv);
@@ -174,9 +181,12 @@ export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<num
   } catch (e) {
     if (e instanceof CommanderError) {
       // Help and version "errors" are successes; commander already printed usage errors.
-      return e.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+      if (e.exitCode === 0) return EXIT_OK;
+      if (json) io.out(toJson(errorJson(e)) + '\n');
+      return EXIT_USAGE;
     }
     io.err(`partscan: ${errorLine(e)}\n`);
+    if (json) io.out(toJson(errorJson(e)) + '\n');
     return e instanceof PartscanError ? EXIT_USAGE : EXIT_UNEXPECTED;
   }
 }

@@ -11,3 +11,5 @@ export const EXIT_UNEXPECTED = 1;
 export const EXIT_USAGE = 2;
 /** Exit code: the run was written but some images could not be scored. */
 export const EXIT_PARTIAL = 3;
+/** Exit code: `score --fail-on-alarm` and the line monitor raised an alarm (the run was written). */
+export const EXIT_ALARM = 4;

@@ -16,11 +16,11 @@ function counts(c: VerdictCounts): string {
 
 /** Table of escape rate, false-reject rate, UNCERTAIN share and OK/NG/UNCERTAIN counts per class. */
 export function formatVerdictTable(v: VerdictQuality): string {
-  const rows = [['all', v] as const, ...Object.entries(v.per_defect)].map(([name, s]) => [
+  const rows = [['all', v] as const, ...Object.entries(v.perDefect)].map(([name, s]) => [
     name,
-    pct(s.escape_rate),
-    pct(s.false_reject_rate),
-    pct(s.uncertain_share),
+    pct(s.escapeRate),
+    pct(s.falseRejectRate),
+    pct(s.uncertainShare),
     counts(s.confusion.good),
     counts(s.confusion.defect),
   ]);
@@ -31,7 +31,7 @@ export function formatVerdictTable(v: VerdictQuality): string {
 export function formatVerdictLine(v: VerdictQuality): string {
   const { good, defect } = v.confusion;
   return (
-    `verdicts: defective ${defect.NG} NG, ${defect.OK} OK (escape ${pct(v.escape_rate)}), ${defect.UNCERTAIN} UNCERTAIN; ` +
-    `good ${good.OK} OK, ${good.NG} NG (false reject ${pct(v.false_reject_rate)}), ${good.UNCERTAIN} UNCERTAIN`
+    `verdicts: defective ${defect.NG} NG, ${defect.OK} OK (escape ${pct(v.escapeRate)}), ${defect.UNCERTAIN} UNCERTAIN; ` +
+    `good ${good.OK} OK, ${good.NG} NG (false reject ${pct(v.falseRejectRate)}), ${good.UNCERTAIN} UNCERTAIN`
   );
 }

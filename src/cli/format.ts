@@ -3,6 +3,7 @@
  * byte sizes and the one-line error message.
  */
 
+import { CommanderError } from 'commander';
 import { PartscanError } from '../errors.js';
 
 /**
@@ -61,6 +62,23 @@ export function errorLine(e: unknown, debug = process.env.PARTSCAN_DEBUG === '1'
   const stack = e instanceof Error && e.stack ? `\n${e.stack}` : '';
   const cause = e instanceof PartscanError && e.cause instanceof Error && e.cause.stack ? `\ncaused by: ${e.cause.stack}` : '';
   return oneLine + stack + cause;
+}
+
+/**
+ * The `--json` form of an error: `{ error: { code, message, remedy, file? } }` (docs/schemas/error.schema.json).
+ * `message` is the error's own sentence, without the remedy that the one-line form appends.
+ */
+export function errorJson(e: unknown): { error: { code: string; message: string; remedy: string | null; file?: string } } {
+  if (e instanceof PartscanError) {
+    const suffix = e.remedy ? ` — ${e.remedy}` : '';
+    const message = suffix && e.message.endsWith(suffix) ? e.message.slice(0, -suffix.length) : e.message;
+    return { error: { code: e.code, message, remedy: e.remedy ?? null, ...(e.file !== undefined ? { file: e.file } : {}) } };
+  }
+  if (e instanceof CommanderError) {
+    return { error: { code: 'USAGE', message: e.message.replace(/^error: /, ''), remedy: 'run the command with --help for its usage' } };
+  }
+  const message = e instanceof Error ? e.message : String(e);
+  return { error: { code: 'UNEXPECTED', message, remedy: 'this is a bug: rerun with PARTSCAN_DEBUG=1 and report the stack trace' } };
 }
 
 /** Where the CLI writes; tests may capture it. */

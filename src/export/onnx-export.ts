@@ -23,7 +23,12 @@ import { gaussianKernel1d } from '../postprocess/blur.js';
 import { OnnxDataType } from '../onnx/graph.js';
 import { buildPadimGraph, EXTERNAL, inlineInitializer, padimModelProto, type InitializerSpec } from '../model/scoring-graph.js';
 
-export { EXPORT_IR_VERSION, EXPORT_OPSET } from '../model/scoring-graph.js';
+import { EXPORT_IR_VERSION as IR_VERSION, EXPORT_OPSET as OPSET } from '../model/scoring-graph.js';
+
+/** Default-domain opset of exported graphs (raised to the backbone's own opset when that is newer). */
+export const EXPORT_OPSET: number = OPSET;
+/** Smallest IR version of exported graphs. */
+export const EXPORT_IR_VERSION: number = IR_VERSION;
 
 const { onnx } = onnxProto;
 
@@ -159,7 +164,7 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
     'partscan.roi': model.roi !== undefined,
     'partscan.outputs': {
       anomaly_map: normalized
-        ? 'float32 [N,1,S,S]: normalised 0..1, clamp((raw − thresholds.pixel)/(pixelStats.max − pixelStats.min) + 0.5, 0, 1)'
+        ? 'float32 [N,1,S,S]: normalised 0..1 with the threshold at 0.5: 0.5 + z/(2(1+|z|)), z = (raw − thresholds.pixel)/s, s = (thresholds.pixel − pixelStats.min)/2 (docs/EXPORT.md)'
         : 'float32 [N,1,S,S]: raw anomaly map (blurred Mahalanobis distance), not normalised',
       image_score: normalized
         ? 'float32 [N]: max of the raw map, normalised with thresholds.image and imageStats (threshold = 0.5)'

@@ -85,56 +85,96 @@ const finite = z.number().refine(Number.isFinite, 'must be a finite number');
 const rangeSchema = z.object({ min: finite, max: finite });
 const methodSchema = z.enum(['f1-adaptive', 'good-sigma', 'good-quantile', 'manual']);
 
-const regionSchema = z.object({
+const box = z.strictObject({ x: finite, y: finite, width: finite, height: finite });
+const point = z.strictObject({ x: finite, y: finite });
+
+/** A defect region as results.json and `--json` outputs write it (see Region). */
+export const regionSchema = z.strictObject({
   id: z.number().int().positive(),
-  areaPx: z.number().int().nonnegative(),
-  areaPercent: finite,
-  bbox: z.object({ x: finite, y: finite, width: finite, height: finite }),
-  centroid: z.object({ x: finite, y: finite }),
-  peakScore: finite,
-  meanScore: finite,
+  areaPx: z.number().int().nonnegative().describe('source-image pixels the region covers'),
+  areaPercent: finite.describe('share of the image, 0..100'),
+  bbox: box.describe('bounding box in source-image pixels'),
+  centroid: point.describe('mean position in source-image pixels (first pixel centre = 0,0)'),
+  mapBbox: box.describe('bounding box on the anomaly map (model resolution)'),
+  mapCentroid: point.describe('mean position on the anomaly map'),
+  mapAreaPx: z.number().int().nonnegative().describe('anomaly-map pixels (what --min-area compares with)'),
+  peakScore: finite.describe('highest normalised score inside'),
+  meanScore: finite.describe('mean normalised score inside'),
+});
+
+/** Regions of runs written before partscan 0.2 lack the map fields: readers accept them. */
+const readRegionSchema = regionSchema.partial({ mapBbox: true, mapCentroid: true, mapAreaPx: true });
+
+/** A model's thresholds as results.json records them (fields added later are kept). */
+export const thresholdsSchema = z.looseObject({
+  image: finite.describe('raw image-score threshold (normalised: 0.5)'),
+  pixel: finite.describe('raw pixel-score threshold'),
+  method: z.looseObject({ image: methodSchema, pixel: methodSchema }),
+  imageStats: rangeSchema,
+  pixelStats: rangeSchema,
+  band: z.strictObject({ low: finite, high: finite }).optional(),
 });
 
 // Schema of an ImageResult: finite numbers only (JSON would turn NaN into null).
-const imageResultSchema = z.object({
-  file: z.string().min(1),
-  imageScore: finite,
-  normalizedScore: finite,
+const imageResultShape = {
+  file: z.string().min(1).describe("the input path, or '<buffer>', '<frame>', '<tensor>'"),
+  imageScore: finite.describe('raw image score (the anomaly map maximum)'),
+  normalizedScore: finite.describe('normalised image score, 0..1, threshold at 0.5 (docs: normalisation)'),
   verdict: z.enum(['OK', 'NG', 'UNCERTAIN']),
-  regions: z.array(regionSchema),
-  drift: z.object({ flag: z.boolean(), score: finite, z: z.array(finite).optional() }).optional(),
-  width: z.number().int().positive(),
-  height: z.number().int().positive(),
+  regions: z.array(regionSchema).describe('defect regions, highest peak first'),
+  drift: z.strictObject({ flag: z.boolean(), score: finite, z: z.array(finite).optional() }).optional(),
+  width: z.number().int().positive().describe('source image width'),
+  height: z.number().int().positive().describe('source image height'),
   outputs: z
-    .object({
+    .strictObject({
       overlay: z.string().optional(),
       heatmap: z.string().optional(),
       mask: z.string().optional(),
       original: z.string().optional(),
     })
-    .optional(),
+    .optional()
+    .describe('exported files, relative to the run directory'),
   warnings: z.array(z.string()).optional(),
-  label: z.string().optional(),
-});
+  label: z.string().optional().describe('ground-truth label (evaluation runs)'),
+};
 
-const runManifestSchema = z.object({
+/** One image's entry in results.json (and in `score --json`). */
+export const imageResultSchema = z.strictObject(imageResultShape);
+
+const readImageResultSchema = z.object({ ...imageResultShape, regions: z.array(readRegionSchema), drift: imageResultShape.drift, outputs: imageResultShape.outputs });
+
+const manifestShape = {
   createdBy: z.literal('partscan'),
   version: z.string(),
   createdAt: z.string().optional(),
-  model: z.object({
+  model: z.strictObject({
     path: z.string(),
-    thresholds: z.object({
-      image: finite,
-      pixel: finite,
-      method: z.object({ image: methodSchema, pixel: methodSchema }),
-      imageStats: rangeSchema,
-      pixelStats: rangeSchema,
-      band: z.object({ low: finite, high: finite }).optional(),
-    }),
+    thresholds: thresholdsSchema,
     backbone: z.string().optional(),
   }),
-  results: z.array(imageResultSchema),
   warnings: z.array(z.string()).optional(),
+};
+
+/** What readers of results.json check: the fields they use; extra fields (from newer versions) are kept. */
+const runManifestSchema = z.object({ ...manifestShape, results: z.array(readImageResultSchema) });
+
+/** An input that could not be scored, as results.json and `--json` list it. */
+export const failureSchema = z.strictObject({ file: z.string(), code: z.string(), message: z.string() });
+
+/** The line monitor's result (issue-specific fields beyond these are kept: see docs/MONITORING.md). */
+export const runMonitorSchema = z.looseObject({
+  alarm: z.boolean(),
+  firstAlarmAt: z.number().int().nullable(),
+  reasons: z.array(z.string()),
+});
+
+/** results.json as partscan writes it (docs/schemas/results.schema.json). */
+export const resultsJsonSchema = z.strictObject({
+  ...manifestShape,
+  results: z.array(imageResultSchema),
+  failures: z.array(failureSchema).describe('inputs that could not be scored'),
+  uncalibrated: z.literal(true).optional().describe('the model had no thresholds: verdicts UNCERTAIN, scores run-relative'),
+  monitor: runMonitorSchema.optional(),
 });
 
 function issues(error: z.ZodError): string {

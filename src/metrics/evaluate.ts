@@ -1,6 +1,6 @@
 /**
  * One-call evaluation of a scored test set: image- and pixel-level metrics overall and per defect
- * type. The result's key names (snake_case) are a public contract: reports, JSON output and
+ * type. The result's key names (camelCase, like the rest of the API) are a public contract: reports, JSON output and
  * benchmark tables read them.
  */
 
@@ -43,23 +43,23 @@ export interface EvaluateOptions {
  */
 export interface SetMetrics {
   /** Image-level ROC AUC. */
-  image_auroc: number;
+  imageAuroc: number;
   /** Pixel-level ROC AUC pooled over all pixels of all images with maps. */
-  pixel_auroc: number;
+  pixelAuroc: number;
   /** MVTec AUPRO up to the FPR limit, normalised to [0, 1]. */
   aupro: number;
   /** Best image-level F1 over all thresholds. */
-  image_f1_max: number;
+  imageF1Max: number;
   /** Number of good images in the set. */
-  n_good: number;
+  nGood: number;
   /** Number of defective images in the set. */
-  n_defect: number;
+  nDefect: number;
 }
 
 /** {@link SetMetrics} for the whole test set, plus the same metrics per defect type. */
 export interface RunMetrics extends SetMetrics {
   /** Per defect type: metrics on all good images plus that type's images. */
-  per_defect: Record<string, SetMetrics>;
+  perDefect: Record<string, SetMetrics>;
 }
 
 /** Width and height of an item's map: explicit, or inferred for square maps. */
@@ -89,20 +89,20 @@ function evaluateSet(all: readonly EvaluationItem[], inSet: Uint8Array, pixels: 
   const scores = items.map((it) => it.imageScore);
   const labels = items.map((it) => it.anomalous);
   const withMaps = items.some((it) => it.map !== undefined);
-  const pixel = withMaps && pixels ? subsetPixelMetrics(pixels, inSet, fprLimit) : { pixel_auroc: NaN, aupro: NaN };
-  const n_defect = labels.filter(Boolean).length;
+  const pixel = withMaps && pixels ? subsetPixelMetrics(pixels, inSet, fprLimit) : { pixelAuroc: NaN, aupro: NaN };
+  const nDefect = labels.filter(Boolean).length;
   return {
-    image_auroc: auroc(scores, labels),
-    pixel_auroc: pixel.pixel_auroc,
+    imageAuroc: auroc(scores, labels),
+    pixelAuroc: pixel.pixelAuroc,
     aupro: pixel.aupro,
-    image_f1_max: f1Max(scores, labels).f1,
-    n_good: items.length - n_defect,
-    n_defect,
+    imageF1Max: f1Max(scores, labels).f1,
+    nGood: items.length - nDefect,
+    nDefect,
   };
 }
 
 /**
- * Evaluates a scored test set. Overall metrics use every item; `per_defect[type]` uses all good
+ * Evaluates a scored test set. Overall metrics use every item; `perDefect[type]` uses all good
  * items plus the anomalous items of that type (so each type's AUROC answers "can this defect be told
  * apart from good parts"). Pixel metrics use only items that have a map; good items without a mask
  * count as all-negative, anomalous items without a mask are left out of the pixel metrics (no
@@ -133,12 +133,12 @@ export function evaluateRun(items: readonly EvaluationItem[], options: EvaluateO
       )
     : undefined;
   const overall = evaluateSet(items, new Uint8Array(items.length).fill(1), pixels, fprLimit);
-  const per_defect: Record<string, SetMetrics> = {};
+  const perDefect: Record<string, SetMetrics> = {};
   const types = [...new Set(items.filter((it) => it.anomalous).map((it) => it.label))].sort();
   for (const type of types) {
     // All good items plus this type's, in their input order.
     const inSet = Uint8Array.from(items, (it) => (!it.anomalous || it.label === type ? 1 : 0));
-    per_defect[type] = evaluateSet(items, inSet, pixels, fprLimit);
+    perDefect[type] = evaluateSet(items, inSet, pixels, fprLimit);
   }
-  return { ...overall, per_defect };
+  return { ...overall, perDefect };
 }

@@ -182,7 +182,7 @@ export function binPixels(
  * the subset lacks positive or negative pixels (AUROC) or defect regions (AUPRO), as per subset. Each
  * bin is one tie group of the exact sweeps (see the file header for the error this implies).
  */
-export function subsetPixelMetrics(bp: BinnedPixels, inSet: Uint8Array, fprLimit: number): { pixel_auroc: number; aupro: number } {
+export function subsetPixelMetrics(bp: BinnedPixels, inSet: Uint8Array, fprLimit: number): { pixelAuroc: number; aupro: number } {
   const { bin, region, start, inverseRegionSize, binCount } = bp;
   const { negatives: negIn, positives: posIn, overlap: overlapIn } = bp.scratch;
   negIn.fill(0);
@@ -214,7 +214,7 @@ export function subsetPixelMetrics(bp: BinnedPixels, inSet: Uint8Array, fprLimit
   }
 
   // AUROC, ascending: each positive counts the negatives below it, plus ½ per negative in its bin.
-  let pixel_auroc = NaN;
+  let pixelAuroc = NaN;
   if (positives > 0 && negatives > 0) {
     let negBelow = 0;
     let twiceSum = 0;
@@ -223,7 +223,7 @@ export function subsetPixelMetrics(bp: BinnedPixels, inSet: Uint8Array, fprLimit
       twiceSum += posIn[b]! * (2 * negBelow + q);
       negBelow += q;
     }
-    pixel_auroc = twiceSum / 2 / positives / negatives;
+    pixelAuroc = twiceSum / 2 / positives / negatives;
   }
 
   // AUPRO, descending: the sweep of `aupro`, one curve point per non-empty bin.
@@ -256,5 +256,5 @@ export function subsetPixelMetrics(bp: BinnedPixels, inSet: Uint8Array, fprLimit
     if (!closed) area += ((1 - prevFpr) * (1 + prevPro)) / 2;
     aupro = area / fprLimit;
   }
-  return { pixel_auroc, aupro };
+  return { pixelAuroc, aupro };
 }

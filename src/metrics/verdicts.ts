@@ -33,11 +33,11 @@ export interface VerdictCounts {
  */
 export interface VerdictSetQuality {
   /** Defective parts judged OK / defective parts. */
-  escape_rate: number;
+  escapeRate: number;
   /** Good parts judged NG / good parts. */
-  false_reject_rate: number;
+  falseRejectRate: number;
   /** Parts judged UNCERTAIN / all parts of the set. */
-  uncertain_share: number;
+  uncertainShare: number;
   /** Verdict counts of the good parts and of the defective parts (the confusion counts). */
   confusion: {
     /** Verdicts of the good parts. */
@@ -46,15 +46,15 @@ export interface VerdictSetQuality {
     defect: VerdictCounts;
   };
   /** Number of good images in the set. */
-  n_good: number;
+  nGood: number;
   /** Number of defective images in the set. */
-  n_defect: number;
+  nDefect: number;
 }
 
 /** {@link VerdictSetQuality} for the whole test set, plus per defect type (all good parts + that type). */
 export interface VerdictQuality extends VerdictSetQuality {
-  /** Per defect type: all good images plus that type's images, as in `per_defect` of the metrics. */
-  per_defect: Record<string, VerdictSetQuality>;
+  /** Per defect type: all good images plus that type's images, as in `perDefect` of the metrics. */
+  perDefect: Record<string, VerdictSetQuality>;
 }
 
 const VERDICTS: readonly Verdict[] = ['OK', 'NG', 'UNCERTAIN'];
@@ -67,15 +67,15 @@ function qualityOf(items: readonly VerdictItem[]): VerdictSetQuality {
   const good: VerdictCounts = { OK: 0, NG: 0, UNCERTAIN: 0 };
   const defect: VerdictCounts = { OK: 0, NG: 0, UNCERTAIN: 0 };
   for (const it of items) (it.anomalous ? defect : good)[it.verdict]++;
-  const n_good = good.OK + good.NG + good.UNCERTAIN;
-  const n_defect = defect.OK + defect.NG + defect.UNCERTAIN;
+  const nGood = good.OK + good.NG + good.UNCERTAIN;
+  const nDefect = defect.OK + defect.NG + defect.UNCERTAIN;
   return {
-    escape_rate: ratio(defect.OK, n_defect),
-    false_reject_rate: ratio(good.NG, n_good),
-    uncertain_share: ratio(good.UNCERTAIN + defect.UNCERTAIN, n_good + n_defect),
+    escapeRate: ratio(defect.OK, nDefect),
+    falseRejectRate: ratio(good.NG, nGood),
+    uncertainShare: ratio(good.UNCERTAIN + defect.UNCERTAIN, nGood + nDefect),
     confusion: { good, defect },
-    n_good,
-    n_defect,
+    nGood,
+    nDefect,
   };
 }
 
@@ -93,7 +93,7 @@ export function verdictQuality(items: readonly VerdictItem[]): VerdictQuality {
   });
   const good = items.filter((it) => !it.anomalous);
   const types = [...new Set(items.filter((it) => it.anomalous).map((it) => it.label))].sort();
-  const per_defect: Record<string, VerdictSetQuality> = {};
-  for (const t of types) per_defect[t] = qualityOf([...good, ...items.filter((it) => it.anomalous && it.label === t)]);
-  return { ...qualityOf(items), per_defect };
+  const perDefect: Record<string, VerdictSetQuality> = {};
+  for (const t of types) perDefect[t] = qualityOf([...good, ...items.filter((it) => it.anomalous && it.label === t)]);
+  return { ...qualityOf(items), perDefect };
 }

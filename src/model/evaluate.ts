@@ -12,7 +12,7 @@ import type { Model, ProgressEvent, ScoreResult } from './model.js';
 /** Result of {@link evaluateModel}: metrics plus every test image's score. */
 export interface Evaluation {
   /**
-   * The metrics (stable snake_case keys: the `eval --json` contract), with the verdict quality at the
+   * The metrics (stable camelCase keys, the same in `eval --json`: docs/schemas/eval.schema.json), with the verdict quality at the
    * model's shipped threshold (`null` for a model without thresholds).
    */
   metrics: RunMetrics & {
@@ -42,7 +42,7 @@ export interface Evaluation {
  * @example
  * const model = await Model.load('bottle.partscan');
  * const { metrics } = await evaluateModel(model, 'mvtec/bottle'); // an MVTec-style folder or a Dataset
- * console.log(metrics.image_auroc, metrics.pixel_auroc, metrics.verdicts?.escape_rate);
+ * console.log(metrics.imageAuroc, metrics.pixelAuroc, metrics.verdicts?.escapeRate);
  */
 export async function evaluateModel(
   model: Model,

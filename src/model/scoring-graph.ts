@@ -13,6 +13,7 @@ import { channelSources } from '../embedding/embedding.js';
 import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
 import { upsampleBlurNodes, type GraphSink } from '../postprocess/upsample-blur-graph.js';
 import { gaussianKernel1d } from '../postprocess/blur.js';
+import { normalizationScale } from '../postprocess/normalize.js';
 import { encodeModelWithRawTensors, LITTLE_ENDIAN_HOST, littleEndianBytes, makeNode, type RawTensor, modelProto, ONNX_IR_VERSION, ONNX_OPSET, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../onnx/graph.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
 
@@ -170,7 +171,7 @@ function graphNames(g: OnnxTypes.IGraphProto, into = new Set<string>()): Set<str
   return into;
 }
 
-/** Normalisation subgraph: anomalib min-max, or the step fallback of a degenerate calibration span. */
+/** Normalisation subgraph: normalize.ts's saturating map, or the step fallback of a degenerate calibration. */
 function normalizeNodes(
   x: string,
   out: string,
@@ -179,20 +180,22 @@ function normalizeNodes(
   add: (spec: InitializerSpec) => void,
   node: (op: string, inputs: string[], outputs: string[], attrs?: Record<string, OnnxAttributeValue>) => void,
 ): void {
-  const span = stats.max - stats.min;
+  const scale = normalizationScale(stats);
   add(floatSpec(`${prefix}.threshold`, [], Float32Array.of(stats.threshold)));
   add(floatSpec(`${prefix}.half`, [], Float32Array.of(0.5)));
   node('Sub', [x, `${prefix}.threshold`], [`${prefix}.centred`]);
-  if (span > 0) {
-    // clamp((x − t) / (max − min) + 0.5, 0, 1), as normalize.ts computes it.
-    add(floatSpec(`${prefix}.span`, [], Float32Array.of(span)));
-    add(floatSpec(`${prefix}.zero`, [], Float32Array.of(0)));
+  if (scale > 0) {
+    // z = (x − t) / s; 0.5 + 0.5 · z / (1 + |z|), as normalize.ts computes it.
+    add(floatSpec(`${prefix}.scale`, [], Float32Array.of(scale)));
     add(floatSpec(`${prefix}.one`, [], Float32Array.of(1)));
-    node('Div', [`${prefix}.centred`, `${prefix}.span`], [`${prefix}.scaled`]);
-    node('Add', [`${prefix}.scaled`, `${prefix}.half`], [`${prefix}.shifted`]);
-    node('Clip', [`${prefix}.shifted`, `${prefix}.zero`, `${prefix}.one`], [out]);
+    node('Div', [`${prefix}.centred`, `${prefix}.scale`], [`${prefix}.z`]);
+    node('Abs', [`${prefix}.z`], [`${prefix}.absz`]);
+    node('Add', [`${prefix}.absz`, `${prefix}.one`], [`${prefix}.denom`]);
+    node('Div', [`${prefix}.z`, `${prefix}.denom`], [`${prefix}.soft`]);
+    node('Mul', [`${prefix}.soft`, `${prefix}.half`], [`${prefix}.halfsoft`]);
+    node('Add', [`${prefix}.halfsoft`, `${prefix}.half`], [out]);
   } else {
-    // Degenerate calibration (max == min): step 0 / 0.5 / 1 below / at / above the threshold = sign·½ + ½.
+    // Degenerate calibration (no scale): step 0 / 0.5 / 1 below / at / above the threshold = sign·½ + ½.
     node('Sign', [`${prefix}.centred`], [`${prefix}.sign`]);
     node('Mul', [`${prefix}.sign`, `${prefix}.half`], [`${prefix}.halfsign`]);
     node('Add', [`${prefix}.halfsign`, `${prefix}.half`], [out]);

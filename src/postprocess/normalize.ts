@@ -1,12 +1,14 @@
 /**
- * anomalib-style min-max normalisation of raw anomaly scores (Mahalanobis distances) into 0..1,
- * anchored so that the decision threshold lands exactly on 0.5. Image scores and pixel maps are
- * normalised separately, each with its own threshold and calibration span.
+ * Normalisation of raw anomaly scores (Mahalanobis distances) into 0..1 with the decision threshold at
+ * exactly 0.5, by a saturating map that stays informative far above the threshold: a clamp at the
+ * calibration maximum (anomalib's min–max) would put nearly every defect at 1 — on MVTec bottle, 64
+ * of 83 test parts landed in the top histogram bin. Image scores and pixel maps are normalised
+ * separately, each with its own threshold and calibration range.
  */
 
 import { PartscanError } from '../errors.js';
 
-/** What normalisation needs: the raw threshold and the raw calibration span. */
+/** What normalisation needs: the raw threshold and the raw calibration range. */
 export interface NormalizationStats {
   /** Raw score that maps to 0.5 (the decision threshold). */
   threshold: number;
@@ -27,35 +29,53 @@ function checkStats(stats: NormalizationStats): void {
   }
 }
 
-function normalizeChecked(x: number, threshold: number, span: number): number {
-  if (span > 0) {
-    const v = (x - threshold) / span + 0.5;
-    return v < 0 ? 0 : v > 1 ? 1 : v;
+/**
+ * The raw-score unit of the normalisation, `s`: half the distance from the lowest calibration score to
+ * the threshold (the spread of the good scores below the threshold), or, when the threshold lies at or
+ * below the lowest calibration score (a manual threshold), half the calibration range; 0 when both are
+ * 0 (a degenerate calibration). Only the threshold and the calibration range are used, so every stored
+ * model has one.
+ */
+export function normalizationScale(stats: NormalizationStats): number {
+  const below = stats.threshold - stats.min;
+  if (below > 0) return below / 2;
+  const span = stats.max - stats.min;
+  return span > 0 ? span / 2 : 0;
+}
+
+function normalizeChecked(x: number, threshold: number, scale: number): number {
+  if (scale > 0) {
+    const z = (x - threshold) / scale;
+    if (!Number.isFinite(z)) return Number.isNaN(z) ? z : z > 0 ? 1 : 0;
+    return 0.5 + (0.5 * z) / (1 + Math.abs(z));
   }
-  // Degenerate calibration (every calibration score identical): no span to scale by, so fall back to
-  // a step that keeps the threshold at 0.5 and stays monotone.
+  // Degenerate calibration (every calibration score identical): no scale, so fall back to a step that
+  // keeps the threshold at 0.5 and stays monotone.
   return x > threshold ? 1 : x < threshold ? 0 : x === threshold ? 0.5 : Number.NaN;
 }
 
 /**
- * `clamp((x − threshold) / (max − min) + 0.5, 0, 1)`: the threshold maps to 0.5 and the calibration
- * span to a width of 1, so the result reads as "how far past the threshold, in calibration spans".
- * Monotone non-decreasing in `x`.
+ * `0.5 + ½ · z / (1 + |z|)` with `z = (x − threshold) / s` ({@link normalizationScale}): strictly
+ * increasing, the threshold at exactly 0.5, values in (0, 1) that never reach 1. Readings: the lowest
+ * calibration score maps to 1/6 ≈ 0.17; a score `s` above the threshold to 0.75, `3s` above to 0.875,
+ * `9s` above to 0.95 — so defects far past the threshold stay apart instead of piling up at 1. Near the
+ * threshold its slope is `1 / (threshold − min)`, the min–max map's slope when the threshold sits at the
+ * calibration maximum, so an uncertainty band keeps about its width in raw units.
  *
- * Degenerate calibration (`max === min`) has no span; the result is then a step: 0 below the
- * threshold, 0.5 at it, 1 above it. NaN stays NaN so a broken score is never mistaken for a valid one.
+ * Degenerate calibration (`s = 0`) gives a step: 0 below the threshold, 0.5 at it, 1 above it. NaN
+ * stays NaN so a broken score is never mistaken for a valid one (+∞ → 1, −∞ → 0).
  * Throws 'THRESHOLD' on non-finite statistics or `max < min`.
  */
 export function normalizeScore(x: number, stats: NormalizationStats): number {
   checkStats(stats);
-  return normalizeChecked(x, stats.threshold, stats.max - stats.min);
+  return normalizeChecked(x, stats.threshold, normalizationScale(stats));
 }
 
 /** {@link normalizeScore} applied to every value of a map; returns a new Float32Array. */
 export function normalizeMap(map: ArrayLike<number>, stats: NormalizationStats): Float32Array {
   checkStats(stats);
-  const span = stats.max - stats.min;
+  const scale = normalizationScale(stats);
   const out = new Float32Array(map.length);
-  for (let i = 0; i < map.length; i++) out[i] = normalizeChecked(map[i]!, stats.threshold, span);
+  for (let i = 0; i < map.length; i++) out[i] = normalizeChecked(map[i]!, stats.threshold, scale);
   return out;
 }

@@ -1,10 +1,13 @@
 /**
  * The queue's public entry points. They load BullMQ and ioredis on first call, so importing partscan
- * does not (they take a noticeable share of start-up for programs that never use a queue).
+ * does not (they take a noticeable share of start-up for programs that never use a queue), and a site
+ * without them (they are optional peer dependencies) gets a typed 'QUEUE' error naming
+ * `npm install bullmq ioredis` only when it uses a queue.
  */
 
 import type * as Producer from './producer.js';
 import type * as Worker from './worker.js';
+import { loadQueueModule } from './load.js';
 
 export type { QueueConnectionOptions, QueueFitOptions, QueueScoreOptions } from './producer.js';
 export type { PartscanWorker, WorkerOptions } from './worker.js';
@@ -21,7 +24,7 @@ export type { FitJobData, FitJobResult, ScoreJobData, ScoreJobRecord } from './j
  * console.log(manifest.results.length, manifest.failures);
  */
 export async function scoreOnQueue(...args: Parameters<typeof Producer.scoreOnQueue>): ReturnType<typeof Producer.scoreOnQueue> {
-  return (await import('./producer.js')).scoreOnQueue(...args);
+  return (await loadQueueModule(() => import('./producer.js'))).scoreOnQueue(...args);
 }
 
 /**
@@ -34,7 +37,7 @@ export async function scoreOnQueue(...args: Parameters<typeof Producer.scoreOnQu
  * console.log(r.sha256);
  */
 export async function fitOnQueue(...args: Parameters<typeof Producer.fitOnQueue>): ReturnType<typeof Producer.fitOnQueue> {
-  return (await import('./producer.js')).fitOnQueue(...args);
+  return (await loadQueueModule(() => import('./producer.js'))).fitOnQueue(...args);
 }
 
 /**
@@ -45,5 +48,5 @@ export async function fitOnQueue(...args: Parameters<typeof Producer.fitOnQueue>
  * process.once('SIGTERM', () => void w.close()); // finishes the jobs in progress
  */
 export async function startWorker(...args: Parameters<typeof Worker.startWorker>): ReturnType<typeof Worker.startWorker> {
-  return (await import('./worker.js')).startWorker(...args);
+  return (await loadQueueModule(() => import('./worker.js'))).startWorker(...args);
 }

@@ -24,12 +24,15 @@ import {
   JOB_FIT,
   JOB_SCORE,
   RECORDS_DIR,
+  fitJobSchema,
   type FitJobData,
   type FitJobResult,
   type ScoreJobData,
   type ScoreJobRecord,
 } from './jobs.js';
 import { cachedFileSha256 } from './model-cache.js';
+import { parseOptions } from '../options/parse.js';
+import { queueFitOptionsSchema, queueScoreOptionsSchema } from '../options/schemas.js';
 import { connectRedis, waitForRedis } from './redis.js';
 
 /** Options shared by the producer functions. */
@@ -85,6 +88,7 @@ export async function scoreOnQueue(
   outDir: string,
   opts: QueueScoreOptions,
 ): Promise<ScoredRunManifest> {
+  parseOptions(queueScoreOptionsSchema, opts, 'scoreOnQueue');
   await ensureOutputDir(outDir);
   const modelAbs = path.resolve(modelFile);
   const dir = path.resolve(outDir);
@@ -221,11 +225,14 @@ export interface QueueFitOptions extends QueueConnectionOptions {
  * });
  */
 export async function fitOnQueue(data: string | string[], out: string, opts: QueueFitOptions): Promise<FitJobResult> {
+  parseOptions(queueFitOptionsSchema, opts, 'fitOnQueue');
   const payload: FitJobData = {
     data: Array.isArray(data) ? data.map((f) => path.resolve(f)) : path.resolve(data),
     out: path.resolve(out),
     options: opts.options ?? {},
   };
+  // The worker checks the job against the same schema; checked here too, so a bad option fails before enqueueing.
+  parseOptions(fitJobSchema.shape.options, payload.options, 'fitOnQueue options');
   const connection = connectRedis(opts.redis);
   const queue = new Queue(opts.queue ?? DEFAULT_QUEUE_NAME, { connection: connection as never });
   queue.on('error', () => undefined);

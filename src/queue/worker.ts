@@ -12,10 +12,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { z } from 'zod';
 import type { BackboneSpec } from '../backbone/registry.js';
 import { PartscanError } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
+import { workerOptionsSchema } from '../options/schemas.js';
 import { exportScoredImage, failureOf, isImageError } from '../export/score-run.js';
 import { fit } from '../model/fit.js';
 import type { FitOptions, ScoreInput } from '../model/model.js';
@@ -64,22 +64,26 @@ export interface WorkerOptions {
   onJob?: (e: { id: string; name: string; ok: boolean; ms: number; error?: string }) => void;
 }
 
-const workerOptionsSchema = z.strictObject({
-  redis: z.string().min(1),
-  queue: z.string().regex(/^[\w.-]{1,100}$/).optional(),
-  concurrency: z.int().min(1).max(1024).optional(),
-  maxBatch: z.int().min(1).max(1024).optional(),
-  modelCacheBytes: z.number().int().min(1).optional(),
-  threads: z.int().min(1).max(1024).optional(),
-  lockDuration: z.int().min(1000).max(3_600_000).optional(),
-  allowedRoots: z.array(z.string().min(1)).min(1).optional(),
-  onJob: z.function().optional(),
-});
+/**
+ * The BullMQ worker underneath a {@link PartscanWorker}, typed by what partscan's users call on it so
+ * that partscan's declarations need no bullmq types (bullmq is an optional peer dependency). It is
+ * bullmq's `Worker`: cast to it for the rest.
+ */
+export interface QueueWorkerHandle {
+  /** Listens to a worker event ('active', 'completed', 'failed', 'error', …; see bullmq's WorkerListener). */
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  /** Stops taking new jobs (the ones in progress finish unless `doNotWaitActive`). */
+  pause(doNotWaitActive?: boolean): Promise<void>;
+  /** Takes jobs again after {@link pause}. */
+  resume(): void;
+  /** Whether the worker is taking jobs. */
+  isRunning(): boolean;
+}
 
 /** A running worker. */
 export interface PartscanWorker {
   /** The BullMQ worker (events, pause/resume). */
-  readonly worker: Worker;
+  readonly worker: QueueWorkerHandle;
   /** Models loaded now (sha256, least recently used first). */
   readonly loadedModels: () => string[];
   /** Score batches run so far (score jobs / batches = images per batch). */

@@ -158,13 +158,13 @@ function countCells(c: VerdictCounts): string {
 export function verdictTable(results: readonly ImageResult[]): string {
   const q = verdictQuality(results.map((r) => ({ label: r.label!, anomalous: r.label !== GOOD, verdict: r.verdict })));
   const defectRow = (name: string, s: VerdictSetQuality) =>
-    `<tr data-type="${escapeHtml(name)}"><th>${escapeHtml(name)}</th><td>${s.n_defect}</td>${countCells(s.confusion.defect)}` +
-    `<td>${pct(s.escape_rate)}</td><td>–</td><td>${pct(s.confusion.defect.UNCERTAIN / s.n_defect)}</td></tr>`;
+    `<tr data-type="${escapeHtml(name)}"><th>${escapeHtml(name)}</th><td>${s.nDefect}</td>${countCells(s.confusion.defect)}` +
+    `<td>${pct(s.escapeRate)}</td><td>–</td><td>${pct(s.confusion.defect.UNCERTAIN / s.nDefect)}</td></tr>`;
   const rows = [
-    `<tr data-type="good"><th>good</th><td>${q.n_good}</td>${countCells(q.confusion.good)}<td>–</td>` +
-      `<td>${pct(q.false_reject_rate)}</td><td>${pct(q.confusion.good.UNCERTAIN / q.n_good)}</td></tr>`,
-    ...Object.entries(q.per_defect).map(([name, s]) => defectRow(name, s)),
-    ...(Object.keys(q.per_defect).length > 1 ? [defectRow('all defects', q)] : []),
+    `<tr data-type="good"><th>good</th><td>${q.nGood}</td>${countCells(q.confusion.good)}<td>–</td>` +
+      `<td>${pct(q.falseRejectRate)}</td><td>${pct(q.confusion.good.UNCERTAIN / q.nGood)}</td></tr>`,
+    ...Object.entries(q.perDefect).map(([name, s]) => defectRow(name, s)),
+    ...(Object.keys(q.perDefect).length > 1 ? [defectRow('all defects', q)] : []),
   ];
   return `<table class="verdict-table">
 <thead><tr><th>type</th><th>parts</th><th>OK</th><th>NG</th><th>UNCERTAIN</th><th>escape</th><th>false reject</th><th>uncertain</th></tr></thead>

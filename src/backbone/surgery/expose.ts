@@ -245,17 +245,7 @@ export function rewireOutputs(index: GraphIndex, names: string[], mode: 'float' 
   return model;
 }
 
-/**
- * Returns a new model whose graph outputs are exactly the named tensors (float32), in the given order.
- * The original outputs are removed and the graph pruned to what those tensors need. Quantized
- * (uint8/int8) tensors get a DequantizeLinear with the tensor's scale and zero point; float16/double
- * tensors get a Cast. Either way the float32 output keeps the requested name (the raw tensor is
- * renamed inside the graph). Unless `keepInputShape` is set, the image input's batch, height and width
- * become symbolic so the extractor runs at any batch size and resolution.
- *
- * @throws PartscanError ONNX_TENSOR_NOT_FOUND for unknown names (with close names), ONNX_FORMAT for an
- *   unreadable model or a quantized tensor whose scale cannot be found, OPTIONS for non-activation tensors.
- */
+/** Implementation of `exposeIntermediateOutputs` (the public face, with its documentation, is backbone/onnx-surgery.ts). */
 export function exposeIntermediateOutputs(model: Uint8Array, names: string[], opts?: OnnxSurgeryOptions): Uint8Array {
   const source = sourceOf(opts);
   if (!Array.isArray(names) || names.length === 0) {
@@ -269,7 +259,7 @@ export function exposeIntermediateOutputs(model: Uint8Array, names: string[], op
   return onnx.ModelProto.encode(rewired).finish();
 }
 
-/** Name of the single image input (ignoring inputs that are also initializers). */
+/** Implementation of `onnxImageInputName` (the public face, with its documentation, is backbone/onnx-surgery.ts). */
 export function onnxImageInputName(model: Uint8Array, opts?: Pick<OnnxSurgeryOptions, 'source'>): string {
   const source = sourceOf(opts);
   return imageInput(decodeModel(model, source), source).name!;

@@ -405,7 +405,7 @@ export function notFound(name: string, index: GraphIndex): PartscanError {
   });
 }
 
-/** Lists tensors produced by nodes (candidates for feature maps), in topological/graph order. */
+/** Implementation of `listIntermediateTensors` (the public face, with its documentation, is backbone/onnx-surgery.ts). */
 export function listIntermediateTensors(model: Uint8Array, opts?: Pick<OnnxSurgeryOptions, 'source'>): IntermediateTensorInfo[] {
   const source = sourceOf(opts);
   const index = new GraphIndex(decodeModel(model, source), source);

@@ -31,7 +31,7 @@ export async function demoCommand(f: { dir: string; json?: boolean; cacheDir?: s
   io.out(
     [
       `partscan demo — ${result.backboneNote} — ${result.seconds.toFixed(1)} s`,
-      `image AUROC ${fmtNum(m.image_auroc)}  pixel AUROC ${fmtNum(m.pixel_auroc)}  AUPRO ${fmtNum(m.aupro)}  F1-max ${fmtNum(m.image_f1_max)}  (${m.n_good} good, ${m.n_defect} defective)`,
+      `image AUROC ${fmtNum(m.imageAuroc)}  pixel AUROC ${fmtNum(m.pixelAuroc)}  AUPRO ${fmtNum(m.aupro)}  F1-max ${fmtNum(m.imageF1Max)}  (${m.nGood} good, ${m.nDefect} defective)`,
       ...(m.verdicts ? [formatVerdictLine(m.verdicts)] : []),
       `model   ${result.modelPath}`,
       `report  ${result.reportPath}`,

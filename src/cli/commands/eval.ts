@@ -52,10 +52,10 @@ export async function evalCommand(modelFile: string, dataset: string, f: EvalFla
     io.out(toJson(output) + '\n');
     return code;
   }
-  const m = output as unknown as { image_auroc: number; pixel_auroc: number; aupro: number; image_f1_max: number; n_good: number; n_defect: number; seconds: number; per_defect: Record<string, { image_auroc: number; pixel_auroc: number; aupro: number; image_f1_max: number; n_defect: number }> };
+  const m = output as unknown as { imageAuroc: number; pixelAuroc: number; aupro: number; imageF1Max: number; nGood: number; nDefect: number; seconds: number; perDefect: Record<string, { imageAuroc: number; pixelAuroc: number; aupro: number; imageF1Max: number; nDefect: number }> };
   const rows = [
-    ['all', fmtNum(m.image_auroc), fmtNum(m.pixel_auroc), fmtNum(m.aupro), fmtNum(m.image_f1_max), `${m.n_good}/${m.n_defect}`],
-    ...Object.entries(m.per_defect).map(([k, s]) => [k, fmtNum(s.image_auroc), fmtNum(s.pixel_auroc), fmtNum(s.aupro), fmtNum(s.image_f1_max), `${m.n_good}/${s.n_defect}`]),
+    ['all', fmtNum(m.imageAuroc), fmtNum(m.pixelAuroc), fmtNum(m.aupro), fmtNum(m.imageF1Max), `${m.nGood}/${m.nDefect}`],
+    ...Object.entries(m.perDefect).map(([k, s]) => [k, fmtNum(s.imageAuroc), fmtNum(s.pixelAuroc), fmtNum(s.aupro), fmtNum(s.imageF1Max), `${m.nGood}/${s.nDefect}`]),
   ];
   io.out(formatTable(['set', 'image AUROC', 'pixel AUROC', 'AUPRO', 'F1-max', 'good/defect'], rows) + '\n');
   const verdicts = output.verdicts as VerdictQuality | null;

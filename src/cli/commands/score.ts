@@ -3,7 +3,7 @@
 import path from 'node:path';
 import { scoreToRunDir, type ScoredRunManifest } from '../../export/score-run.js';
 import { ensureOutputDir } from '../../util/atomic-write.js';
-import { EXIT_OK, EXIT_PARTIAL } from '../exit-codes.js';
+import { EXIT_ALARM, EXIT_OK, EXIT_PARTIAL } from '../exit-codes.js';
 import { fmtNum, formatTable, toJson, type CliIo } from '../format.js';
 import { expandImageArgs } from '../inputs.js';
 import { loadModel } from '../load-model.js';
@@ -19,6 +19,7 @@ export interface ScoreFlags {
   weights?: string;
   queue?: string;
   queueName?: string;
+  failOnAlarm?: boolean;
 }
 
 function runSummary(manifest: ScoredRunManifest, outDir: string) {
@@ -27,16 +28,8 @@ function runSummary(manifest: ScoredRunManifest, outDir: string) {
   return {
     outDir: path.resolve(outDir),
     counts,
-    results: manifest.results.map((r) => ({
-      file: r.file,
-      imageScore: r.imageScore,
-      normalizedScore: r.normalizedScore,
-      verdict: r.verdict,
-      regions: r.regions.length,
-      ...(r.label !== undefined ? { label: r.label } : {}),
-      outputs: r.outputs ?? {},
-      ...(r.warnings?.length ? { warnings: r.warnings } : {}),
-    })),
+    // Each entry exactly as in the run's results.json (regions as an array, in source-image pixels).
+    results: manifest.results,
     failures: manifest.failures,
     ...(manifest.uncalibrated ? { uncalibrated: true } : {}),
     ...(manifest.monitor ? { monitor: monitorSummary(manifest.monitor) } : {}),
@@ -60,7 +53,7 @@ function printRun(summary: ReturnType<typeof runSummary>, io: CliIo): void {
     fmtNum(r.imageScore, 2),
     fmtNum(r.normalizedScore, 3),
     r.verdict,
-    String(r.regions),
+    String(r.regions.length),
   ]);
   io.out(formatTable(['file', 'score', 'normalised', 'verdict', 'regions'], rows) + '\n');
   const c = summary.counts;
@@ -85,7 +78,7 @@ export async function scoreCommand(modelFile: string, inputs: string[], f: Score
       ...(f.maxSide !== undefined ? { maxSide: f.maxSide } : {}),
     };
     manifest = f.queue
-      ? await (await import('../../queue/producer.js')).scoreOnQueue(modelFile, files, f.out, { ...common, model, redis: f.queue, ...(f.queueName ? { queue: f.queueName } : {}) })
+      ? await (await import('../../queue/index.js')).scoreOnQueue(modelFile, files, f.out, { ...common, model, redis: f.queue, ...(f.queueName ? { queue: f.queueName } : {}) })
       : await scoreToRunDir(model, files, f.out, { ...common, ...(f.batchSize !== undefined ? { batchSize: f.batchSize } : {}) });
   } finally {
     progress.stop();
@@ -94,5 +87,6 @@ export async function scoreCommand(modelFile: string, inputs: string[], f: Score
   const summary = { ...runSummary(manifest, f.out), seconds: (performance.now() - t0) / 1000 };
   if (f.json) io.out(toJson(summary) + '\n');
   else printRun(summary, io);
+  if (f.failOnAlarm && manifest.monitor?.alarm) return EXIT_ALARM;
   return manifest.failures.length ? EXIT_PARTIAL : EXIT_OK;
 }

@@ -35,7 +35,7 @@ async function workerCommand(f: WorkerFlags, io: CliIo): Promise<number> {
   const t0 = performance.now();
   let jobs = 0;
   let failed = 0;
-  const { startWorker } = await import('../../queue/worker.js');
+  const { startWorker } = await import('../../queue/index.js');
   const w = await startWorker({
     redis: f.redis,
     ...(f.queue !== undefined ? { queue: f.queue } : {}),
@@ -125,7 +125,7 @@ export async function fitQueueCommand(data: string[], f: QueueFitFlags, io: CliI
     ...(f.compact ? { compact: true } : {}),
   };
   const t0 = performance.now();
-  const { fitOnQueue } = await import('../../queue/producer.js');
+  const { fitOnQueue } = await import('../../queue/index.js');
   const progress = createProgress();
   let r;
   try {
