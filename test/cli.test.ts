@@ -7,6 +7,7 @@ import { existsSync, promises as fs } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { cli } from './helpers/cli.js';
+import { expectContract } from './helpers/json-contract.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 
 let tmp: string;
@@ -36,6 +37,7 @@ beforeAll(async () => {
   ]);
   expect(r.code, r.stderr).toBe(0);
   const summary = JSON.parse(r.stdout);
+  expectContract('fit', summary);
   expect(summary).toMatchObject({ images: 9, calibrationImages: 3, channels: 30, grid: { width: 32, height: 32 } });
   expect(summary.thresholds.image).toBeGreaterThan(0);
 }, 180_000);
@@ -63,6 +65,7 @@ describe('partscan CLI', () => {
     const r = await cli(['info', modelFile, '--json']);
     expect(r.code, r.stderr).toBe(0);
     const info = JSON.parse(r.stdout);
+    expectContract('info', info);
     expect(info.header.embedding.channels).toBe(30);
     expect(info.header.backbone.name).toBe('resnet50');
     expect(info.sections.map((s: { name: string }) => s.name)).toContain('mean');
@@ -75,8 +78,14 @@ describe('partscan CLI', () => {
     const r = await cli(['score', modelFile, goodImg, badImg, '--out', out, '--json']);
     expect(r.code, r.stderr).toBe(0);
     const summary = JSON.parse(r.stdout);
+    expectContract('score', summary);
     expect(summary.results).toHaveLength(2);
     expect(summary.failures).toEqual([]);
+    // One contract for a run: each --json entry is the results.json entry, regions as arrays.
+    const manifest = JSON.parse(await fs.readFile(path.join(out, 'results.json'), 'utf8'));
+    expectContract('results', manifest);
+    expect(summary.results).toEqual(manifest.results);
+    for (const res of summary.results) expect(Array.isArray(res.regions)).toBe(true);
     for (const res of summary.results) expect(['OK', 'NG', 'UNCERTAIN']).toContain(res.verdict);
     // Line monitoring of the run (two images cannot raise an alarm: one image moves a chart by at most λ·clip).
     expect(summary.monitor).toMatchObject({ alarm: false, firstAlarmAt: null, reasons: [], images: 2, reference: true });
@@ -91,12 +100,16 @@ describe('partscan CLI', () => {
     expect(rep.code, rep.stderr).toBe(0);
     expect(rep.stdout.trim()).toBe(path.join(out, 'report.html'));
     expect((await fs.readFile(path.join(out, 'report.html'), 'utf8')).includes('CLI test')).toBe(true);
+    const repJson = await cli(['report', out, '--json', '--out', path.join(tmp, 'report-json.html')]);
+    expect(repJson.code, repJson.stderr).toBe(0);
+    expectContract('report', JSON.parse(repJson.stdout));
   });
 
   it('export writes one ONNX graph that plain onnxruntime runs, agreeing with score', async () => {
     const onnxFile = path.join(tmp, 'm.onnx');
     const r = await cli(['export', modelFile, '--onnx', onnxFile, '--json']);
     expect(r.code, r.stderr).toBe(0);
+    expectContract('export', JSON.parse(r.stdout));
     expect(JSON.parse(r.stdout).onnx).toBe(onnxFile);
     const ort = await import('onnxruntime-node');
     const { Model } = await import('../src/model/model.js');
@@ -134,6 +147,7 @@ describe('partscan CLI', () => {
     const r = await cli(['eval', modelFile, path.join(tmp, 'ds'), '--json', '--out', out]);
     expect(r.code, r.stderr).toBe(0);
     const m = JSON.parse(r.stdout); // throws if anything else is on stdout
+    expectContract('eval', m);
     for (const k of ['imageAuroc', 'pixelAuroc', 'aupro', 'imageF1Max', 'nGood', 'nDefect', 'perDefect', 'seconds']) expect(m).toHaveProperty(k);
     expect(m.nGood).toBe(3);
     expect(m.nDefect).toBe(3);
@@ -181,11 +195,50 @@ describe('partscan CLI', () => {
     expect(existsSync(path.join(tmp, 'y.partscan'))).toBe(false);
   });
 
+  it('with --json, an error is one JSON object on stdout: { error: { code, message, remedy } }', async () => {
+    const missing = path.join(tmp, 'nope.partscan');
+    const a = await cli(['score', missing, goodImg, '--out', path.join(tmp, 'r3'), '--json']);
+    expect(a.code).toBe(2);
+    const err = JSON.parse(a.stdout);
+    expectContract('error', err);
+    expect(err.error.code).toBe('MODEL_FORMAT');
+    expect(err.error.message).toContain(missing);
+    expect(err.error.message).not.toContain(err.error.remedy);
+    expect(a.stderr).toMatch(/^partscan: /); // the one-line message stays on stderr
+    // A usage error (unknown flag) too.
+    const b = await cli(['info', modelFile, '--json', '--frobnicate']);
+    expect(b.code).toBe(2);
+    expect(JSON.parse(b.stdout)).toMatchObject({ error: { code: 'USAGE' } });
+    // Without --json, nothing on stdout.
+    const c = await cli(['info', missing]);
+    expect(c.stdout).toBe('');
+  });
+
+  it('score --fail-on-alarm exits 4 when the line monitor alarms, and 0 on a stream that does not', async () => {
+    // A stream that drifts: the same good part, darker and darker (a failing lamp); 60 images so the window test can fire.
+    const sharp = (await import('sharp')).default;
+    const dir = path.join(tmp, 'drift');
+    await fs.mkdir(dir);
+    const frames: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const f = path.join(dir, `f${String(i).padStart(2, '0')}.png`);
+      await sharp(goodImg).linear(i < 10 ? 1 : 0.45, 0).png().toFile(f);
+      frames.push(f);
+    }
+    const r = await cli(['score', modelFile, ...frames, '--out', path.join(tmp, 'drift-run'), '--fail-on-alarm', '--json', '--max-side', '64'], 240_000);
+    const summary = JSON.parse(r.stdout);
+    expect(summary.monitor.alarm).toBe(true);
+    expect(r.code).toBe(4);
+    const ok = await cli(['score', modelFile, goodImg, '--out', path.join(tmp, 'calm-run'), '--fail-on-alarm']);
+    expect(ok.code, ok.stderr).toBe(0);
+  }, 300_000);
+
   it('demo runs end to end offline and writes its report', async () => {
     const dir = path.join(tmp, 'demo');
     const r = await cli(['demo', '--dir', dir, '--json'], 280_000);
     expect(r.code, r.stderr).toBe(0);
     const result = JSON.parse(r.stdout);
+    expectContract('demo', result);
     // The bundled ImageNet backbone, no download: real detection on the first run.
     expect(result.backbone).toBe('mobilenetv2-int8');
     expect(result.backboneNote).toMatch(/shipped with partscan/);
