@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isPartscanError } from '../src/errors.js';
 import { gaussianBlur, gaussianKernel1d, reflectIndex } from '../src/postprocess/blur.js';
-import { normalizeMap, normalizeScore } from '../src/postprocess/normalize.js';
+import { normalizationScale, normalizeMap, normalizeScore } from '../src/postprocess/normalize.js';
 import { mapToOriginal, resizeBilinear } from '../src/postprocess/resize.js';
 
 /** A w×h map with values from fast-check (finite, moderate range). */
@@ -220,13 +220,31 @@ describe('gaussianBlur (reflect padding)', () => {
 describe('normalizeScore / normalizeMap', () => {
   const stats = { threshold: 10, min: 2, max: 22 };
 
-  it('maps the threshold to 0.5 and one calibration span to a width of 1, clamped to 0..1', () => {
+  // s = (threshold − min) / 2 = 4: the documented readings of the map.
+  it('maps the threshold to 0.5, the lowest calibration score to 1/6, and s, 3s, 9s above to 0.75, 0.875, 0.95', () => {
+    expect(normalizationScale(stats)).toBe(4);
     expect(normalizeScore(10, stats)).toBe(0.5);
-    expect(normalizeScore(15, stats)).toBeCloseTo(0.75, 12);
-    expect(normalizeScore(6, stats)).toBeCloseTo(0.3, 12);
-    expect(normalizeScore(100, stats)).toBe(1);
-    expect(normalizeScore(-100, stats)).toBe(0);
+    expect(normalizeScore(2, stats)).toBeCloseTo(1 / 6, 12);
+    expect(normalizeScore(14, stats)).toBeCloseTo(0.75, 12);
+    expect(normalizeScore(22, stats)).toBeCloseTo(0.875, 12);
+    expect(normalizeScore(46, stats)).toBeCloseTo(0.95, 12);
+    expect(normalizeScore(6, stats)).toBeCloseTo(0.25, 12);
+    expect(normalizeScore(Infinity, stats)).toBe(1);
+    expect(normalizeScore(-Infinity, stats)).toBe(0);
     expect(Number.isNaN(normalizeScore(Number.NaN, stats))).toBe(true);
+  });
+
+  it('stays informative far above the threshold where a clamp at the calibration maximum sat at 1', () => {
+    // Scores 2 to 20 calibration spans past the threshold: the old min–max map gave 1 for all of them.
+    const span = stats.max - stats.min;
+    const far = [2, 5, 10, 20].map((k) => normalizeScore(stats.threshold + k * span, stats));
+    for (let i = 1; i < far.length; i++) expect(far[i]! - far[i - 1]!).toBeGreaterThan(0.002);
+    expect(far.every((v) => v < 1)).toBe(true);
+    // Near the threshold the slope is 1/(threshold − min): an uncertainty band keeps about its raw width.
+    const h = 1e-4;
+    expect((normalizeScore(10 + h, stats) - normalizeScore(10 - h, stats)) / (2 * h)).toBeCloseTo(1 / (10 - 2), 4);
+    // A manual threshold at or below the lowest calibration score falls back to half the calibration range.
+    expect(normalizationScale({ threshold: 1, min: 2, max: 22 })).toBe(10);
   });
 
   it('turns a degenerate calibration span into a monotone step around the threshold', () => {
@@ -245,10 +263,11 @@ describe('normalizeScore / normalizeMap', () => {
     const out = normalizeMap(map, stats);
     expect(out).not.toBe(map);
     expect(Array.from(map)).toEqual([2, 10, 15, 30]);
-    expect(Array.from(out)).toEqual([0.1, 0.5, 0.75, 1].map(Math.fround));
+    expect(Array.from(out)).toEqual([2, 10, 15, 30].map((x) => Math.fround(normalizeScore(x, stats))));
+    expect(out[0]).toBeCloseTo(1 / 6, 6);
   });
 
-  it('property: monotone non-decreasing and within 0..1', () => {
+  it('property: monotone non-decreasing, within 0..1, and 0.5 exactly at the threshold', () => {
     fc.assert(
       fc.property(
         fc.double({ min: -1e4, max: 1e4, noNaN: true }),
@@ -264,6 +283,9 @@ describe('normalizeScore / normalizeMap', () => {
           expect(nlo).toBeLessThanOrEqual(nhi);
           expect(nlo).toBeGreaterThanOrEqual(0);
           expect(nhi).toBeLessThanOrEqual(1);
+          expect(normalizeScore(threshold, s)).toBe(0.5);
+          // Strictly increasing wherever there is a scale.
+          if (normalizationScale(s) > 0 && hi - lo > 1e-6 * (1 + Math.abs(threshold) + normalizationScale(s)) && Math.abs(hi - threshold) < 1e3 * normalizationScale(s)) expect(nhi).toBeGreaterThan(nlo);
         },
       ),
     );
