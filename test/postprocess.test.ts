@@ -221,14 +221,14 @@ describe('normalizeScore / normalizeMap', () => {
   const stats = { threshold: 10, min: 2, max: 22 };
 
   // s = (threshold − min) / 2 = 4: the documented readings of the map.
-  it('maps the threshold to 0.5, the lowest calibration score to 1/6, and s, 3s, 9s above to 0.75, 0.875, 0.95', () => {
+  it('maps the threshold to 0.5, the lowest calibration score to 0.224, and 4s, 12s, 40s above to 0.833, 0.9, 0.944', () => {
     expect(normalizationScale(stats)).toBe(4);
     expect(normalizeScore(10, stats)).toBe(0.5);
-    expect(normalizeScore(2, stats)).toBeCloseTo(1 / 6, 12);
-    expect(normalizeScore(14, stats)).toBeCloseTo(0.75, 12);
-    expect(normalizeScore(22, stats)).toBeCloseTo(0.875, 12);
-    expect(normalizeScore(46, stats)).toBeCloseTo(0.95, 12);
-    expect(normalizeScore(6, stats)).toBeCloseTo(0.25, 12);
+    expect(normalizeScore(2, stats)).toBeCloseTo(0.5 / Math.sqrt(5), 12);
+    expect(normalizeScore(10 + 4 * 4, stats)).toBeCloseTo(5 / 6, 12);
+    expect(normalizeScore(10 + 12 * 4, stats)).toBeCloseTo(0.9, 12);
+    expect(normalizeScore(10 + 40 * 4, stats)).toBeCloseTo(1 - 1 / 18, 12);
+    expect(normalizeScore(10 + 4, stats) - 0.5).toBeCloseTo(0.5 - normalizeScore(10 - 4, stats), 12); // odd around the threshold
     expect(normalizeScore(Infinity, stats)).toBe(1);
     expect(normalizeScore(-Infinity, stats)).toBe(0);
     expect(Number.isNaN(normalizeScore(Number.NaN, stats))).toBe(true);
@@ -264,7 +264,7 @@ describe('normalizeScore / normalizeMap', () => {
     expect(out).not.toBe(map);
     expect(Array.from(map)).toEqual([2, 10, 15, 30]);
     expect(Array.from(out)).toEqual([2, 10, 15, 30].map((x) => Math.fround(normalizeScore(x, stats))));
-    expect(out[0]).toBeCloseTo(1 / 6, 6);
+    expect(out[0]).toBeCloseTo(0.5 / Math.sqrt(5), 6);
   });
 
   it('property: monotone non-decreasing, within 0..1, and 0.5 exactly at the threshold', () => {

@@ -164,7 +164,7 @@ export async function exportModelOnnx(model: Model, outFile: string, opts: Expor
     'partscan.roi': model.roi !== undefined,
     'partscan.outputs': {
       anomaly_map: normalized
-        ? 'float32 [N,1,S,S]: normalised 0..1 with the threshold at 0.5: 0.5 + z/(2(1+|z|)), z = (raw − thresholds.pixel)/s, s = (thresholds.pixel − pixelStats.min)/2 (docs/EXPORT.md)'
+        ? 'float32 [N,1,S,S]: normalised 0..1 with the threshold at 0.5: 0.5 ± (1 − 1/√(1 + 2|z|))/2, z = (raw − thresholds.pixel)/s, s = (thresholds.pixel − pixelStats.min)/2 (docs/EXPORT.md)'
         : 'float32 [N,1,S,S]: raw anomaly map (blurred Mahalanobis distance), not normalised',
       image_score: normalized
         ? 'float32 [N]: max of the raw map, normalised with thresholds.image and imageStats (threshold = 0.5)'

@@ -185,15 +185,21 @@ function normalizeNodes(
   add(floatSpec(`${prefix}.half`, [], Float32Array.of(0.5)));
   node('Sub', [x, `${prefix}.threshold`], [`${prefix}.centred`]);
   if (scale > 0) {
-    // z = (x − t) / s; 0.5 + 0.5 · z / (1 + |z|), as normalize.ts computes it.
+    // z = (x − t) / s; 0.5 + ½ · sign(z) · (1 − 1/√(1 + 2|z|)), as normalize.ts computes it.
     add(floatSpec(`${prefix}.scale`, [], Float32Array.of(scale)));
     add(floatSpec(`${prefix}.one`, [], Float32Array.of(1)));
+    add(floatSpec(`${prefix}.two`, [], Float32Array.of(2)));
     node('Div', [`${prefix}.centred`, `${prefix}.scale`], [`${prefix}.z`]);
     node('Abs', [`${prefix}.z`], [`${prefix}.absz`]);
-    node('Add', [`${prefix}.absz`, `${prefix}.one`], [`${prefix}.denom`]);
-    node('Div', [`${prefix}.z`, `${prefix}.denom`], [`${prefix}.soft`]);
-    node('Mul', [`${prefix}.soft`, `${prefix}.half`], [`${prefix}.halfsoft`]);
-    node('Add', [`${prefix}.halfsoft`, `${prefix}.half`], [out]);
+    node('Mul', [`${prefix}.absz`, `${prefix}.two`], [`${prefix}.twoabsz`]);
+    node('Add', [`${prefix}.twoabsz`, `${prefix}.one`], [`${prefix}.radicand`]);
+    node('Sqrt', [`${prefix}.radicand`], [`${prefix}.root`]);
+    node('Reciprocal', [`${prefix}.root`], [`${prefix}.inv`]);
+    node('Sub', [`${prefix}.one`, `${prefix}.inv`], [`${prefix}.g`]);
+    node('Sign', [`${prefix}.z`], [`${prefix}.sign`]);
+    node('Mul', [`${prefix}.g`, `${prefix}.sign`], [`${prefix}.signedg`]);
+    node('Mul', [`${prefix}.signedg`, `${prefix}.half`], [`${prefix}.halfg`]);
+    node('Add', [`${prefix}.halfg`, `${prefix}.half`], [out]);
   } else {
     // Degenerate calibration (no scale): step 0 / 0.5 / 1 below / at / above the threshold = sign·½ + ½.
     node('Sign', [`${prefix}.centred`], [`${prefix}.sign`]);

@@ -47,7 +47,8 @@ function normalizeChecked(x: number, threshold: number, scale: number): number {
   if (scale > 0) {
     const z = (x - threshold) / scale;
     if (!Number.isFinite(z)) return Number.isNaN(z) ? z : z > 0 ? 1 : 0;
-    return 0.5 + (0.5 * z) / (1 + Math.abs(z));
+    const g = 1 - 1 / Math.sqrt(1 + 2 * Math.abs(z));
+    return z >= 0 ? 0.5 + 0.5 * g : 0.5 - 0.5 * g;
   }
   // Degenerate calibration (every calibration score identical): no scale, so fall back to a step that
   // keeps the threshold at 0.5 and stays monotone.
@@ -55,12 +56,13 @@ function normalizeChecked(x: number, threshold: number, scale: number): number {
 }
 
 /**
- * `0.5 + ½ · z / (1 + |z|)` with `z = (x − threshold) / s` ({@link normalizationScale}): strictly
- * increasing, the threshold at exactly 0.5, values in (0, 1) that never reach 1. Readings: the lowest
- * calibration score maps to 1/6 ≈ 0.17; a score `s` above the threshold to 0.75, `3s` above to 0.875,
- * `9s` above to 0.95 — so defects far past the threshold stay apart instead of piling up at 1. Near the
- * threshold its slope is `1 / (threshold − min)`, the min–max map's slope when the threshold sits at the
- * calibration maximum, so an uncertainty band keeps about its width in raw units.
+ * `0.5 ± ½ · (1 − 1/√(1 + 2|z|))` (+ above the threshold, − below) with `z = (x − threshold) / s`
+ * ({@link normalizationScale}): strictly increasing, the threshold at exactly 0.5, values in (0, 1) that
+ * never reach 1, and a slowly saturating tail. Readings: the lowest calibration score (`z = −2`) maps to
+ * 0.224; a score `4s` above the threshold (twice the good spread) to 0.833, `12s` above to 0.9, `40s`
+ * above to 0.944, `112s` above to 0.967 — so defects far past the threshold stay apart instead of piling
+ * up at 1. Near the threshold its slope is `1 / (threshold − min)`, the min–max map's slope when the
+ * threshold sits at the calibration maximum, so an uncertainty band keeps about its width in raw units.
  *
  * Degenerate calibration (`s = 0`) gives a step: 0 below the threshold, 0.5 at it, 1 above it. NaN
  * stays NaN so a broken score is never mistaken for a valid one (+∞ → 1, −∞ → 0).
