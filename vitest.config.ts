@@ -3,6 +3,13 @@ import path from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  // examples/ import the package by its name, as users do; in the repository that is the sources.
+  resolve: {
+    alias: [
+      { find: /^partscan\/advanced$/, replacement: path.resolve('src/advanced.ts') },
+      { find: /^partscan$/, replacement: path.resolve('src/index.ts') },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts'],
     testTimeout: 120_000,

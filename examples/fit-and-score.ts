@@ -4,10 +4,11 @@
  *   npx tsx examples/fit-and-score.ts <good-images-dir> <image-to-check> [model.partscan]
  *
  * Uses ResNet-50 ImageNet weights (downloaded once, ~100 MB). Offline, set
- * PARTSCAN_BACKBONE=resnet50-random for a smoke run, or PARTSCAN_WEIGHTS=<file.safetensors>.
+ * PARTSCAN_BACKBONE=mobilenetv2-int8 (ships with partscan), or PARTSCAN_WEIGHTS=<file.safetensors>.
+ * Prints one JSON line: the model file, the verdict and the defect regions in the image's pixels.
  */
 
-import { fit, Model, PartscanError } from '../src/index.js';
+import { fit, Model, PartscanError } from 'partscan';
 
 async function main(): Promise<void> {
   const [goodDir, image, modelPath = 'model.partscan'] = process.argv.slice(2);
@@ -16,10 +17,9 @@ async function main(): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  const backbone = {
-    backbone: process.env.PARTSCAN_BACKBONE ?? 'resnet50',
-    ...(process.env.PARTSCAN_WEIGHTS ? { weights: process.env.PARTSCAN_WEIGHTS } : {}),
-  };
+  // A registry name alone, or a spec when local weights are given.
+  const name = process.env.PARTSCAN_BACKBONE ?? 'resnet50';
+  const backbone = process.env.PARTSCAN_WEIGHTS ? { name, weights: process.env.PARTSCAN_WEIGHTS } : name;
   const fitted = await fit(goodDir, { backbone, onProgress: (e) => process.stderr.write(`\r${e.stage} ${e.done}/${e.total}   `) });
   process.stderr.write('\n');
   for (const w of fitted.fitWarnings ?? []) process.stderr.write(`warning: ${w.message}\n`);
@@ -30,12 +30,18 @@ async function main(): Promise<void> {
   const model = await Model.load(modelPath);
   try {
     const r = await model.score(image);
-    const regions = r.regions?.map((g) => `#${g.id} at (${g.bbox.x},${g.bbox.y}) ${g.bbox.width}×${g.bbox.height}`).join('; ');
-    process.stdout.write(
-      `${image}: ${r.verdict ?? 'no thresholds'} (score ${r.imageScore.toFixed(2)}, normalised ${r.normalizedScore?.toFixed(3) ?? 'n/a'})` +
-        (regions ? `\n  regions: ${regions}` : '') +
-        '\n',
-    );
+    for (const g of r.regions ?? []) process.stderr.write(`region #${g.id} at (${g.bbox.x},${g.bbox.y}) ${g.bbox.width}×${g.bbox.height} px\n`);
+    const out = {
+      model: modelPath,
+      image,
+      verdict: r.verdict ?? null,
+      imageScore: r.imageScore,
+      normalizedScore: r.normalizedScore ?? null,
+      width: r.info?.width,
+      height: r.info?.height,
+      regions: (r.regions ?? []).map((g) => ({ bbox: g.bbox, areaPx: g.areaPx, peakScore: g.peakScore })),
+    };
+    process.stdout.write(JSON.stringify(out) + '\n');
   } finally {
     await model.dispose();
   }

@@ -13,8 +13,8 @@ import { promises as fs, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 // The two public entries, as the package resolves them: 'partscan' and 'partscan/advanced'.
-import { Model, type ImageResult, type ScoreRunFailure } from '../src/index.js';
-import { PARTSCAN_VERSION, buildManifest, exportScoredImage, uniqueStems, writeRunResults } from '../src/advanced.js';
+import { Model, type ImageResult, type ScoreRunFailure } from 'partscan';
+import { PARTSCAN_VERSION, buildManifest, exportScoredImage, uniqueStems, writeRunResults } from 'partscan/advanced';
 
 /** Image extensions the watcher reacts to. */
 const IMAGE_EXT = new Set(['.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp']);

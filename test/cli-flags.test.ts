@@ -215,9 +215,11 @@ describe('fit --roi, --band, --tile; score --min-area, --max-side; export --raw;
     expect(info.header.roi).toEqual({ width: SIZE, height: SIZE });
     const out = path.join(tmp, 'run-roi');
     const { manifest } = await scoreManifest(roiModel, [blotted], out, ['--max-side', String(SIZE)]);
-    const regions = manifest.results[0].regions as { bbox: { x: number; width: number } }[];
+    const regions = manifest.results[0].regions as { bbox: { x: number; width: number }; mapBbox: { x: number; width: number } }[];
     expect(regions.length).toBeGreaterThan(0); // the blot's left half
-    for (const g of regions) expect(g.bbox.x + g.bbox.width).toBeLessThanOrEqual(SIZE / 2);
+    // Boxes in the image's pixels (512 px wide), and on the model's map (SIZE).
+    for (const g of regions) expect(g.bbox.x + g.bbox.width).toBeLessThanOrEqual(512 / 2);
+    for (const g of regions) expect(g.mapBbox.x + g.mapBbox.width).toBeLessThanOrEqual(SIZE / 2);
     const mask = await sharp(path.join(out, manifest.results[0].outputs.mask)).greyscale().raw().toBuffer({ resolveWithObject: true });
     const { width, height } = mask.info;
     let inside = 0;
@@ -235,9 +237,12 @@ describe('fit --roi, --band, --tile; score --min-area, --max-side; export --raw;
 
   it('score --min-area drops small regions; --max-side bounds the exported images', async () => {
     const all = await scoreManifest(model, [blotted], path.join(tmp, 'run-area0'));
-    const regions = all.manifest.results[0].regions as { areaPx: number }[];
+    const regions = all.manifest.results[0].regions as { mapAreaPx: number }[];
     expect(regions.length).toBeGreaterThan(0);
-    const largest = Math.max(...regions.map((g) => g.areaPx));
+    // --min-area counts pixels of the anomaly map (mapAreaPx), not of the image.
+    const largest = Math.max(...regions.map((g) => g.mapAreaPx));
+    const kept = await scoreManifest(model, [blotted], path.join(tmp, 'run-area-kept'), ['--min-area', String(largest)]);
+    expect((kept.manifest.results[0].regions as { mapAreaPx: number }[]).map((g) => g.mapAreaPx)).toContain(largest);
     const cut = await scoreManifest(model, [blotted], path.join(tmp, 'run-area'), ['--min-area', String(largest + 1), '--max-side', '64']);
     expect(cut.manifest.results[0].regions).toEqual([]);
     const out = path.join(tmp, 'run-area');

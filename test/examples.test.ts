@@ -1,6 +1,7 @@
 /**
  * Tests of the runnable examples: the HTTP inspection service under concurrent valid and invalid
- * requests, and the folder watcher scoring a dropped file exactly once.
+ * requests and fed raw camera frames, and the folder watcher scoring a dropped file exactly once.
+ * test/npm-pack-install.test.ts runs the examples again from the packed package in a clean project.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { promises as fs } from 'node:fs';
@@ -8,6 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import sharp from 'sharp';
 import { fit } from '../src/model/fit.js';
 import type { Model } from '../src/model/model.js';
 import { listImages } from '../src/data/loaders.js';
@@ -22,7 +24,7 @@ beforeAll(async () => {
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-examples-'));
   const train = (await listImages(path.join(BOTTLE, 'train', 'good'))).slice(0, 12);
   model = await fit(train, {
-    backbone: { backbone: 'resnet50', weights: REF_WEIGHTS },
+    backbone: { name: 'resnet50', weights: REF_WEIGHTS },
     imageSize: 128,
     channels: 30,
     calibrationSplit: 0.25,
@@ -88,6 +90,32 @@ describe('inspection service', () => {
       }
     }
     expect(responses.filter((r) => r.expect === 'ok')).toHaveLength(14);
+  });
+
+  it('POST /inspect/frame takes the camera buffer (mono8, RGB, BGR with a stride) and answers like the encoded image', async () => {
+    const file = path.join(BOTTLE, 'test', 'broken_large', '000.png');
+    const ref = (await (await fetch(`${base}/inspect`, { method: 'POST', body: await fs.readFile(file) })).json()) as { verdict: string; imageScore: number; regions: { bbox: { x: number } }[] };
+    const { data, info } = await sharp(file).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const rgb = await fetch(`${base}/inspect/frame?width=${info.width}&height=${info.height}&channels=3`, { method: 'POST', body: data });
+    expect(rgb.status).toBe(200);
+    const got = (await rgb.json()) as typeof ref;
+    expect(got.verdict).toBe(ref.verdict);
+    expect(Math.abs(got.imageScore - ref.imageScore)).toBeLessThan(1e-4);
+    expect(got.regions).toEqual(ref.regions);
+    const grey = await sharp(file).greyscale().extractChannel(0).raw().toBuffer();
+    const mono = await fetch(`${base}/inspect/frame?width=${info.width}&height=${info.height}&channels=1`, { method: 'POST', body: grey });
+    expect(mono.status).toBe(200);
+    // render=mask: the defect mask at the frame's size.
+    const mask = await fetch(`${base}/inspect/frame?width=${info.width}&height=${info.height}&channels=3&render=mask`, { method: 'POST', body: data });
+    expect(mask.headers.get('content-type')).toBe('image/png');
+    expect(mask.headers.get('x-verdict')).toBe(ref.verdict);
+    expect((await sharp(Buffer.from(await mask.arrayBuffer())).metadata()).width).toBe(info.width);
+    // Fields that disagree with the body: 400 naming the field; an unknown render kind: 400.
+    const short = await fetch(`${base}/inspect/frame?width=${info.width}&height=${info.height}&channels=4`, { method: 'POST', body: data });
+    expect(short.status).toBe(400);
+    expect(((await short.json()) as { error: string }).error).toMatch(/Invalid raw frame: data /);
+    expect((await fetch(`${base}/inspect/frame?height=2&channels=3`, { method: 'POST', body: data })).status).toBe(400);
+    expect((await fetch(`${base}/inspect?render=gif`, { method: 'POST', body: data })).status).toBe(400);
   });
 
   it('rejects oversized bodies with 413 and unknown routes with 404', async () => {
