@@ -48,7 +48,7 @@ export type { LineMonitorOptions, MonitorInput, MonitorPoint, RunMonitor } from 
 
 // Queue workers (BullMQ on Redis): scoring and fitting beyond one process (docs/WORKERS.md).
 export { fitOnQueue, scoreOnQueue, startWorker } from './queue/index.js';
-export type { FitJobResult, PartscanWorker, QueueConnectionOptions, QueueFitOptions, QueueScoreOptions, WorkerOptions } from './queue/index.js';
+export type { FitJobResult, PartscanWorker, QueueConnectionOptions, QueueFitOptions, QueueScoreOptions, QueueWorkerHandle, WorkerOptions } from './queue/index.js';
 
 // Errors and warnings.
 export { PartscanError, isPartscanError } from './errors.js';

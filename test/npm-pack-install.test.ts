@@ -93,7 +93,10 @@ beforeAll(async () => {
     },
   };
   for (const [k, v] of Object.entries(lock.packages)) {
-    if (k.startsWith('node_modules/') && !v.dev && !v.devOptional) packages[k] = v;
+    if (!k.startsWith('node_modules/') || v.dev) continue;
+    // Needed by a dev dependency and by an optional one (tslib: bullmq and sharp's wasm runtime): optional here.
+    const { devOptional, ...entry } = v;
+    packages[k] = devOptional ? { ...entry, optional: true } : entry;
   }
   // The TypeScript consumer's own dev dependency (not partscan's).
   for (const k of ['node_modules/@types/node', 'node_modules/undici-types']) packages[k] = { ...lock.packages[k], dev: true };

@@ -62,6 +62,7 @@ const ROOT_TYPES = [
   'QueueConnectionOptions',
   'QueueFitOptions',
   'QueueScoreOptions',
+  'QueueWorkerHandle',
   'RawFrame',
   'Region',
   'RenderKind',

@@ -370,18 +370,30 @@ export class Model {
   }
 
   /**
-   * Scores one image.
+   * Scores one image: a path, encoded bytes (any Uint8Array), a raw camera frame or a preprocessed
+   * tensor ({@link ScoreInput}). Region boxes are in the image's pixels.
    *
    * @example
    * const r = await model.score('part.png');
    * if (r.verdict === 'NG') console.log(r.normalizedScore, r.regions);
+   *
+   * @example
+   * // A camera's raw buffer as the SDK hands it over: no PNG encoding.
+   * const r = await model.score({ data: frame.buffer, width: 1280, height: 1024, channels: 3, order: 'bgr' });
+   * if (r.verdict !== 'OK') await fs.writeFile('ng.jpg', await renderResult(r, 'overlay', { format: 'jpeg' }));
    */
   async score(input: ScoreInput, opts?: ScoreOptions): Promise<ScoreResult>;
   /**
-   * Scores several images (batched through the backbone).
+   * Scores several images (batched through the backbone), with progress after each batch and
+   * cancellation by an AbortSignal (a 'CANCELLED' PartscanError within one batch).
    *
    * @example
-   * const results = await model.score(['a.png', 'b.png', 'c.png'], { batchSize: 8 });
+   * const stop = new AbortController();
+   * const results = await model.score(['a.png', 'b.png', 'c.png'], {
+   *   batchSize: 8,
+   *   signal: stop.signal,
+   *   onProgress: (e) => console.log(`${e.done}/${e.total}`),
+   * });
    */
   async score(input: ScoreInput[], opts?: ScoreOptions): Promise<ScoreResult[]>;
   async score(input: ScoreInput | ScoreInput[], opts: ScoreOptions = {}): Promise<ScoreResult | ScoreResult[]> {
@@ -449,7 +461,7 @@ export class Model {
   }
 
   /** What results are judged against: input side (and side before a crop), thresholds, region of interest. */
-  get resultContext(): ScoreResultContext {
+  private get resultContext(): ScoreResultContext {
     const p = this.header.preprocess;
     return { size: this.size, thresholds: this.header.thresholds, roi: this.roi, ...(p.cropSize !== undefined && p.cropSize < p.imageSize ? { imageSize: p.imageSize } : {}) };
   }

@@ -12,3 +12,4 @@ export {
 export { BUFFER_SOURCE, DECODE_FAIL_ON, readImageInfo, readImageBytes, sniffUnsupportedFormat } from './decode.js';
 export type { ImageBytes } from './decode.js';
 export { preprocessImage, preprocessBatch, loadRgb, loadMask } from './preprocess.js';
+export type { ImageInput } from './preprocess.js';

@@ -201,7 +201,16 @@ export async function loadRgb(
  * The size of a `width`×`height` image downsized to fit `maxSide` (aspect ratio kept, never enlarged):
  * what {@link loadRgb} returns, and what every export of an image shares.
  */
-export function fitInside(width: number, height: number, maxSide: number | undefined): { width: number; height: number } {
+export function fitInside(
+  width: number,
+  height: number,
+  maxSide: number | undefined,
+): {
+  /** Width after downsizing. */
+  width: number;
+  /** Height after downsizing. */
+  height: number;
+} {
   const long = Math.max(width, height);
   if (maxSide === undefined || long <= maxSide) return { width, height };
   const scale = maxSide / long;

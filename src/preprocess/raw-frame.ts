@@ -62,7 +62,13 @@ function frameError(field: string, what: string): PartscanError {
  * Checks a frame's fields against each other and against the pixel cap.
  * @throws PartscanError 'INVALID_FRAME' naming the field; 'IMAGE_TOO_LARGE' above `maxPixels`.
  */
-export function checkRawFrame(f: RawFrame, maxPixels = DEFAULT_MAX_PIXELS): { stride: number } {
+export function checkRawFrame(
+  f: RawFrame,
+  maxPixels = DEFAULT_MAX_PIXELS,
+): {
+  /** The row stride in bytes (the default `width · channels` when the frame gives none). */
+  stride: number;
+} {
   for (const key of Object.keys(f)) if (!FRAME_KEYS.has(key)) throw frameError(key, 'is not a raw-frame field (data, width, height, channels, stride, order)');
   if (!(f.data instanceof Uint8Array || f.data instanceof Uint8ClampedArray)) throw frameError('data', 'must be a Uint8Array or Uint8ClampedArray of 8-bit samples');
   for (const key of ['width', 'height'] as const) {

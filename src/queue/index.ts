@@ -10,7 +10,7 @@ import type * as Worker from './worker.js';
 import { loadQueueModule } from './load.js';
 
 export type { QueueConnectionOptions, QueueFitOptions, QueueScoreOptions } from './producer.js';
-export type { PartscanWorker, WorkerOptions } from './worker.js';
+export type { PartscanWorker, QueueWorkerHandle, WorkerOptions } from './worker.js';
 export type { FitJobData, FitJobResult, ScoreJobData, ScoreJobRecord } from './jobs.js';
 
 /**

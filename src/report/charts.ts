@@ -45,8 +45,8 @@ function labelled(results: readonly ImageResult[]): boolean {
 /**
  * Bins normalised scores: bins of width 0.05 (wider when scores span more than 2 units) from
  * min(0, lowest score) to max(1, highest score), aligned so 0.5 — the threshold — is an edge. A score
- * on an edge belongs to the bin on its right, except the top edge, which closes the last bin (the
- * normalisation clips scores to [0, 1], so many defects sit exactly at 1).
+ * on an edge belongs to the bin on its right, except the top edge, which closes the last bin (scores
+ * written by older versions, whose normalisation clamped at the calibration maximum, sit exactly at 1).
  */
 export function scoreHistogram(results: readonly ImageResult[]): ScoreHistogram {
   const scores = results.map((r) => r.normalizedScore).filter((v) => Number.isFinite(v));
