@@ -50,7 +50,7 @@ export * from './postprocess/resize.js';
 export * from './postprocess/roi.js';
 export * from './postprocess/shape.js';
 export { binaryMask, connectedRegions, extractRegions, regionsInImage } from './postprocess/regions.js';
-export type { ExtractRegionsOptions, ExtractedRegions, RegionOptions } from './postprocess/regions.js';
+export type { ExtractRegionsOptions, ExtractedRegions, PixelBox, PixelPoint, RegionOptions } from './postprocess/regions.js';
 export { DEFAULT_UNCERTAIN_BAND, imageNormalization, pixelNormalization, validateBand, verdict } from './postprocess/thresholds.js';
 export type { GoodOnlyRule, QuantileRule, ScoreRange, SigmaRule, ThresholdMethod, Thresholds, VerdictBand } from './postprocess/thresholds.js';
 export {
@@ -104,7 +104,7 @@ export { driftDescriptorFromTensor } from './guards/tensor-descriptor.js';
 export { CONTAMINATION_Z, CONTAMINATION_GAP, CONTAMINATION_GAP_FROM_Z, logRobustZ, scoreOutliers } from './guards/robust-stats.js';
 
 // Queue job payloads (the queue functions and their options are in the root entry).
-export type { FitJobData, ScoreJobData, ScoreJobRecord } from './queue/index.js';
+export type { FitJobData, QueueWorkerHandle, ScoreJobData, ScoreJobRecord } from './queue/index.js';
 
 // Line-monitor defaults.
 export { DEFAULT_MONITOR_LAMBDA, DEFAULT_MONITOR_LIMIT, DEFAULT_MONITOR_CLIP, DEFAULT_MONITOR_ALPHA } from './monitor/line-monitor.js';

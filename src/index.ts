@@ -19,7 +19,7 @@ export type { FitOptions, FitReport, ImageSource, ModelHeader, ProgressEvent, Sc
 export type { RawFrame } from './preprocess/raw-frame.js';
 export { BatchingScorer, type BatchingScorerOptions } from './model/batching-scorer.js';
 export type { BackboneSpec } from './backbone/registry.js';
-export type { PixelBox, PixelPoint, Region, Verdict } from './postprocess/index.js';
+export type { Region, Verdict } from './postprocess/index.js';
 
 // Evaluate on a labelled dataset.
 export { evaluateModel } from './model/evaluate.js';
@@ -48,7 +48,7 @@ export type { LineMonitorOptions, MonitorInput, MonitorPoint, RunMonitor } from 
 
 // Queue workers (BullMQ on Redis): scoring and fitting beyond one process (docs/WORKERS.md).
 export { fitOnQueue, scoreOnQueue, startWorker } from './queue/index.js';
-export type { FitJobResult, PartscanWorker, QueueConnectionOptions, QueueFitOptions, QueueScoreOptions, QueueWorkerHandle, WorkerOptions } from './queue/index.js';
+export type { FitJobResult, PartscanWorker, QueueConnectionOptions, QueueFitOptions, QueueScoreOptions, WorkerOptions } from './queue/index.js';
 
 // Errors and warnings.
 export { PartscanError, isPartscanError } from './errors.js';
