@@ -195,6 +195,17 @@ describe('partscan CLI', () => {
     expect(existsSync(path.join(tmp, 'y.partscan'))).toBe(false);
   });
 
+  it('calibrate --json moves the operating point and prints the documented shape', async () => {
+    const moved = path.join(tmp, 'calibrated.partscan');
+    const r = await cli(['calibrate', modelFile, '--out', moved, '--false-reject', '0.2', '--review-band', '0.4', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const summary = JSON.parse(r.stdout);
+    expectContract('calibrate', summary);
+    expect(summary.thresholds.operatingPoint.falseRejectTarget).toBe(0.2);
+    expect(summary.previous).not.toBeNull();
+    expect(existsSync(moved)).toBe(true);
+  });
+
   it('with --json, an error is one JSON object on stdout: { error: { code, message, remedy } }', async () => {
     const missing = path.join(tmp, 'nope.partscan');
     const a = await cli(['score', missing, goodImg, '--out', path.join(tmp, 'r3'), '--json']);

@@ -25,6 +25,8 @@ const setMetrics = {
 };
 
 const verdictCounts = z.strictObject({ OK: count, NG: count, UNCERTAIN: count });
+/** A 95 % interval [lower, upper]; null bounds when the class is empty. */
+const interval = z.tuple([metric, metric]);
 const verdictSet = {
   escapeRate: metric.describe('defective parts judged OK / defective parts'),
   falseRejectRate: metric.describe('good parts judged NG / good parts'),
@@ -32,7 +34,17 @@ const verdictSet = {
   confusion: z.strictObject({ good: verdictCounts, defect: verdictCounts }),
   nGood: count,
   nDefect: count,
+  escapeRateCi95: interval.describe('95 % Clopper–Pearson interval of the escape rate'),
+  falseRejectRateCi95: interval.describe('95 % Clopper–Pearson interval of the false-reject rate'),
 };
+
+/** One point of the operating curve measured on the test set. */
+const operatingCurvePoint = z.strictObject({
+  falseRejectRate: z.number().describe('at most this share of the good test images is above the threshold'),
+  measuredFalseRejectRate: metric.describe('the share of good test images actually above it'),
+  escapeRate: metric.describe('share of defective test images at or below it'),
+  threshold: metric.describe('raw image-score threshold'),
+});
 
 /** `partscan eval --json`. */
 export const evalOutputSchema = z.strictObject({
@@ -42,11 +54,30 @@ export const evalOutputSchema = z.strictObject({
     .strictObject({ ...verdictSet, perDefect: z.record(z.string(), z.strictObject(verdictSet)) })
     .nullable()
     .describe("the model's own verdicts at its shipped threshold; null without thresholds"),
+  operatingPoints: z.array(operatingCurvePoint).describe('the escape rate at false-reject rates 0, 0.5, 1, 2, 5 and 10 %, measured on this set'),
+  shippedOperatingPoint: z
+    .strictObject({
+      threshold: z.number(),
+      falseRejectRate: metric,
+      escapeRate: metric,
+      targetFalseRejectRate: metric.describe('the false-reject rate the threshold was set for'),
+      estimatedFalseRejectRate: metric.describe('its false-reject rate estimated at fit from out-of-sample scores'),
+    })
+    .nullable()
+    .describe("where the model's image threshold sits on that curve; null without thresholds"),
   seconds,
   model: z.string(),
   dataset: z.string(),
   out: z.string().optional().describe('the scored run folder, with --out'),
   failures: z.array(failureSchema).optional(),
+});
+
+/** The calibration pool a model's thresholds come from (model header `calibration`, format ≥ 1.3). */
+const calibrationSummary = z.looseObject({
+  good: count,
+  defect: count,
+  sources: z.looseObject({ leaveOneOut: count, heldOut: count, added: count }),
+  excluded: count,
 });
 
 const warningSchema = z.strictObject({ code: z.string(), message: z.string(), file: z.string().optional() });
@@ -107,9 +138,23 @@ export const infoOutputSchema = z.strictObject({
       embedding: z.looseObject({ channels: z.number().int() }),
       gaussian: z.looseObject({ images: count }),
       thresholds: thresholdsSchema.optional(),
+      calibration: calibrationSummary.optional(),
     })
     .describe('the model header (docs/MODEL-FILE.md); later format versions add fields'),
   sections: z.array(z.strictObject({ name: z.string(), dtype: z.string(), shape: z.array(count), bytes: count })),
+});
+
+/** `partscan calibrate --json`. */
+export const calibrateOutputSchema = z.strictObject({
+  model: z.string().describe('absolute path of the model file written'),
+  from: z.string().describe('the model file it was calibrated from'),
+  thresholds: thresholdsSchema,
+  previous: thresholdsSchema.nullable(),
+  added: z.strictObject({ good: count, defect: count }).describe('images scored and added to the calibration pool'),
+  calibration: calibrationSummary.nullable(),
+  warnings: z.array(warningSchema),
+  fileBytes: count,
+  seconds,
 });
 
 /** `partscan export --json`. */
@@ -125,7 +170,18 @@ export const reportOutputSchema = z.strictObject({ report: z.string().describe('
 
 /** `partscan demo --json`. */
 export const demoOutputSchema = z.strictObject({
-  metrics: evalOutputSchema.pick({ imageAuroc: true, pixelAuroc: true, aupro: true, imageF1Max: true, nGood: true, nDefect: true, perDefect: true, verdicts: true }),
+  metrics: evalOutputSchema.pick({
+    imageAuroc: true,
+    pixelAuroc: true,
+    aupro: true,
+    imageF1Max: true,
+    nGood: true,
+    nDefect: true,
+    perDefect: true,
+    verdicts: true,
+    operatingPoints: true,
+    shippedOperatingPoint: true,
+  }),
   reportPath: z.string(),
   modelPath: z.string(),
   runDir: z.string(),
@@ -152,6 +208,7 @@ export const cliErrorSchema = z.strictObject({
 export const OUTPUT_SCHEMAS: Record<string, z.ZodType> = {
   results: resultsJsonSchema,
   fit: fitOutputSchema,
+  calibrate: calibrateOutputSchema,
   'fit-queue': fitQueueOutputSchema,
   score: scoreOutputSchema,
   eval: evalOutputSchema,

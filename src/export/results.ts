@@ -6,6 +6,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { THRESHOLD_METHODS } from '../postprocess/thresholds.js';
 import { PartscanError } from '../errors.js';
 import type { Region } from '../postprocess/regions.js';
 import type { Thresholds, Verdict } from '../postprocess/thresholds.js';
@@ -20,8 +21,13 @@ export const RESULTS_CSV = 'results.csv';
 export interface ImageResult {
   /** The input image path, as given. */
   file: string;
-  /** Raw image score (Mahalanobis distance; the map's maximum). */
+  /**
+   * Raw image score: the maximum of the per-position standardised distance map (models of format ≥ 1.3),
+   * else the anomaly map's maximum. The verdict is on this score.
+   */
   imageScore: number;
+  /** The raw anomaly map's maximum (Mahalanobis distance; what the pixel threshold cuts). Absent in runs of partscan ≤ 0.1. */
+  mapMax?: number;
   /** Normalised image score, 0..1 (0.5 = threshold). */
   normalizedScore: number;
   /** The decision. */
@@ -83,7 +89,7 @@ export interface RunManifest {
 
 const finite = z.number().refine(Number.isFinite, 'must be a finite number');
 const rangeSchema = z.object({ min: finite, max: finite });
-const methodSchema = z.enum(['f1-adaptive', 'good-sigma', 'good-quantile', 'manual']);
+const methodSchema = z.enum(THRESHOLD_METHODS);
 
 const box = z.strictObject({ x: finite, y: finite, width: finite, height: finite });
 const point = z.strictObject({ x: finite, y: finite });
@@ -113,12 +119,22 @@ export const thresholdsSchema = z.looseObject({
   imageStats: rangeSchema,
   pixelStats: rangeSchema,
   band: z.strictObject({ low: finite, high: finite }).optional(),
+  operatingPoint: z
+    .looseObject({
+      falseRejectTarget: finite,
+      goodScores: z.looseObject({ used: z.number().int(), excluded: z.number().int() }),
+      image: z.looseObject({ rate: finite, upper95: finite }),
+      pixel: z.looseObject({ rate: finite, upper95: finite }),
+    })
+    .optional()
+    .describe('what the thresholds promise (model format ≥ 1.3)'),
 });
 
 // Schema of an ImageResult: finite numbers only (JSON would turn NaN into null).
 const imageResultShape = {
   file: z.string().min(1).describe("the input path, or '<buffer>', '<frame>', '<tensor>'"),
-  imageScore: finite.describe('raw image score (the anomaly map maximum)'),
+  imageScore: finite.describe('raw image score (what the threshold applies to)'),
+  mapMax: finite.optional().describe('the anomaly map maximum, when the image score is another statistic'),
   normalizedScore: finite.describe('normalised image score, 0..1, threshold at 0.5 (docs: normalisation)'),
   verdict: z.enum(['OK', 'NG', 'UNCERTAIN']),
   regions: z.array(regionSchema).describe('defect regions, highest peak first'),
@@ -219,6 +235,7 @@ export const CSV_COLUMNS = [
   'drift',
   'drift_score',
   'label',
+  'map_max',
 ] as const;
 
 /**
@@ -241,6 +258,7 @@ export function resultsToCsv(results: readonly ImageResult[]): string {
         r.drift ? String(r.drift.flag) : '',
         r.drift ? String(r.drift.score) : '',
         csvField(r.label ?? ''),
+        r.mapMax !== undefined ? String(r.mapMax) : '',
       ].join(','),
     );
   }

@@ -6,6 +6,7 @@
 
 import { PartscanError } from '../errors.js';
 import type { Verdict } from '../postprocess/thresholds.js';
+import { clopperPearson } from './intervals.js';
 
 /** One judged test image. */
 export interface VerdictItem {
@@ -49,6 +50,10 @@ export interface VerdictSetQuality {
   nGood: number;
   /** Number of defective images in the set. */
   nDefect: number;
+  /** 95 % Clopper–Pearson interval of the escape rate ([lower, upper]; null bounds without defects). */
+  escapeRateCi95: [number, number];
+  /** 95 % Clopper–Pearson interval of the false-reject rate (null bounds without good images). */
+  falseRejectRateCi95: [number, number];
 }
 
 /** {@link VerdictSetQuality} for the whole test set, plus per defect type (all good parts + that type). */
@@ -69,6 +74,8 @@ function qualityOf(items: readonly VerdictItem[]): VerdictSetQuality {
   for (const it of items) (it.anomalous ? defect : good)[it.verdict]++;
   const nGood = good.OK + good.NG + good.UNCERTAIN;
   const nDefect = defect.OK + defect.NG + defect.UNCERTAIN;
+  const escape = clopperPearson(defect.OK, nDefect);
+  const falseReject = clopperPearson(good.NG, nGood);
   return {
     escapeRate: ratio(defect.OK, nDefect),
     falseRejectRate: ratio(good.NG, nGood),
@@ -76,6 +83,8 @@ function qualityOf(items: readonly VerdictItem[]): VerdictSetQuality {
     confusion: { good, defect },
     nGood,
     nDefect,
+    escapeRateCi95: [escape.lower, escape.upper],
+    falseRejectRateCi95: [falseReject.lower, falseReject.upper],
   };
 }
 

@@ -2,12 +2,46 @@ import { loadDataset } from '../data/loaders.js';
 import { loadMask } from '../preprocess/preprocess.js';
 import { evaluateRun, type EvaluationItem, type RunMetrics } from '../metrics/evaluate.js';
 import { verdictQuality, type VerdictItem, type VerdictQuality } from '../metrics/verdicts.js';
+import { operatingCurve, type OperatingCurvePoint } from '../metrics/operating-curve.js';
 import { PartscanError } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
 import { throwIfAborted } from '../util/abort.js';
 import { evaluateOptionsSchema } from '../options/schemas.js';
 import type { Dataset, Sample } from '../types.js';
 import type { Model, ProgressEvent, ScoreResult } from './model.js';
+
+/** The model's image threshold on the measured operating curve (part of the `eval --json` contract: docs/schemas/eval.schema.json). */
+export interface ShippedOperatingPoint {
+  /** The raw image threshold. */
+  threshold: number;
+  /** Share of good test images above it. */
+  falseRejectRate: number;
+  /** Share of defective test images at or below it. */
+  escapeRate: number;
+  /** The false-reject rate the threshold was set for (null for models without an operating point). */
+  targetFalseRejectRate: number | null;
+  /** Its false-reject rate estimated at fit from out-of-sample scores (null without an operating point). */
+  estimatedFalseRejectRate: number | null;
+}
+
+/** The operating curve of the test set and the model's threshold on it. */
+function operatingPoints(model: Model, items: { sample: Sample; result: ScoreResult }[]): { operatingPoints: OperatingCurvePoint[]; shippedOperatingPoint: ShippedOperatingPoint | null } {
+  const good = items.filter((it) => !it.sample.anomalous).map((it) => it.result.imageScore);
+  const defect = items.filter((it) => it.sample.anomalous).map((it) => it.result.imageScore);
+  const t = model.header.thresholds;
+  if (!t) return { operatingPoints: operatingCurve(good, defect), shippedOperatingPoint: null };
+  const op = t.operatingPoint;
+  return {
+    operatingPoints: operatingCurve(good, defect),
+    shippedOperatingPoint: {
+      threshold: t.image,
+      falseRejectRate: good.length ? good.filter((s) => s > t.image).length / good.length : NaN,
+      escapeRate: defect.length ? defect.filter((s) => !(s > t.image)).length / defect.length : NaN,
+      targetFalseRejectRate: op?.falseRejectTarget ?? null,
+      estimatedFalseRejectRate: op?.image.rate ?? null,
+    },
+  };
+}
 
 /** Result of {@link evaluateModel}: metrics plus every test image's score. */
 export interface Evaluation {
@@ -18,6 +52,13 @@ export interface Evaluation {
   metrics: RunMetrics & {
     /** Escape and false-reject rates of the model's own verdicts; null without thresholds. */
     verdicts: VerdictQuality | null;
+    /** The escape rate at false-reject rates 0, 0.5, 1, 2, 5 and 10 %, measured on this test set. */
+    operatingPoints: OperatingCurvePoint[];
+    /**
+     * Where the model's image threshold sits on that curve: its false-reject and escape rates measured
+     * here, and the target it was set for (null without thresholds).
+     */
+    shippedOperatingPoint: ShippedOperatingPoint | null;
   };
   /** Per test image: sample and score result. */
   items: {
@@ -95,7 +136,7 @@ export async function evaluateModel(
       : null;
   throwIfAborted(opts.signal, 'The evaluation');
   const tm = performance.now();
-  const metrics = { ...evaluateRun(evalItems), verdicts };
+  const metrics = { ...evaluateRun(evalItems), verdicts, ...operatingPoints(model, items) };
   const t1 = performance.now();
   return { metrics, items, seconds: (t1 - t0) / 1000, scoringSeconds: (tm - t0) / 1000, metricsSeconds: (t1 - tm) / 1000 };
 }

@@ -17,10 +17,6 @@ import { MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, preprocessOptionsSchema } from '../prep
 export const DEFAULT_FIT_BATCH_SIZE = 16;
 /** Seed of the channel choice and calibration split. */
 export const DEFAULT_FIT_SEED = 0;
-/** Share of good images held out for calibration when there are {@link CALIBRATION_SPLIT_MIN_IMAGES} or more. */
-export const DEFAULT_CALIBRATION_SPLIT = 0.1;
-/** Below this many good images nothing is held out by default: every image is needed to fit. */
-export const CALIBRATION_SPLIT_MIN_IMAGES = 10;
 
 const positiveInt = z.int().min(1);
 const nonNegative = z.number().min(0);
@@ -52,11 +48,15 @@ export const backboneSpecSchema = z.strictObject({
 /** A backbone as options take it: a registry name or .onnx path, a spec, or a backbone object. */
 const backbone = z.union([z.string().min(1), backboneObject, backboneSpecSchema]);
 
+/** A rate strictly between 0 and 1 (NaN and the ends refused). */
+const rate = z.number().gt(0).lt(1);
 /** A good-only threshold rule ({@link GoodOnlyRule}). */
-const thresholdRule = z.discriminatedUnion('kind', [
+const goodOnlyRule = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('quantile'), q: z.number().min(0).max(1) }),
   z.strictObject({ kind: z.literal('sigma'), k: z.number().min(0).finite(), floorAtMax: z.boolean().optional() }),
 ]);
+/** How thresholds are chosen (postprocess/operating-point.ts). */
+export const thresholdRuleSchema = z.union([z.enum(['false-reject', 'f1']), goodOnlyRule]);
 
 const band = z.strictObject({ low: z.number().min(0).max(0.5), high: z.number().min(0.5).max(1) });
 
@@ -71,7 +71,10 @@ export const fitOptionsSchema = z.strictObject({
   calibrationSplit: z.number().min(0).lt(1).optional(),
   calibration: z.union([z.string(), z.array(z.unknown()), objectLike]).optional(),
   defects: z.array(z.unknown()).optional(),
-  thresholdRule: thresholdRule.optional(),
+  thresholdRule: thresholdRuleSchema.optional(),
+  falseRejectTarget: rate.optional(),
+  reviewBand: rate.optional(),
+  imageScore: z.enum(['standardized', 'max']).optional(),
   manualThresholds: z.strictObject({ image: z.number().finite().optional(), pixel: z.number().finite().optional() }).optional(),
   band: band.optional(),
   epsilon: nonNegative.optional(),
@@ -129,6 +132,18 @@ export const evaluateOptionsSchema = z.strictObject({
   batchSize: positiveInt.optional(),
   onProgress: fn.optional(),
   signal: signal.optional(),
+});
+
+/** {@link calibrate}'s options. */
+export const calibrateOptionsSchema = z.strictObject({
+  falseRejectTarget: rate.optional(),
+  reviewBand: rate.optional(),
+  thresholdRule: thresholdRuleSchema.optional(),
+  defects: z.union([z.string().min(1), z.array(z.unknown()).min(1), objectLike]).optional(),
+  good: z.union([z.string().min(1), z.array(z.unknown()).min(1), objectLike]).optional(),
+  batchSize: positiveInt.optional(),
+  signal: signal.optional(),
+  onProgress: fn.optional(),
 });
 
 const exportsSchema = z.strictObject({
