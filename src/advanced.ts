@@ -56,7 +56,7 @@ export * from './postprocess/shape.js';
 export { binaryMask, connectedRegions, extractRegions, regionsInImage } from './postprocess/regions.js';
 export type { ExtractRegionsOptions, ExtractedRegions, PixelBox, PixelPoint, RegionOptions } from './postprocess/regions.js';
 export { DEFAULT_UNCERTAIN_BAND, imageNormalization, pixelNormalization, validateBand, verdict } from './postprocess/thresholds.js';
-export type { EstimatedRate, GoodOnlyRule, OperatingPoint, QuantileRule, ScoreRange, SigmaRule, ThresholdMethod, Thresholds, VerdictBand } from './postprocess/thresholds.js';
+export type { EstimatedRate, GoodOnlyRule, QuantileRule, ScoreRange, SigmaRule, ThresholdMethod, VerdictBand } from './postprocess/thresholds.js';
 export {
   DEFAULT_GOOD_RULE,
   DEFAULT_MAX_POOLED_PIXELS,
@@ -97,7 +97,7 @@ export {
 // The pieces of scoreToRunDir, for callers that assemble their own run (examples/watch-folder.ts).
 export { DEFAULT_EXPORT_MAX_SIDE, buildManifest, exportScoredImage, uniqueStems } from './export/score-run.js';
 export { resultLayers } from './export/render.js';
-export type { ResultLayers } from './export/render.js';
+export type { RenderKind, ResultLayers } from './export/render.js';
 export { DEFAULT_INLINE_BUDGET } from './report/html.js';
 export { EXTERNAL_DATA_AUTO_TENSOR_BYTES, EXTERNAL_DATA_AUTO_TOTAL_BYTES } from './export/onnx-export.js';
 export { DEMO_BACKBONE } from './demo.js';

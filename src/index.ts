@@ -34,7 +34,7 @@ export type { Dataset, Sample } from './types.js';
 
 // Render a result as pictures; export: ONNX graph, run folders, QA report.
 export { renderResult } from './export/render.js';
-export type { RenderKind, RenderOptions } from './export/render.js';
+export type { RenderOptions } from './export/render.js';
 export { exportModelOnnx } from './export/onnx-export.js';
 export type { ExportOnnxOptions, ExportOnnxResult } from './export/onnx-export.js';
 export { scoreToRunDir, writeScoredRun } from './export/score-run.js';

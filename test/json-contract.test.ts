@@ -43,7 +43,7 @@ describe('JSON contract', () => {
 
   it('the schemas reject what the contract forbids: snake_case keys, missing fields, regions as a count', () => {
     const metrics = { imageAuroc: 1, pixelAuroc: null, aupro: 0.9, imageF1Max: 1, nGood: 2, nDefect: 1 };
-    const evalOut = { ...metrics, perDefect: { broken_large: metrics }, verdicts: null, seconds: 1, model: '/m', dataset: '/d' };
+    const evalOut = { ...metrics, perDefect: { broken_large: metrics }, verdicts: null, operatingPoints: [], shippedOperatingPoint: null, seconds: 1, model: '/m', dataset: '/d' };
     expect(schemaFile('eval').safeParse(evalOut).success).toBe(true);
     expect(schemaFile('eval').safeParse({ ...evalOut, image_auroc: 1 }).success).toBe(false);
     const { nGood: _n, ...withoutCount } = evalOut;

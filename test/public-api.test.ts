@@ -19,6 +19,7 @@ const ROOT_VALUES = [
   'LineMonitor',
   'Model',
   'PartscanError',
+  'calibrate',
   'evaluateModel',
   'exportModelOnnx',
   'fit',
@@ -38,6 +39,8 @@ const ROOT_VALUES = [
 const ROOT_TYPES = [
   'BackboneSpec',
   'BatchingScorerOptions',
+  'CalibrateOptions',
+  'CalibrationResult',
   'Dataset',
   'DemoOptions',
   'DemoResult',
@@ -53,6 +56,7 @@ const ROOT_TYPES = [
   'ModelHeader',
   'MonitorInput',
   'MonitorPoint',
+  'OperatingPoint',
   'PartscanErrorCode',
   'PartscanWarning',
   'PartscanWorker',
@@ -62,7 +66,6 @@ const ROOT_TYPES = [
   'QueueScoreOptions',
   'RawFrame',
   'Region',
-  'RenderKind',
   'RenderOptions',
   'ReportOptions',
   'RunExports',
@@ -75,6 +78,7 @@ const ROOT_TYPES = [
   'ScoreRunFailure',
   'ScoreRunOptions',
   'ScoredRunManifest',
+  'Thresholds',
   'Verdict',
   'WorkerOptions',
 ];
@@ -108,10 +112,12 @@ describe('root entry (partscan)', () => {
     expect(stars).toEqual([]);
   });
 
-  it('exports exactly the pinned names, at most 60', () => {
+  // 60 until issues 22/28 (calibrate, its options and result, Thresholds, OperatingPoint) and 24
+  // (renderResult, RenderOptions, RawFrame) added theirs.
+  it('exports exactly the pinned names, at most 62', () => {
     expect(sorted(names)).toEqual(ROOT_API);
     expect(new Set(names).size).toBe(names.length);
-    expect(ROOT_API.length).toBeLessThanOrEqual(60);
+    expect(ROOT_API.length).toBeLessThanOrEqual(62);
   });
 
   it('its runtime values are the pinned values', () => {

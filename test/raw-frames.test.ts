@@ -60,6 +60,17 @@ function expectSameScore(a: ScoreResult, b: ScoreResult): void {
   expect(b.verdict).toBe(a.verdict);
 }
 
+/**
+ * These tests are about coordinates, not about where a few-image fit puts its pixel threshold: put it
+ * below the peaks of the defective parts used, so that they show regions.
+ */
+async function pixelThresholdBelowPeaks(m: Model, files: string[]): Promise<void> {
+  const rs = await m.score(files);
+  const peak = (map: Float32Array) => map.reduce((a, v) => Math.max(a, v), -Infinity);
+  const t = m.header.thresholds!;
+  m.setThresholds({ ...t, pixel: 0.8 * Math.min(...rs.map((r) => peak(r.anomalyMap))) });
+}
+
 async function thrown(f: () => unknown): Promise<unknown> {
   try {
     await f();
@@ -203,6 +214,7 @@ describe('region coordinates: source-image pixels, the model grid kept as mapBbo
   it('a centre-cropped model: boxes land in the crop window of the image (mapWindow), never outside it', async () => {
     const cropped = await fit(train, { backbone, imageSize: 160, preprocess: { cropSize: 128 }, channels: 30, calibrationSplit: 0.25, contaminationCheck: false });
     try {
+      await pixelThresholdBelowPeaks(cropped, [defect]);
       const r = await cropped.score(defect);
       // The crop is 128 of 160 px, offset 16: 64..448 of the 512-px image.
       expect(r.mapWindow).toEqual({ x: 51, y: 51, width: 410, height: 410 });
@@ -230,6 +242,7 @@ describe('region coordinates: source-image pixels, the model grid kept as mapBbo
     await sharp(half, { raw: { width: 512, height: 512, channels: 1 } }).png().toFile(roi);
     const withRoi = await fit(train, { backbone, imageSize: 128, channels: 30, calibrationSplit: 0.25, roi, contaminationCheck: false });
     try {
+      await pixelThresholdBelowPeaks(withRoi, [defect]);
       const rs = await withRoi.score([defect, path.join(BOTTLE, 'test', 'contamination', '000.png')]);
       expect(rs.some((r) => r.regions!.length > 0)).toBe(true);
       for (const r of rs) for (const g of r.regions!) expect(g.bbox.x + g.bbox.width).toBeLessThanOrEqual(256);
@@ -241,6 +254,7 @@ describe('region coordinates: source-image pixels, the model grid kept as mapBbo
   it('a tiled model scores at native resolution: bbox = mapBbox, in the image pixels, for files and frames alike', async () => {
     const tiled = await fit(train.slice(0, 6), { backbone, tile: { size: 256, overlap: 32 }, imageSize: 64, channels: 20, calibrationSplit: 0.34, contaminationCheck: false });
     try {
+      await pixelThresholdBelowPeaks(tiled, [defect]);
       const [r, fromFrame] = await Promise.all([tiled.score(defect), tiled.score(await pixels(defect))]);
       expect([r.mapWidth, r.mapHeight]).toEqual([512, 512]);
       expect(r.regions!.length).toBeGreaterThan(0);
