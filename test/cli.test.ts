@@ -38,7 +38,9 @@ beforeAll(async () => {
   expect(r.code, r.stderr).toBe(0);
   const summary = JSON.parse(r.stdout);
   expectContract('fit', summary);
-  expect(summary).toMatchObject({ images: 9, calibrationImages: 3, channels: 30, grid: { width: 32, height: 32 } });
+  expect(summary).toMatchObject({ images: 9, channels: 30, grid: { width: 32, height: 32 } });
+  // Out-of-sample good scores behind the thresholds: the held-out images and the training images' leave-one-out scores.
+  expect(summary.calibrationImages).toBeGreaterThanOrEqual(3);
   expect(summary.thresholds.image).toBeGreaterThan(0);
 }, 180_000);
 
