@@ -38,6 +38,12 @@ export function fmtNum(v: number | undefined | null, digits = 3): string {
   return v === undefined || v === null || !Number.isFinite(v) ? 'n/a' : v.toFixed(digits);
 }
 
+/** A rate as a percentage, with two decimals below 1 % so small targets stay readable ("0.50%", "12.5%"); "-" when not finite. */
+export function fmtPct(r: number): string {
+  if (!Number.isFinite(r)) return '-';
+  return `${(100 * r).toFixed(r > 0 && r < 0.01 ? 2 : 1)}%`;
+}
+
 /** Byte count for people (1024-based: "12.3 MiB"). */
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB'];

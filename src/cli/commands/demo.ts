@@ -2,9 +2,8 @@
 
 import { runDemo } from '../../demo.js';
 import { EXIT_OK } from '../exit-codes.js';
-import { fmtNum, toJson, type CliIo } from '../format.js';
+import { fmtNum, fmtPct as pct, toJson, type CliIo } from '../format.js';
 import { formatVerdictLine } from '../format-verdicts.js';
-import { pct } from '../format-thresholds.js';
 import { createProgress } from '../progress.js';
 
 export async function demoCommand(f: { dir: string; json?: boolean; cacheDir?: string; backbone?: string }, io: CliIo): Promise<number> {
