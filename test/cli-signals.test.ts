@@ -11,12 +11,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { existsSync, promises as fs, readdirSync, readFileSync, watch } from 'node:fs';
+import { existsSync, promises as fs, watch } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fit } from '../src/model/fit.js';
 import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS, REPO } from './helpers/shared.js';
+import { alive, childrenOf, listAll } from './helpers/processes.js';
 
 const BIN = path.join(REPO, 'bin', 'partscan.js');
 let tmp: string;
@@ -46,37 +47,6 @@ beforeAll(async () => {
 afterAll(async () => {
   if (tmp) await fs.rm(tmp, { recursive: true, force: true });
 });
-
-/** Pids whose parent is `pid` (from /proc). */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      // Field 4 of /proc/<pid>/stat is the parent pid; the command name (field 2) may hold spaces.
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(name));
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return out;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Every file and folder under `dir` (relative paths). */
-function listAll(dir: string): string[] {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort();
-}
 
 interface Outcome {
   code: number | null;
