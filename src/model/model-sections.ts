@@ -5,8 +5,9 @@
 
 import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
-import { readModelFile, type SectionData } from './model-file.js';
+import { readModelFile, type ModelFileContents, type SectionData } from './model-file.js';
 import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
+import { checkEmbeddedGraph, checkHeaderSizes, KNOWN_SECTIONS } from './model-file-limits.js';
 import type { ModelHeader } from './header.js';
 
 /** Sections that only `fit --resume` needs. */
@@ -41,20 +42,42 @@ export interface ModelParts {
 }
 
 /**
- * Reads a model file's sections and checks them against its header. The statistics for resuming are
- * read only when `resumeStatistics` is set; otherwise `kept` names the section left in the file.
+ * Reads the known sections of a model file (`resumeStatistics`: the statistics for resuming too; unknown
+ * sections are skipped unread) after one schema has checked every header field, and the section shapes
+ * against grid and d, and the caps of model-file-limits.ts the sizes: nothing is allocated that the
+ * header does not justify. Then the section contents the header cannot describe are checked.
+ */
+export async function readCheckedModelFile(
+  file: string,
+  opts: { verify?: boolean; resumeStatistics?: boolean },
+): Promise<{ contents: ModelFileContents; header: ParsedModelHeader }> {
+  let header: ParsedModelHeader | undefined;
+  const contents = await readModelFile(file, {
+    ...(opts.verify === undefined ? {} : { verify: opts.verify }),
+    sections: (name: string) => KNOWN_SECTIONS.includes(name) && (opts.resumeStatistics === true || !RESUME_SECTIONS.includes(name)),
+    check: (raw) => {
+      header = parseModelHeader(raw, file);
+      checkHeaderSizes(header, file);
+    },
+  });
+  checkModelSections(header!, contents.sections, file);
+  const graph = contents.sections.get('backbone.onnx');
+  if (graph) checkEmbeddedGraph(header!.backbone, graph as Uint8Array, file);
+  return { contents, header: header! };
+}
+
+/**
+ * Reads a model file's sections and checks them against its header ({@link readCheckedModelFile}). The
+ * statistics for resuming are read only when `resumeStatistics` is set; otherwise `kept` names the
+ * section left in the file.
  */
 export async function readModelParts(
   file: string,
   opts: { verify?: boolean; resumeStatistics?: boolean },
 ): Promise<{ parts: ModelParts; sections: Map<string, SectionData>; kept: { name: string; sha256: string } | undefined }> {
-  const contents = await readModelFile(file, {
-    ...(opts.verify === undefined ? {} : { verify: opts.verify }),
-    ...(opts.resumeStatistics ? {} : { sections: (name: string) => !RESUME_SECTIONS.includes(name) }),
-  });
-  // One schema checks every field, and the section shapes against grid and d, before anything is used.
-  const header = parseModelHeader(contents.header, file) as unknown as ModelHeader;
-  checkModelSections(header as unknown as ParsedModelHeader, contents.sections, file);
+  const checked = await readCheckedModelFile(file, opts);
+  const contents = checked.contents;
+  const header = checked.header as unknown as ModelHeader;
   const need = (name: string): SectionData => {
     const s = contents.sections.get(name);
     if (!s) {

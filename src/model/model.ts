@@ -12,6 +12,7 @@ import type { ImageInfo, PreprocessOptions, Sample, Tensor4D } from '../types.js
 import { parseDriftModel, type DriftModel } from '../guards/drift.js';
 import { readModelFile, writeModelFile, type SectionData } from './model-file.js';
 import { readModelParts, resumeSections, RESUME_SECTIONS, type ModelParts } from './model-sections.js';
+import { graphSha256 } from './model-file-limits.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
 import { AnomalyMapper } from './anomaly-maps.js';
 import { addDrift, buildScoreResult } from './score-result.js';
@@ -211,7 +212,7 @@ export class Model {
     } else if (header.backbone.embedded) {
       const onnx = sections.get('backbone.onnx') as Uint8Array | undefined;
       if (!onnx) throw new PartscanError('MODEL_FORMAT', `${file}: embedded backbone section missing.`, { file, remedy: 're-fit the model' });
-      const { embedded: _e, inputName, ...identity } = header.backbone;
+      const { embedded: _e, inputName, graphSha256: _g, ...identity } = header.backbone;
       backbone = await OrtBackbone.create(onnx, identity, { ...threadOpt(opts.threads), inputName });
     }
     const model = new Model(parts, backbone, opts.threads);
@@ -269,9 +270,10 @@ export class Model {
     const resumable = m2 !== undefined || samples !== undefined;
     const backbone = embed ? await this.getBackbone() : undefined;
     const { resumeState: _r, ...gaussian } = this.header.gaussian;
+    const { graphSha256: _g, ...identity } = this.header.backbone;
     const header: ModelHeader = {
       ...this.header,
-      backbone: { ...this.header.backbone, embedded: embed },
+      backbone: { ...identity, embedded: embed, ...(backbone ? { graphSha256: graphSha256(backbone.onnx) } : {}) },
       gaussian: { ...gaussian, resumable, ...(resumable ? { resumeState: m2 ? 'scatter' : 'samples' } : {}) },
     };
     const P = this.positions;
