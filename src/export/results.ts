@@ -95,8 +95,8 @@ const regionSchema = z.object({
   meanScore: finite,
 });
 
-// Schema of an ImageResult: finite numbers only (JSON would turn NaN into null).
-const imageResultSchema = z.object({
+/** Schema of an ImageResult: finite numbers only (JSON would turn NaN into null). */
+export const imageResultSchema = z.object({
   file: z.string().min(1),
   imageScore: finite,
   normalizedScore: finite,
