@@ -6,7 +6,7 @@
 import { promises as fs, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { PartscanError } from '../errors.js';
-import { readRegularFile } from '../util/regular-file.js';
+import { readRegularFile, specialFileKind } from '../util/regular-file.js';
 import type { Dataset, Sample } from '../types.js';
 
 /** File extensions (lower case, with dot) treated as images. */
@@ -371,7 +371,7 @@ export async function loadDataset(root: string, opts: { format?: Dataset['format
     return loadList(abs);
   }
   if (!st.isDirectory()) {
-    throw new PartscanError('DATASET', `Dataset ${abs} is a file, not a folder or a .csv/.txt list.`, {
+    throw new PartscanError('DATASET', `Dataset ${abs} is ${specialFileKind(st) ?? 'a file'}, not a folder or a .csv/.txt list.`, {
       file: abs,
       remedy: EXPECTED_LAYOUTS,
     });

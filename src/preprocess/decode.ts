@@ -61,9 +61,11 @@ export async function readImageBytes(source: string | Buffer | Uint8Array): Prom
         ? 'the file does not exist'
         : code === 'EISDIR'
           ? 'the path is a directory, not an image file'
-          : code === 'EACCES' || code === 'EPERM'
-            ? 'the file is not readable (permission denied)'
-            : `the file could not be read (${code ?? String(e)})`;
+          : code === 'ELOOP'
+            ? 'the path is a loop of symbolic links'
+            : code === 'EACCES' || code === 'EPERM'
+              ? 'the file is not readable (permission denied)'
+              : `the file could not be read (${code ?? String(e)})`;
     throw new PartscanError('IMAGE_DECODE', `Cannot read image ${source}: ${why}.`, {
       file: source,
       remedy: code === 'ENOENT' ? 'check the path (relative paths are resolved from the current directory)' : 'check the path and its permissions',
