@@ -36,7 +36,15 @@ export const MODEL_FILE_LIMITS = {
   embeddingChannels: 4096,
   /** Feature grid side: a 2048 px input at stride 2. */
   gridSide: 1024,
+  /** Bytes of an embedded backbone graph: protobuf's (and so ONNX Runtime's) limit for one model. */
+  graphBytes: 2 ** 31 - 1,
 } as const;
+
+/**
+ * Sections whose checksum is verified by streaming, before memory is allocated for them: the backbone
+ * graph, whose size the header does not pin down (the other sections' sizes follow from d and the grid).
+ */
+export const VERIFIED_BEFORE_ALLOCATION: readonly string[] = ['backbone.onnx'];
 
 /** The sections partscan knows (others are skipped unread: later versions may add some). */
 export const KNOWN_SECTIONS: readonly string[] = ['channels', 'mean', 'invCov', 'm2', 'samples', 'roi', 'backbone.onnx'];
@@ -93,6 +101,9 @@ export function checkSectionLayout(table: readonly SectionExtent[], dataStart: n
     if (s.offset + s.byteLength > fileSize) throw limitError(file, `section "${clip(s.name)}" extends past the end of the file (truncated)`);
     if (s.shape.reduce((a, b) => a * b, 1) > MODEL_FILE_LIMITS.sectionElements) {
       throw limitError(file, `section "${clip(s.name)}" holds more than ${MODEL_FILE_LIMITS.sectionElements} elements`);
+    }
+    if (s.name === 'backbone.onnx' && s.byteLength > MODEL_FILE_LIMITS.graphBytes) {
+      throw limitError(file, `its backbone graph has ${s.byteLength} bytes, more than an ONNX model can (${MODEL_FILE_LIMITS.graphBytes})`);
     }
   }
   const sorted = [...table].filter((s) => s.byteLength > 0).sort((a, b) => a.offset - b.offset);

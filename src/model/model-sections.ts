@@ -54,7 +54,9 @@ export async function readCheckedModelFile(
   let header: ParsedModelHeader | undefined;
   const contents = await readModelFile(file, {
     ...(opts.verify === undefined ? {} : { verify: opts.verify }),
-    sections: (name: string) => KNOWN_SECTIONS.includes(name) && (opts.resumeStatistics === true || !RESUME_SECTIONS.includes(name)),
+    // Called after `check`: the graph is read only when the header says it is the model's backbone.
+    sections: (name: string) =>
+      KNOWN_SECTIONS.includes(name) && (opts.resumeStatistics === true || !RESUME_SECTIONS.includes(name)) && (name !== 'backbone.onnx' || header?.backbone.embedded === true),
     check: (raw) => {
       header = parseModelHeader(raw, file);
       checkHeaderSizes(header, file);

@@ -123,7 +123,7 @@ export async function startWorker(opts: WorkerOptions): Promise<PartscanWorker> 
   const processor = async (job: Job): Promise<ScoreJobRecord | FitJobResult> => {
     const t0 = performance.now();
     try {
-      const out = job.name === JOB_FIT ? await runFitJob(job, roots) : await runScoreJob(job, cache, roots);
+      const out = await processJob(job, cache, roots);
       opts.onJob?.({ id: job.id ?? '?', name: job.name, ok: true, ms: performance.now() - t0 });
       return out;
     } catch (e) {
@@ -189,7 +189,7 @@ async function quit(c: Redis): Promise<void> {
   await c.quit().catch(() => c.disconnect());
 }
 
-function jobIdOf(job: Job): string {
+function jobIdOf(job: WorkerJob): string {
   const id = job.id ?? '';
   if (!JOB_ID_PATTERN.test(id)) {
     throw new PartscanError('QUEUE', `Job id "${id.slice(0, 60)}" is not a plain name.`, { remedy: 'use job ids of letters, digits, ".", "-" and "_"' });
@@ -197,7 +197,19 @@ function jobIdOf(job: Job): string {
   return id;
 }
 
-async function runScoreJob(job: Job, cache: ModelCache, roots: string[] | undefined): Promise<ScoreJobRecord> {
+/** The job the worker takes, as far as processing it needs. */
+export type WorkerJob = Pick<Job, 'id' | 'name' | 'data' | 'updateProgress'>;
+
+/**
+ * Runs one job as a worker does (validation, path resolution and roots, then the score or fit),
+ * without the queue around it: the worker's processor, and the payload fuzz test. Throws what the job
+ * fails with (typed errors for everything a payload can cause).
+ */
+export async function processJob(job: WorkerJob, cache: ModelCache, roots: string[] | undefined): Promise<ScoreJobRecord | FitJobResult> {
+  return job.name === JOB_FIT ? runFitJob(job, roots) : runScoreJob(job, cache, roots);
+}
+
+async function runScoreJob(job: WorkerJob, cache: ModelCache, roots: string[] | undefined): Promise<ScoreJobRecord> {
   if (job.name !== JOB_SCORE) {
     throw new PartscanError('QUEUE', `Job ${job.id} has unknown name "${String(job.name).slice(0, 40)}".`, { remedy: `enqueue "${JOB_SCORE}" or "${JOB_FIT}" jobs` });
   }
@@ -245,7 +257,7 @@ async function runScoreJob(job: Job, cache: ModelCache, roots: string[] | undefi
   return record;
 }
 
-async function runFitJob(job: Job, roots: string[] | undefined): Promise<FitJobResult> {
+async function runFitJob(job: WorkerJob, roots: string[] | undefined): Promise<FitJobResult> {
   const jobId = jobIdOf(job);
   const data = parseJob(fitJobSchema, job.data, jobId);
   const o = data.options;

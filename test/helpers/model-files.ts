@@ -29,7 +29,14 @@ export async function writeRawModel(
   file: string,
   header: Record<string, unknown>,
   sections: { name: string; data: SectionData; shape: number[] }[],
-  opts: { phantoms?: PhantomSection[]; size?: number; headerLength?: number; headerText?: string } = {},
+  opts: {
+    phantoms?: PhantomSection[];
+    size?: number;
+    headerLength?: number;
+    headerText?: string;
+    /** Changes the table as written into the header (the real sections stay where they are). */
+    mutateTable?: (table: Record<string, unknown>[]) => void;
+  } = {},
 ): Promise<void> {
   const bytesOf = (d: SectionData) => new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
   const dtype = (d: SectionData) => (d instanceof Float32Array ? 'float32' : d instanceof Float64Array ? 'float64' : d instanceof Int32Array ? 'int32' : 'uint8');
@@ -42,7 +49,9 @@ export async function writeRawModel(
       t.offset = offset;
       offset = align(offset + t.byteLength);
     }
-    const next = opts.headerText ?? JSON.stringify({ ...header, sections: [...table, ...phantoms] });
+    const shown: Record<string, unknown>[] = structuredClone([...table, ...phantoms]);
+    opts.mutateTable?.(shown);
+    const next = opts.headerText ?? JSON.stringify({ ...header, sections: shown });
     if (next === text) break;
     text = next;
   }
