@@ -8,44 +8,17 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, promises as fs, watch } from 'node:fs';
-import os from 'node:os';
+import { promises as fs, watch } from 'node:fs';
 import path from 'node:path';
-import { fit } from '../src/model/fit.js';
-import { listImages } from '../src/data/loaders.js';
 import { scoreOnQueue } from '../src/queue/producer.js';
-import { BOTTLE, REF_WEIGHTS, REPO } from './helpers/shared.js';
+import { REF_WEIGHTS, REPO } from './helpers/shared.js';
+import { useCliFixture } from './helpers/cli-fixture.js';
 import { alive, childrenOf, listAll, within } from './helpers/processes.js';
 import { startRedis, type TestRedis } from './helpers/redis.js';
 
 const BIN = path.join(REPO, 'bin', 'partscan.js');
 const ENV = { ...process.env, PARTSCAN_HUGE_PAGES: '1', PARTSCAN_NO_PROGRESS: '1', GLIBC_TUNABLES: '' };
-let tmp: string;
-let train: string;
-let bigTrain: string;
-let modelFile: string;
-let images: string[];
-
-beforeAll(async () => {
-  if (!existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) throw new Error('the compiled CLI is missing: run `npm run build` first');
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-orphans-'));
-  const all = await listImages(path.join(BOTTLE, 'train', 'good'));
-  train = path.join(tmp, 'train');
-  bigTrain = path.join(tmp, 'big-train');
-  await fs.mkdir(train);
-  await fs.mkdir(bigTrain);
-  for (const f of all.slice(0, 16)) await fs.symlink(f, path.join(train, path.basename(f)));
-  for (const f of all.slice(0, 120)) await fs.symlink(f, path.join(bigTrain, path.basename(f)));
-  const model = await fit(all.slice(0, 6), { backbone: { backbone: 'resnet50', weights: REF_WEIGHTS }, channels: 16, imageSize: 64, calibration: all.slice(6, 8), contaminationCheck: false });
-  modelFile = path.join(tmp, 'm.partscan');
-  await model.save(modelFile);
-  await model.dispose();
-  images = (await listImages(path.join(BOTTLE, 'test', 'good'))).slice(0, 20);
-}, 180_000);
-
-afterAll(async () => {
-  if (tmp) await fs.rm(tmp, { recursive: true, force: true });
-});
+const fx = useCliFixture('partscan-orphans-');
 
 interface Launched {
   proc: ChildProcess;
@@ -97,9 +70,9 @@ async function killParent(l: Launched): Promise<number[]> {
 
 describe('SIGKILL to the launcher (parent pid only) leaves no process and no output within 3 s', () => {
   it('fit, mid-computation', async () => {
-    const dir = path.join(tmp, 'fit-compute');
+    const dir = path.join(fx.tmp, 'fit-compute');
     await fs.mkdir(dir);
-    const l = launch(['fit', bigTrain, '--out', path.join(dir, 'model.partscan'), '--weights', REF_WEIGHTS, '--image-size', '224', '--channels', '100']);
+    const l = launch(['fit', fx.bigTrain, '--out', path.join(dir, 'model.partscan'), '--weights', REF_WEIGHTS, '--image-size', '224', '--channels', '100']);
     await within(20_000, () => childrenOf(l.proc.pid!).length > 0);
     await new Promise((r) => setTimeout(r, 3000));
     await killParent(l);
@@ -110,19 +83,19 @@ describe('SIGKILL to the launcher (parent pid only) leaves no process and no out
   }, 120_000);
 
   it('fit, while the model file is being written', async () => {
-    const dir = path.join(tmp, 'fit-write');
+    const dir = path.join(fx.tmp, 'fit-write');
     await fs.mkdir(dir);
-    const l = launch(['fit', train, '--out', path.join(dir, 'model.partscan'), '--weights', REF_WEIGHTS, '--image-size', '64', '--channels', '16']);
+    const l = launch(['fit', fx.train, '--out', path.join(dir, 'model.partscan'), '--weights', REF_WEIGHTS, '--image-size', '64', '--channels', '16']);
     expect(await appears(dir, (n) => n.endsWith('.tmp'), 90_000)).toBe('file');
     await killParent(l);
     expect(listAll(dir)).toEqual([]);
   }, 120_000);
 
   it('score, as the run folder fills', async () => {
-    const parent = path.join(tmp, 'score');
+    const parent = path.join(fx.tmp, 'score');
     await fs.mkdir(parent);
     const out = path.join(parent, 'run');
-    const l = launch(['score', modelFile, ...images, '--out', out, '--batch-size', '1']);
+    const l = launch(['score', fx.modelFile, ...fx.images, '--out', out, '--batch-size', '1']);
     expect(await appears(parent, (n) => n === 'run', 90_000)).toBe('file');
     await within(60_000, () => listAll(out).some((n) => n.endsWith('.png')));
     await killParent(l);
@@ -141,12 +114,12 @@ describe('SIGKILL to the launcher (parent pid only) leaves no process and no out
     });
 
     it('ends and takes no further job', async () => {
-      const run = path.join(tmp, 'queue-run');
+      const run = path.join(fx.tmp, 'queue-run');
       const queue = 'orphans';
       const l = launch(['worker', '--redis', redis.url, '--queue', queue, '--concurrency', '1', '--threads', '1', '--verbose']);
       await within(60_000, () => l.stderr().includes('on queue'));
-      const inputs = Array.from({ length: 40 }, (_, i) => images[i % images.length]!);
-      const producer = scoreOnQueue(modelFile, inputs, run, { redis: redis.url, queue, idleTimeoutMs: 6000 }).then(
+      const inputs = Array.from({ length: 40 }, (_, i) => fx.images[i % fx.images.length]!);
+      const producer = scoreOnQueue(fx.modelFile, inputs, run, { redis: redis.url, queue, idleTimeoutMs: 6000 }).then(
         () => 'finished',
         (e: Error) => e.message,
       );
@@ -169,7 +142,7 @@ describe('the launcher ends as its child ended', () => {
   }
 
   it('a typed error in the child: exit 2 from the launcher', async () => {
-    const r = await exitOf(['info', path.join(tmp, 'missing.partscan')]);
+    const r = await exitOf(['info', path.join(fx.tmp, 'missing.partscan')]);
     expect(r.children, 'no relaunch happened').toBeGreaterThan(0);
     expect(r.signal).toBeNull();
     expect(r.code, r.stderr).toBe(2);
@@ -177,9 +150,9 @@ describe('the launcher ends as its child ended', () => {
   });
 
   it('a partial run in the child: exit 3 from the launcher', async () => {
-    const bad = path.join(tmp, 'not-an-image.png');
+    const bad = path.join(fx.tmp, 'not-an-image.png');
     await fs.writeFile(bad, 'not a png');
-    const r = await exitOf(['score', modelFile, images[0]!, bad, '--out', path.join(tmp, 'partial-run')]);
+    const r = await exitOf(['score', fx.modelFile, fx.images[0]!, bad, '--out', path.join(fx.tmp, 'partial-run')]);
     expect(r.children).toBeGreaterThan(0);
     expect(r.code, r.stderr).toBe(3);
   }, 120_000);

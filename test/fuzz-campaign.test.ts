@@ -25,7 +25,7 @@ import sharp from 'sharp';
 import { fit } from '../src/model/fit.js';
 import { Model } from '../src/model/model.js';
 import { isPartscanError } from '../src/errors.js';
-import { readModelFile, type SectionData } from '../src/model/model-file.js';
+import type { SectionData } from '../src/model/model-file.js';
 import { loadBackbone } from '../src/backbone/registry.js';
 import { OrtBackbone } from '../src/backbone/ort-backbone.js';
 import type { Backbone } from '../src/backbone/types.js';
@@ -38,7 +38,7 @@ import { readRecord, recordKey, signRecord } from '../src/queue/records.js';
 import { RECORDS_DIR } from '../src/queue/jobs.js';
 import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
-import { writeRawModel } from './helpers/model-files.js';
+import { splitModelFile, writeRawModel } from './helpers/model-files.js';
 import { listAll } from './helpers/processes.js';
 
 /** The campaign's seed: fixed, so each CI run tries the same cases. */
@@ -108,10 +108,7 @@ beforeAll(async () => {
   await model.save(modelFile, { embedBackbone: false });
   await model.dispose();
   sha = await fileSha256(modelFile);
-  const contents = await readModelFile(modelFile);
-  const { sections: table, ...rest } = contents.header;
-  header = rest;
-  sections = table.map((t) => ({ name: t.name, data: contents.sections.get(t.name)!, shape: [...t.shape] }));
+  ({ header, sections } = await splitModelFile(modelFile));
   const backbone = await loadBackbone(spec);
   shared = { identity: backbone.identity, onnx: backbone.onnx, inputName: backbone.inputName, extract: (x) => backbone.extract(x), dispose: async () => undefined };
 }, 300_000);

@@ -19,6 +19,7 @@ import { normalizeScore } from '../src/postprocess/normalize.js';
 import { imageNormalization, verdict } from '../src/postprocess/thresholds.js';
 import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
+import { splitModelFile } from './helpers/model-files.js';
 import { runCli } from '../src/cli/cli.js';
 
 /** Fuzz iterations (each writes, loads and, when accepted, scores a model); PARTSCAN_FUZZ_RUNS raises it for a longer hunt. */
@@ -54,10 +55,7 @@ beforeAll(async () => {
   await model.save(embeddedFile);
   reference = (await model.score(image)).imageScore;
   await model.dispose();
-  const contents = await readModelFile(validFile);
-  const { sections: table, ...rest } = contents.header;
-  header = rest;
-  sections = table.map((t) => ({ name: t.name, data: contents.sections.get(t.name)!, shape: [...t.shape] }));
+  ({ header, sections } = await splitModelFile(validFile));
   // One backbone for every load: its dispose is a no-op so each model's dispose leaves it usable.
   const backbone = await loadBackbone(spec);
   shared = { identity: backbone.identity, onnx: backbone.onnx, inputName: backbone.inputName, extract: (x) => backbone.extract(x), dispose: async () => undefined };

@@ -18,7 +18,7 @@ import { checkReadBudget, MODEL_FILE_LIMITS } from '../src/model/model-file-limi
 import { listImages } from '../src/data/loaders.js';
 import { runCli } from '../src/cli/cli.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
-import { writeRawModel, type PhantomSection } from './helpers/model-files.js';
+import { splitModelFile, writeRawModel, type PhantomSection } from './helpers/model-files.js';
 
 const image = path.join(BOTTLE, 'test', 'broken_large', '000.png');
 let tmp: string;
@@ -43,10 +43,7 @@ beforeAll(async () => {
   await model.save(file);
   reference = (await model.score(image)).imageScore;
   await model.dispose();
-  const contents = await readModelFile(file);
-  const { sections: table, ...rest } = contents.header;
-  header = rest;
-  sections = table.map((t) => ({ name: t.name, data: contents.sections.get(t.name)!, shape: [...t.shape] }));
+  ({ header, sections } = await splitModelFile(file));
 }, 180_000);
 
 afterAll(async () => {

@@ -5,7 +5,14 @@
  */
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR, MODEL_MAGIC, type SectionData } from '../../src/model/model-file.js';
+import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR, MODEL_MAGIC, readModelFile, type SectionData } from '../../src/model/model-file.js';
+
+/** A model file's header (without its section table) and its sections, ready for writeModelFile / writeRawModel. */
+export async function splitModelFile(file: string): Promise<{ header: Record<string, unknown>; sections: { name: string; data: SectionData; shape: number[] }[] }> {
+  const contents = await readModelFile(file);
+  const { sections: table, ...header } = contents.header;
+  return { header, sections: table.map((t) => ({ name: t.name, data: contents.sections.get(t.name)!, shape: [...t.shape] })) };
+}
 
 /** A table entry written as given (its bytes are not written: a sparse hole, or whatever lies there). */
 export interface PhantomSection {
