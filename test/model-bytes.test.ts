@@ -23,7 +23,7 @@ import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 
 /**
  * sha256 of the model file per ISA signature (see isaSignature). Recorded on an AMD EPYC (AVX-512,
- * no AMX) for format 1.3; the older AMX record went with format 1.2.
+ * no AMX) for format 1.4; the older AMX record went with format 1.2.
  */
 const GOLDEN: Record<string, string> = {
   'avx2 avx512f avx512_vnni avx_vnni': 'a3fa1aaebdc0e0561c308f9edca50687f2bc7d2b6b9fec64cfad6827bbaf0a15',

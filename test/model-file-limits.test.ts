@@ -183,7 +183,7 @@ describe('hostile model files', () => {
     const file = next();
     await writeModelFile(file, header, secs);
     expectRefused(await attempt(file), 'MODEL_CHECKSUM', /embedded backbone graph has sha256/);
-    // A format 1.2 file records no graph hash: it loads as before.
+    // A file older than format 1.4 records no graph hash: it loads as before.
     const old = clone(header) as Record<string, Record<string, unknown>>;
     delete old.backbone!.graphSha256;
     const file2 = next();

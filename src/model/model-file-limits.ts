@@ -46,9 +46,6 @@ export const MODEL_FILE_LIMITS = {
  */
 export const VERIFIED_BEFORE_ALLOCATION: readonly string[] = ['backbone.onnx'];
 
-/** The sections partscan knows (others are skipped unread: later versions may add some). */
-export const KNOWN_SECTIONS: readonly string[] = ['channels', 'mean', 'invCov', 'm2', 'samples', 'roi', 'backbone.onnx'];
-
 function limitError(file: string, what: string): PartscanError {
   return new PartscanError('MODEL_FORMAT', `${file} is not a valid partscan model: ${what}.`, {
     file,
@@ -140,7 +137,7 @@ export function checkHeaderSizes(h: HeaderSizes, file: string): void {
 
 /**
  * Checks an embedded backbone graph against the header: its sha256 must be the header's
- * `backbone.graphSha256` (format 1.3; older files do not record it). A graph swapped in from another
+ * `backbone.graphSha256` (format 1.4; older files do not record it). A graph swapped in from another
  * file, with the section table's checksum made to match, is refused before ONNX Runtime sees it.
  */
 export function checkEmbeddedGraph(backbone: { graphSha256?: string }, graph: Uint8Array, file: string): void {

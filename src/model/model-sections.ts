@@ -7,11 +7,22 @@ import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
 import { readModelFile, type ModelFileContents, type SectionData } from './model-file.js';
 import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
-import { checkEmbeddedGraph, checkHeaderSizes, KNOWN_SECTIONS } from './model-file-limits.js';
+import { checkEmbeddedGraph, checkHeaderSizes } from './model-file-limits.js';
 import type { ModelHeader } from './header.js';
+import type { PositionStandardization } from '../postprocess/standardize.js';
+import { CALIBRATION_SECTIONS } from './calibration-pool.js';
 
 /** Sections that only `fit --resume` needs. */
 export const RESUME_SECTIONS: readonly string[] = ['m2', 'samples'];
+
+/** The per-position standardisation of the image score, float32 [2, P]: centres, then spreads (format ≥ 1.3). */
+export const STANDARDIZE_SECTION = 'imageScore.standardize';
+
+/** Sections read only when asked for (resume statistics, the calibration pool): scoring never needs them. */
+export const LAZY_SECTIONS: readonly string[] = [...RESUME_SECTIONS, ...Object.values(CALIBRATION_SECTIONS)];
+
+/** The sections partscan knows; others are skipped unread (later versions may add some). */
+export const KNOWN_SECTIONS: readonly string[] = ['channels', 'mean', 'invCov', 'roi', 'backbone.onnx', STANDARDIZE_SECTION, ...LAZY_SECTIONS];
 
 function sectionSizeError(file: string): PartscanError {
   return new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
@@ -39,24 +50,26 @@ export interface ModelParts {
   m2?: Float32Array;
   samples?: Float32Array;
   roi?: Uint8Array;
+  standardization?: PositionStandardization;
 }
 
 /**
- * Reads the known sections of a model file (`resumeStatistics`: the statistics for resuming too; unknown
- * sections are skipped unread) after one schema has checked every header field, and the section shapes
- * against grid and d, and the caps of model-file-limits.ts the sizes: nothing is allocated that the
- * header does not justify. Then the section contents the header cannot describe are checked.
+ * Reads the known sections of a model file that `read` accepts (unknown sections are skipped unread;
+ * the backbone graph is read only when the header says it is embedded) after one schema has checked
+ * every header field, and the section shapes against grid and d, and the caps of model-file-limits.ts
+ * the sizes: nothing is allocated that the header does not justify. Then the section contents the
+ * header cannot describe are checked.
  */
 export async function readCheckedModelFile(
   file: string,
-  opts: { verify?: boolean; resumeStatistics?: boolean },
+  opts: { verify?: boolean; read: (name: string) => boolean },
 ): Promise<{ contents: ModelFileContents; header: ParsedModelHeader }> {
   let header: ParsedModelHeader | undefined;
   const contents = await readModelFile(file, {
     ...(opts.verify === undefined ? {} : { verify: opts.verify }),
     // Called after `check`: the graph is read only when the header says it is the model's backbone.
     sections: (name: string) =>
-      KNOWN_SECTIONS.includes(name) && (opts.resumeStatistics === true || !RESUME_SECTIONS.includes(name)) && (name !== 'backbone.onnx' || header?.backbone.embedded === true),
+      KNOWN_SECTIONS.includes(name) && opts.read(name) && (name !== 'backbone.onnx' || header?.backbone.embedded === true),
     check: (raw) => {
       header = parseModelHeader(raw, file);
       checkHeaderSizes(header, file);
@@ -76,8 +89,9 @@ export async function readCheckedModelFile(
 export async function readModelParts(
   file: string,
   opts: { verify?: boolean; resumeStatistics?: boolean },
-): Promise<{ parts: ModelParts; sections: Map<string, SectionData>; kept: { name: string; sha256: string } | undefined }> {
-  const checked = await readCheckedModelFile(file, opts);
+): Promise<{ parts: ModelParts; sections: Map<string, SectionData>; kept: { name: string; sha256: string } | undefined; lazy: Map<string, string> }> {
+  const lazySkipped = (name: string): boolean => LAZY_SECTIONS.includes(name) && !(opts.resumeStatistics && RESUME_SECTIONS.includes(name));
+  const checked = await readCheckedModelFile(file, { ...(opts.verify === undefined ? {} : { verify: opts.verify }), read: (name) => !lazySkipped(name) });
   const contents = checked.contents;
   const header = checked.header as unknown as ModelHeader;
   const need = (name: string): SectionData => {
@@ -95,6 +109,11 @@ export async function readModelParts(
   };
   const roi = contents.sections.get('roi');
   if (roi) parts.roi = roi as Uint8Array;
+  const std = contents.sections.get(STANDARDIZE_SECTION) as Float32Array | undefined;
+  if (std) {
+    const P = header.embedding.gridH * header.embedding.gridW;
+    parts.standardization = { centre: std.subarray(0, P), spread: std.subarray(P, 2 * P) };
+  }
   const P = header.embedding.gridH * header.embedding.gridW;
   const d = header.embedding.channels;
   if (parts.mean.length !== P * d || parts.invCovPacked.length !== P * packedSize(d) || parts.channelIndices.length !== d) {
@@ -102,5 +121,7 @@ export async function readModelParts(
   }
   Object.assign(parts, resumeSections(contents.sections, header, file));
   const kept = contents.header.sections.find((s) => RESUME_SECTIONS.includes(s.name));
-  return { parts, sections: contents.sections, kept };
+  // The sections left in the file, by checksum: a later read checks that the file is still the one loaded.
+  const lazy = new Map(contents.header.sections.filter((s) => lazySkipped(s.name)).map((s) => [s.name, s.sha256]));
+  return { parts, sections: contents.sections, kept, lazy };
 }
