@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { cli } from './helpers/cli.js';
 import { fit } from '../src/model/fit.js';
-import { leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from '../src/model/contamination.js';
+import { leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from '../src/model/out-of-sample.js';
 import { keptEmbeddingBudget } from '../src/model/kept-embeddings.js';
 import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';

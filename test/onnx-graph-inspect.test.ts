@@ -176,6 +176,13 @@ describe('ONNX graph inspection', () => {
         expect(x.largest.elements).toBeLessThan(GRAPH_LIMITS.tensorElements / 16);
         expect(x.totalElements).toBeLessThan(GRAPH_LIMITS.totalElements / 4);
       }
+      // The same ResNet exported with a fixed 1024 px input: 21× the tensors, within the budget scaled by area.
+      const m = onnx.ModelProto.decode(resnet.onnx);
+      const dims = m.graph!.input![0]!.type!.tensorType!.shape!.dim!;
+      dims[2] = { dimValue: 1024 };
+      dims[3] = { dimValue: 1024 };
+      const fixed = inspectOnnxGraph(onnx.ModelProto.encode(m).finish(), { source: 'resnet50@1024' });
+      expect(fixed.totalElements).toBeGreaterThan(GRAPH_LIMITS.totalElements);
     } finally {
       await resnet.dispose();
     }

@@ -15,7 +15,8 @@
  *   and the image side the graph declares (or {@link GRAPH_LIMITS.inspectionSize}); a tensor whose
  *   size cannot be worked out, one over {@link GRAPH_LIMITS.tensorElements} elements (size-producing
  *   operators — ConstantOfShape, Expand, Tile, Range, Resize, Pad… — included), or all tensors together
- *   over {@link GRAPH_LIMITS.totalElements} is refused; so are more than {@link GRAPH_LIMITS.nodes} nodes.
+ *   over {@link GRAPH_LIMITS.totalElements} (scaled for larger fixed inputs) is refused; so are more
+ *   than {@link GRAPH_LIMITS.nodes} nodes.
  *
  * The checks read the protobuf bytes without copying tensor data (onnx-scan.ts): milliseconds for a
  * 100 MB ResNet50.
@@ -31,7 +32,10 @@ export const GRAPH_LIMITS = {
   inspectionSize: 224,
   /** Elements of one tensor at batch 1: 64 Mi (256 MiB as float32; ResNet50's largest at 224 px is 0.8 Mi). */
   tensorElements: 2 ** 26,
-  /** Elements of all tensors together at batch 1: 256 Mi (ResNet50 at 224 px: about 12 Mi). */
+  /**
+   * Elements of all tensors together at batch 1 and 224 px: 256 Mi (ResNet50: about 25 Mi). A graph that
+   * declares a larger fixed input side gets this budget scaled by its area, up to 2 Gi.
+   */
   totalElements: 2 ** 28,
   /** Nodes in the graph. */
   nodes: 100_000,
@@ -96,6 +100,10 @@ export function inspectOnnxGraph(bytes: Uint8Array, opts: { source: string; inpu
     throw new PartscanError('ONNX_FORMAT', `${source} is not a valid ONNX model (${(e as Error).message}).`, { file: source, remedy: 'check the file; re-export the network to ONNX', cause: e });
   }
   checkStructure(model, source);
+  const size = opts.inputSize ?? GRAPH_LIMITS.inspectionSize;
+  const image = model.inputs.find((i) => !model.initializers.has(i.name));
+  const side = Math.max(image?.dims?.[2] ?? size, image?.dims?.[3] ?? size);
+  const totalBudget = Math.min(2 ** 31, GRAPH_LIMITS.totalElements * Math.max(1, (side / GRAPH_LIMITS.inspectionSize) ** 2));
   let total = 0;
   const largest = { name: '', elements: 0 };
   const budget = (n: ScannedNode, name: string, elements: number) => {
@@ -105,9 +113,9 @@ export function inspectOnnxGraph(bytes: Uint8Array, opts: { source: string; inpu
     }
     total += elements;
     if (elements > largest.elements) Object.assign(largest, { name, elements });
-    if (total > GRAPH_LIMITS.totalElements) throw refuse(source, `its tensors hold more than ${GRAPH_LIMITS.totalElements} elements together at batch 1`, REEXPORT);
+    if (total > totalBudget) throw refuse(source, `its tensors hold more than ${totalBudget} elements together at batch 1`, REEXPORT);
   };
-  inferShapes(model, opts.inputSize ?? GRAPH_LIMITS.inspectionSize, (node, outputs) => {
+  inferShapes(model, size, (node, outputs) => {
     node.outputs.forEach((name, i) => {
       if (!name) return;
       const shape = outputs[i];
