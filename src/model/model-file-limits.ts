@@ -19,6 +19,7 @@
  */
 
 import { createHash } from 'node:crypto';
+import type { promises as fs } from 'node:fs';
 import os from 'node:os';
 import { PartscanError } from '../errors.js';
 
@@ -132,6 +133,25 @@ export function checkHeaderSizes(h: HeaderSizes, file: string): void {
     if (h.embedding[side] > MODEL_FILE_LIMITS.gridSide) {
       throw limitError(file, `header field embedding.${side}: ${h.embedding[side]} exceeds the cap of ${MODEL_FILE_LIMITS.gridSide}`);
     }
+  }
+}
+
+/**
+ * Checks a section's sha256 by reading it in 16 MiB pieces, before memory is allocated for the whole
+ * (see {@link VERIFIED_BEFORE_ALLOCATION}); a mismatch is a typed 'MODEL_CHECKSUM' error. Always,
+ * whatever the reader's `verify` says: the backbone graph is run, not only read.
+ */
+export async function verifyStreaming(handle: fs.FileHandle, s: SectionExtent & { sha256: string }, file: string): Promise<void> {
+  const h = createHash('sha256');
+  const piece = new Uint8Array(Math.min(s.byteLength, 16 * 1024 * 1024));
+  for (let o = 0; o < s.byteLength; ) {
+    const { bytesRead } = await handle.read(piece, 0, Math.min(piece.length, s.byteLength - o), s.offset + o);
+    if (bytesRead <= 0) throw limitError(file, `section "${clip(s.name)}" is truncated`);
+    h.update(piece.subarray(0, bytesRead));
+    o += bytesRead;
+  }
+  if (h.digest('hex') !== s.sha256) {
+    throw new PartscanError('MODEL_CHECKSUM', `${file}: section "${clip(s.name)}" checksum mismatch (the file is corrupted).`, { file, remedy: 're-fit the model or restore it from a backup' });
   }
 }
 

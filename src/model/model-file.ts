@@ -4,7 +4,7 @@ import { PartscanError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { openRegular } from '../util/regular-file.js';
 import { sectionTableSchema } from './header-schema.js';
-import { checkHeaderLength, checkHeaderNesting, checkReadBudget, checkSectionLayout, VERIFIED_BEFORE_ALLOCATION } from './model-file-limits.js';
+import { checkHeaderLength, checkHeaderNesting, checkReadBudget, checkSectionLayout, VERIFIED_BEFORE_ALLOCATION, verifyStreaming } from './model-file-limits.js';
 
 /**
  * The `.partscan` container: one file, self-describing, checksummed.
@@ -237,37 +237,18 @@ export async function readModelFile(
         if (bytesRead <= 0) throw formatError(file, `section "${s.name}" is truncated`);
         o += bytesRead;
       }
-      if (opts.verify !== false && !VERIFIED_BEFORE_ALLOCATION.includes(s.name) && sha256(pieces(bytes)) !== s.sha256) throw checksumError(file, s.name);
+      if (opts.verify !== false && !VERIFIED_BEFORE_ALLOCATION.includes(s.name) && sha256(pieces(bytes)) !== s.sha256) {
+        throw new PartscanError('MODEL_CHECKSUM', `${file}: section "${s.name}" checksum mismatch (the file is corrupted).`, {
+          file,
+          remedy: 're-fit the model or restore it from a backup',
+        });
+      }
       sections.set(s.name, data);
     }
     return { header, version: { major, minor }, sections };
   } finally {
     await handle.close();
   }
-}
-
-function checksumError(file: string, name: string): PartscanError {
-  return new PartscanError('MODEL_CHECKSUM', `${file}: section "${name}" checksum mismatch (the file is corrupted).`, {
-    file,
-    remedy: 're-fit the model or restore it from a backup',
-  });
-}
-
-/**
- * Checks a section's sha256 by reading it in 16 MiB pieces, before memory is allocated for the whole
- * (a section whose size the header does not pin down); a mismatch is a typed 'MODEL_CHECKSUM' error.
- * Always, whatever `verify` says: the backbone graph is run, not only read.
- */
-async function verifyStreaming(handle: fs.FileHandle, s: SectionInfo, file: string): Promise<void> {
-  const h = createHash('sha256');
-  const piece = new Uint8Array(Math.min(s.byteLength, 16 * 1024 * 1024));
-  for (let o = 0; o < s.byteLength; ) {
-    const { bytesRead } = await handle.read(piece, 0, Math.min(piece.length, s.byteLength - o), s.offset + o);
-    if (bytesRead <= 0) throw formatError(file, `section "${s.name}" is truncated`);
-    h.update(piece.subarray(0, bytesRead));
-    o += bytesRead;
-  }
-  if (h.digest('hex') !== s.sha256) throw checksumError(file, s.name);
 }
 
 function allocate(dtype: SectionDtype, byteLength: number, file: string): SectionData {
