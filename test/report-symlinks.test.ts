@@ -67,6 +67,13 @@ describe('report and symlinks', () => {
     expect(html).toContain('file missing');
   });
 
+  it('a FIFO as results.json is refused (OPTIONS), not waited on', async () => {
+    const dir = path.join(tmp, 'fifo-run');
+    await fs.mkdir(dir);
+    execFileSync('mkfifo', [path.join(dir, 'results.json')]);
+    await expect(writeReport(dir)).rejects.toMatchObject({ code: 'OPTIONS', message: expect.stringMatching(/FIFO/) });
+  });
+
   it('a run folder reached through a symlink reports as before', async () => {
     const link = path.join(tmp, 'run-link');
     await fs.symlink(run, link);
