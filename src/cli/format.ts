@@ -69,6 +69,23 @@ export function errorLine(e: unknown, debug = process.env.PARTSCAN_DEBUG === '1'
   return oneLine + stack + cause;
 }
 
+/**
+ * Control characters a terminal would act on — C0 other than newline and tab (ESC starts colour,
+ * cursor and title sequences), DEL, C1 (0x9b is a one-byte CSI) — and the bidirectional overrides that
+ * reorder what is shown.
+ */
+const TERMINAL_CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Text that is safe to print: every character of {@link TERMINAL_CONTROLS} shown as a `\u00XX`
+ * escape. Model headers, file names and queue payloads are input: a backbone name holding ESC
+ * sequences must not retitle the terminal or hide a line. The escape is also JSON's, so `--json`
+ * output stays valid JSON with the same values.
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(TERMINAL_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /** Where the CLI writes; tests may capture it. */
 export interface CliIo {
   /** Writes to stdout (results). */

@@ -29,6 +29,8 @@ export interface ModelHeader {
     embedded: boolean;
     /** Name of the backbone graph's image input. */
     inputName: string;
+    /** sha256 of the embedded graph (format 1.4; only when embedded): a swapped graph is refused at load. */
+    graphSha256?: string;
   };
   /** Preprocessing recipe, identical at fit and score time. */
   preprocess: PreprocessOptions;

@@ -13,6 +13,7 @@ import { reportOptionsSchema } from '../options/schemas.js';
 import { readRunManifest, type ImageResult, type RunManifest } from '../export/results.js';
 import type { Thresholds, Verdict } from '../postprocess/thresholds.js';
 import { ensureOutputDir, writeFileAtomic } from '../util/atomic-write.js';
+import { readRegularFile } from '../util/regular-file.js';
 import { CHART_CSS, renderCharts } from './charts.js';
 import { renderControlChart } from './control-chart.js';
 import { escapeHtml } from './escape.js';
@@ -360,6 +361,16 @@ function insideRun(runDir: string, rel: string): string | null {
   return back.startsWith('..') || path.isAbsolute(back) ? null : abs;
 }
 
+/**
+ * Where an output really is, through symlinks: its real path when that lies inside the run folder's
+ * own real path, 'outside' when a symlink leads out of it (never followed), undefined when missing.
+ */
+async function realInsideRun(realRunDir: string, abs: string): Promise<string | 'outside' | undefined> {
+  const real = await fs.realpath(abs).catch(() => undefined);
+  if (real === undefined) return undefined;
+  return insideRun(realRunDir, path.relative(realRunDir, real)) === null ? 'outside' : real;
+}
+
 /** A relative URL from the report's folder to `abs`, each segment percent-encoded. */
 function relativeUrl(fromDir: string, abs: string): string {
   return path.relative(fromDir, abs).split(path.sep).map(encodeURIComponent).join('/');
@@ -369,7 +380,8 @@ function relativeUrl(fromDir: string, abs: string): string {
  * Reads `runDir/results.json`, writes the QA report (default `runDir/report.html`) atomically and
  * returns its path. Images listed in each result's `outputs` are inlined as data: URIs while their
  * files total at most `inlineBudgetBytes`, else linked relatively; a missing file, a path leaving the
- * run folder or a format browsers cannot show is displayed as a placeholder saying so.
+ * run folder (by name, or through a symlink: never followed out) or a format browsers cannot show is
+ * displayed as a placeholder saying so.
  *
  * @example
  * await scoreToRunDir(model, files, 'runs/0042');
@@ -380,6 +392,7 @@ export async function writeReport(runDir: string, opts: ReportOptions = {}): Pro
   const manifest = await readRunManifest(runDir);
   const out = path.resolve(opts.out ?? path.join(runDir, 'report.html'));
   const budget = opts.inlineBudgetBytes ?? DEFAULT_INLINE_BUDGET;
+  const realRunDir = await fs.realpath(runDir).catch(() => path.resolve(runDir));
 
   type Found = { abs: string; size: number; mime: string };
   const found: Partial<Record<ImageKind, Found | { missing: string }>>[] = [];
@@ -389,18 +402,20 @@ export async function writeReport(runDir: string, opts: ReportOptions = {}): Pro
     for (const [kind] of IMAGE_KINDS) {
       const rel = r.outputs?.[kind];
       if (rel === undefined) continue;
-      const abs = insideRun(runDir, rel);
+      const lexical = insideRun(runDir, rel);
+      const real = lexical ? await realInsideRun(realRunDir, lexical) : 'outside';
       const mime = MIME[path.extname(rel).toLowerCase()];
-      if (!abs) {
+      if (real === 'outside') {
         slots[kind] = { missing: 'path outside the run folder' };
       } else if (!mime) {
         slots[kind] = { missing: `${path.extname(rel) || 'this format'} cannot be shown in a browser` };
       } else {
-        const st = await fs.stat(abs).catch(() => undefined);
+        // The real path is what is read or linked: a symlink cannot be swapped in behind the check's back by name.
+        const st = real ? await fs.stat(real).catch(() => undefined) : undefined;
         if (!st?.isFile()) {
           slots[kind] = { missing: 'file missing' };
         } else {
-          slots[kind] = { abs, size: st.size, mime };
+          slots[kind] = { abs: real!, size: st.size, mime };
           totalBytes += st.size;
         }
       }
@@ -416,7 +431,7 @@ export async function writeReport(runDir: string, opts: ReportOptions = {}): Pro
       const slot = slots[kind];
       if (!slot) continue;
       if ('missing' in slot) resolved[kind] = slot;
-      else if (inline) resolved[kind] = { src: `data:${slot.mime};base64,${(await fs.readFile(slot.abs)).toString('base64')}` };
+      else if (inline) resolved[kind] = { src: `data:${slot.mime};base64,${(await readRegularFile(slot.abs, () => new Error('not a regular file'))).toString('base64')}` };
       else resolved[kind] = { src: relativeUrl(path.dirname(out), slot.abs) };
     }
     images.push(resolved);
