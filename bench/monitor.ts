@@ -17,7 +17,9 @@
  *   of them, the stream draws the other half) with scores resampled from the reference;
  * - exp6: the same-setup stream, then the 158 exp6 good images (a setup never fitted): images of exp6
  *   until the alarm, in file order and over `runs` permutations;
- * - brighter25: the same-setup stream, then the same images 25 % brighter (sharp modulate).
+ * - brighter25: the same-setup stream, then the same images 25 % brighter (sharp modulate);
+ * - medianCharts: the same streams through the charts older model files get (no envelope: distance
+ *   from the training median), for comparison.
  * Bottle (fit: train/good) and demo (200 good parts): test/good in file order, then the same images
  * 25 % brighter, 10 % brighter (sharp modulate; a change of about 2 % in the descriptors), and in
  * grayscale (a grayscale camera on a colour model).
@@ -105,6 +107,9 @@ async function magneticTile() {
   }
   const exp6Perms = changeDelays(model, same, exp6, runs, seed0);
   const brightPerms = changeDelays(model, same, bright, runs, seed0, true);
+  const t2 = performance.now();
+  const fa = falseAlarms(model, (run, b) => seededShuffle(same, seed0 + run * 16 + b), 9);
+  const microsecondsPerImage = ((performance.now() - t2) * 1000) / fa.images;
   const result = {
     reference: { scores: model.header.monitor!.scores.length, envelopeImages: model.header.monitor!.envelope?.z.length ?? 0 },
     fitSeconds,
@@ -115,7 +120,8 @@ async function magneticTile() {
       permutations: { runs, images: n, alarmed: permAlarms },
     },
     defectMix: { runs, defects: 6, images: n + 6, alarmed: defectAlarms },
-    falseAlarms: falseAlarms(model, (run, b) => seededShuffle(same, seed0 + run * 16 + b), 9),
+    falseAlarms: fa,
+    monitorMicrosecondsPerImage: microsecondsPerImage,
     idealFalseAlarms: idealFalseAlarms(model),
     exp6: {
       fileOrder: once(replay(model, [...same, ...exp6]), n),
@@ -125,9 +131,25 @@ async function magneticTile() {
       fileOrder: once(replay(model, [...same, ...bright]), n),
       permutations: { runs, early: brightPerms.early, missed: brightPerms.missed, ...delaySummary(brightPerms.delays) },
     },
+    medianCharts: medianCharts(model, setupBlocks(split.sameGood).map((f) => byFile.get(f)!), same, exp6, bright),
   };
   await model.dispose();
   return result;
+}
+
+/** The streams through the charts of a model file without an envelope (format 1.2). */
+function medianCharts(model: Model, blocks: MonitorInput[], same: MonitorInput[], exp6: MonitorInput[], bright: MonitorInput[]) {
+  const { envelope: _e, ...reference } = model.header.monitor!;
+  const old = { ...model.header, monitor: reference };
+  let permAlarms = 0;
+  for (let k = 0; k < runs; k++) if (replay(old, seededShuffle(same, seed0 + k)).alarm) permAlarms++;
+  const summary = (d: ReturnType<typeof changeDelays>) => ({ runs, early: d.early, missed: d.missed, ...delaySummary(d.delays) });
+  return {
+    sameSetupFileOrder: once(replay(old, blocks)),
+    sameSetupPermutations: { runs, alarmed: permAlarms },
+    exp6Permutations: summary(changeDelays(old, same, exp6, runs, seed0)),
+    brighter25Permutations: summary(changeDelays(old, same, bright, runs, seed0, true)),
+  };
 }
 
 /**

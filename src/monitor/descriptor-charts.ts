@@ -32,6 +32,13 @@ export interface DescriptorChartSettings extends EwmaSettings {
   minShift: Readonly<Record<string, number>>;
 }
 
+/** The quantity a descriptor reads: the channel means read brightness, the channel spreads contrast. */
+function descriptorFamily(feature: string): string {
+  if (feature.startsWith('mean_')) return 'brightness';
+  if (feature.startsWith('std_')) return 'contrast';
+  return feature;
+}
+
 /** Floor of descriptors without their own (custom drift models). */
 const DEFAULT_SHIFT = 0.03;
 
@@ -42,8 +49,8 @@ export class DescriptorCharts {
   readonly charts: EwmaChart[] = [];
   /** Drift-model feature index of each chart. */
   readonly indices: number[] = [];
-  /** Per chart: the earlier chart whose training values are the same (grayscale: brightness = mean_r), or -1. */
-  private readonly twinOf: number[] = [];
+  /** Per descriptor family that has given a reason: the direction it moved. */
+  private readonly said = new Map<string, number>();
   private readonly envelope: DescriptorEnvelope | undefined;
   /** Per drift feature: what its robust z is divided by (median charts). */
   private readonly zScale: number[] = [];
@@ -63,11 +70,8 @@ export class DescriptorCharts {
     if (reference?.envelope) {
       this.kind = 'envelope';
       this.envelope = new DescriptorEnvelope(reference.envelope.z, drift);
-      const column = (j: number): string => reference.envelope!.z.map((row) => row[j]).join();
-      const columns = features.map((_, j) => column(j));
       features.forEach((name, j) => {
         this.indices.push(j);
-        this.twinOf.push(columns.indexOf(columns[j]!));
         this.charts.push(new EwmaChart(name, true));
       });
       return;
@@ -80,7 +84,6 @@ export class DescriptorCharts {
       // A descriptor that never varied in training (the colour ratio of grayscale images) has no median chart.
       if (scale <= 1e-6) return;
       this.indices.push(j);
-      this.twinOf.push(-1);
       this.charts.push(new EwmaChart(name, false));
     });
   }
@@ -94,19 +97,23 @@ export class DescriptorCharts {
     this.charts.forEach((chart, c) => {
       const j = this.indices[c]!;
       const raised = obs ? this.updateEnvelope(chart, j, obs, limit) : chart.update(z[j]! / this.zScale[j]!, limit, this.s, () => this.medianMatters(j));
-      if (raised && !this.isEcho(c)) fresh.push(this.reason(chart, j, limit));
+      if (raised && !this.isEcho(j)) fresh.push(this.reason(chart, j, limit));
     });
     return fresh;
   }
 
   /**
-   * Whether chart c only repeats an earlier alarmed chart: descriptors that are copies of each other
-   * (grayscale images: brightness = mean_r = mean_g = mean_b) say it once. Envelope charts must also
-   * have the same training values, so that a colour cast on a grayscale model still says its own.
+   * Whether descriptor j's alarm only repeats one already given: descriptors of one family
+   * (brightness and the channel means, contrast and the channel spreads; copies of each other for
+   * grayscale images) that move the same way say it once. A channel that moves the other way (a colour
+   * cast) still gets its own reason.
    */
-  private isEcho(c: number): boolean {
-    const chart = this.charts[c]!;
-    return this.charts.some((o, k) => k < c && o.alarmed && o.ewma === chart.ewma && (this.kind !== 'envelope' || this.twinOf[c] === this.twinOf[k]));
+  private isEcho(j: number): boolean {
+    const f = descriptorFamily(this.drift!.features[j]!);
+    const sign = Math.sign(this.kind === 'envelope' ? this.beyondOffset(j) : this.medianShift(j));
+    if (this.said.get(f) === sign) return true;
+    if (!this.said.has(f)) this.said.set(f, sign);
+    return false;
   }
 
   /** Current EWMA of every chart, in chart order. */

@@ -58,7 +58,9 @@ export class ScoreCharts {
   push(score: number, limit: number): string[] {
     slide(this.window, score, this.s.window);
     const fresh: string[] = [];
-    if (this.chart.update(normalScore(this.scores, score), limit, this.s, () => this.matters())) {
+    // The two tests say the same thing: only the first to alarm gives a reason.
+    const said = this.chart.alarmed || this.windowTestAlarmed;
+    if (this.chart.update(normalScore(this.scores, score), limit, this.s, () => this.matters()) && !said) {
       fresh.push(this.reason(`EWMA of score ranks ${this.chart.ewma.toFixed(2)} > ${limit.toFixed(2)}`));
     }
     if (!this.windowTestAlarmed && this.window.length >= Math.ceil(this.s.window / 2)) {
@@ -66,7 +68,7 @@ export class ScoreCharts {
       const p = normalUpperTail(t.z);
       if (p < this.s.alpha && this.matters()) {
         this.windowTestAlarmed = true;
-        fresh.push(this.reason(`one-sided Mann–Whitney test of the last ${this.window.length} vs the reference: p = ${p.toExponential(1)}`));
+        if (!said && !fresh.length) fresh.push(this.reason(`one-sided Mann–Whitney test of the last ${this.window.length} vs the reference: p = ${p.toExponential(1)}`));
       }
     }
     return fresh;
