@@ -45,11 +45,12 @@ function monitorOf(files: string[], m: Model = model): LineMonitor {
   return mon;
 }
 
+// The 672-image fit and ~320 scores take about 40 s on an idle 2-core machine; the limit allows for contention.
 beforeAll(async () => {
   tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-monitor-'));
   model = await fit(split.fit, monitorFitOptions());
   await scoreAll([...split.sameGood, ...split.newGood, ...defectPool]);
-});
+}, 900_000);
 
 afterAll(async () => {
   await model?.dispose();
