@@ -9,6 +9,7 @@ import type { DriftModel } from '../guards/drift.js';
 import type { Thresholds } from '../postprocess/thresholds.js';
 import type { PreprocessOptions } from '../types.js';
 import type { MonitorReference } from './monitor-reference.js';
+import type { CalibrationSummary } from './calibration-pool.js';
 
 const require = createRequire(import.meta.url);
 /** partscan's version, recorded in model files: package.json is two levels up in src/model/ and dist/model/ alike. */
@@ -95,4 +96,12 @@ export interface ModelHeader {
   drift?: DriftModel;
   /** Line monitoring's reference (format 1.2; its training-image envelope 1.3; absent in older files and uncalibrated models). */
   monitor?: MonitorReference;
+  /**
+   * The image score (format ≥ 1.3): 'standardized' = the maximum of the blurred per-position standardised
+   * distance map (section `imageScore.standardize`, postprocess/standardize.ts); 'max' = the anomaly
+   * map's maximum. Absent in older files, which score by the map's maximum.
+   */
+  imageScore?: { kind: 'standardized' | 'max' };
+  /** The calibration pool the thresholds were chosen from (format ≥ 1.3; sections `calibration.*`). */
+  calibration?: CalibrationSummary;
 }

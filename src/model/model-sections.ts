@@ -8,9 +8,17 @@ import { packedSize } from '../stats/gaussian-stats.js';
 import { readModelFile, type SectionData } from './model-file.js';
 import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
 import type { ModelHeader } from './header.js';
+import type { PositionStandardization } from '../postprocess/standardize.js';
+import { CALIBRATION_SECTIONS } from './calibration-pool.js';
 
 /** Sections that only `fit --resume` needs. */
 export const RESUME_SECTIONS: readonly string[] = ['m2', 'samples'];
+
+/** The per-position standardisation of the image score, float32 [2, P]: centres, then spreads (format ≥ 1.3). */
+export const STANDARDIZE_SECTION = 'imageScore.standardize';
+
+/** Sections read only when asked for (resume statistics, the calibration pool): scoring never needs them. */
+export const LAZY_SECTIONS: readonly string[] = [...RESUME_SECTIONS, ...Object.values(CALIBRATION_SECTIONS)];
 
 function sectionSizeError(file: string): PartscanError {
   return new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
@@ -38,6 +46,7 @@ export interface ModelParts {
   m2?: Float32Array;
   samples?: Float32Array;
   roi?: Uint8Array;
+  standardization?: PositionStandardization;
 }
 
 /**
@@ -47,10 +56,11 @@ export interface ModelParts {
 export async function readModelParts(
   file: string,
   opts: { verify?: boolean; resumeStatistics?: boolean },
-): Promise<{ parts: ModelParts; sections: Map<string, SectionData>; kept: { name: string; sha256: string } | undefined }> {
+): Promise<{ parts: ModelParts; sections: Map<string, SectionData>; kept: { name: string; sha256: string } | undefined; lazy: Map<string, string> }> {
+  const lazySkipped = (name: string): boolean => LAZY_SECTIONS.includes(name) && !(opts.resumeStatistics && RESUME_SECTIONS.includes(name));
   const contents = await readModelFile(file, {
     ...(opts.verify === undefined ? {} : { verify: opts.verify }),
-    ...(opts.resumeStatistics ? {} : { sections: (name: string) => !RESUME_SECTIONS.includes(name) }),
+    sections: (name: string) => !lazySkipped(name),
   });
   // One schema checks every field, and the section shapes against grid and d, before anything is used.
   const header = parseModelHeader(contents.header, file) as unknown as ModelHeader;
@@ -70,6 +80,11 @@ export async function readModelParts(
   };
   const roi = contents.sections.get('roi');
   if (roi) parts.roi = roi as Uint8Array;
+  const std = contents.sections.get(STANDARDIZE_SECTION) as Float32Array | undefined;
+  if (std) {
+    const P = header.embedding.gridH * header.embedding.gridW;
+    parts.standardization = { centre: std.subarray(0, P), spread: std.subarray(P, 2 * P) };
+  }
   const P = header.embedding.gridH * header.embedding.gridW;
   const d = header.embedding.channels;
   if (parts.mean.length !== P * d || parts.invCovPacked.length !== P * packedSize(d) || parts.channelIndices.length !== d) {
@@ -77,5 +92,7 @@ export async function readModelParts(
   }
   Object.assign(parts, resumeSections(contents.sections, header, file));
   const kept = contents.header.sections.find((s) => RESUME_SECTIONS.includes(s.name));
-  return { parts, sections: contents.sections, kept };
+  // The sections left in the file, by checksum: a later read checks that the file is still the one loaded.
+  const lazy = new Map(contents.header.sections.filter((s) => lazySkipped(s.name)).map((s) => [s.name, s.sha256]));
+  return { parts, sections: contents.sections, kept, lazy };
 }
