@@ -65,7 +65,7 @@ describe('the magnetic-tile setup split', () => {
   });
 });
 
-describe('monitoring reference in the model file (format 1.3)', () => {
+describe('monitoring reference in the model file (format 1.4)', () => {
   it('stores out-of-sample good scores, drift z spreads and the envelope of the training images, and reads them back', async () => {
     const ref = model.header.monitor!;
     expect(ref).toBeDefined();
@@ -79,7 +79,7 @@ describe('monitoring reference in the model file (format 1.3)', () => {
     await model.save(file);
     const loaded = await Model.load(file);
     expect(loaded.header.formatVersion).toEqual([1, MODEL_FORMAT_MINOR]);
-    expect(MODEL_FORMAT_MINOR).toBe(3);
+    expect(MODEL_FORMAT_MINOR).toBe(4);
     expect(parseMonitorReference(loaded.header.monitor)).toEqual(parseMonitorReference(ref));
     await loaded.dispose();
   });

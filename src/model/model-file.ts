@@ -23,7 +23,7 @@ export const MODEL_MAGIC = 'PARTSCAN';
 /** Current container major version: readers refuse other majors. */
 export const MODEL_FORMAT_MAJOR = 1;
 /** Current container minor version: additive changes only. */
-export const MODEL_FORMAT_MINOR = 3;
+export const MODEL_FORMAT_MINOR = 4;
 
 const PREAMBLE = 48;
 const ALIGN = 64;

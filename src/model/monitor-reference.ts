@@ -1,6 +1,6 @@
 /**
  * What line monitoring needs to know about the fit (model format 1.2, header field `monitor`): the
- * image scores good parts get out of sample, how widely good images' drift z vary, and (format 1.3)
+ * image scores good parts get out of sample, how widely good images' drift z vary, and (format 1.4)
  * the training images' drift z themselves, the envelope a stream is compared with. A monitor compares
  * a stream of production scores with these (see src/monitor/). Plain JSON, validated on read.
  */
@@ -37,7 +37,7 @@ export interface MonitorReference {
    */
   driftZScale?: number[];
   /**
-   * The training images' drift z (format 1.3): one row per image, in the drift model's feature order,
+   * The training images' drift z (format 1.4): one row per image, in the drift model's feature order,
    * at most {@link ENVELOPE_MAX_IMAGES} (evenly spaced in fit order beyond that), 6 significant digits.
    * The monitor's envelope charts ask whether a stream lies among these images, wherever in a varied
    * training set (setups, lots) it comes from. Absent in older files and without a drift model.

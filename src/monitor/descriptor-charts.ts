@@ -2,7 +2,7 @@
  * The drift-descriptor charts of a line monitor, one EWMA chart per descriptor (brightness, contrast,
  * per-channel means and spreads, colour ratio, sharpness), in one of two kinds:
  *
- * - **envelope** (models of format ≥ 1.3): one-sided charts of the share of images that lie beyond
+ * - **envelope** (models of format ≥ 1.4): one-sided charts of the share of images that lie beyond
  *   the training images' envelope ({@link DescriptorEnvelope}). Each image contributes
  *   (beyond − p)/√(a(1−a)), with p the training images' own share beyond (≈ a =
  *   {@link ENVELOPE_TAIL}): mean 0 and variance ≤ 1 for good images of any fitted sub-population,

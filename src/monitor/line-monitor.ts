@@ -8,7 +8,7 @@
  * - image-score charts ({@link ScoreCharts}): a one-sided rank-based EWMA of the scores against the
  *   out-of-sample good scores, and a one-sided Mann–Whitney test of the last `window` scores;
  * - one chart per drift descriptor ({@link DescriptorCharts}): the share of images beyond the training
- *   images' envelope (format ≥ 1.3; a stream from any fitted setup, lot or shift stays inside), or, for
+ *   images' envelope (format ≥ 1.4; a stream from any fitted setup, lot or shift stays inside), or, for
  *   older files, the robust z against the training median.
  * Every chart alarms only when its change is also large in absolute terms (`minShift`, `minNgRise`),
  * and each observation is clipped before it enters an EWMA, so a few percent of real defects do not
@@ -148,7 +148,7 @@ export interface RunMonitor {
   /** Whether the model had a score reference (format ≥ 1.2); without it only the drift charts run. */
   reference: boolean;
   /**
-   * The descriptor charts: 'envelope' (format ≥ 1.3: one-sided, share of images beyond the training
+   * The descriptor charts: 'envelope' (format ≥ 1.4: one-sided, share of images beyond the training
    * images), 'median' (older files: two-sided, robust z against the training median) or 'none'.
    */
   descriptorCharts: DescriptorChartKind;

@@ -80,9 +80,9 @@ export function medianReason(r: { feature: string; transform: 'log' | 'linear'; 
   return `${r.feature} ${change(r.delta, r.transform)} over the last ${r.images} images vs training — ${descriptorHint(r.feature)} (${r.how})`;
 }
 
-/** Note for models without an envelope (format < 1.3). */
+/** Note for models without an envelope (format < 1.4). */
 export const NO_ENVELOPE_NOTE =
-  'The model file has no envelope of its training images (written before model format 1.3): the drift charts compare each image with the median of all training images, so a stream from one part of a varied training set (one setup, lot or shift) can raise an alarm. Re-fit with this partscan version to monitor against the fitted envelope.';
+  'The model file has no envelope of its training images (written before model format 1.4): the drift charts compare each image with the median of all training images, so a stream from one part of a varied training set (one setup, lot or shift) can raise an alarm. Re-fit with this partscan version to monitor against the fitted envelope.';
 /** Note for models without a score reference (format < 1.2, or no out-of-sample scores). */
 export const NO_REFERENCE_NOTE =
   'The model has no monitoring reference (model format < 1.2 or no out-of-sample scores): image scores are not monitored, only drift descriptors. Re-fit with this partscan version to monitor scores.';
