@@ -189,7 +189,8 @@ describe('runs and report', () => {
 
   it('a model without a calibration reference (format 1.1) still loads; the monitor says so and watches drift only', async () => {
     const file = path.join(tmp, 'old.partscan');
-    const { monitor: _m, ...header } = model.header;
+    // A format 1.1 header: no monitoring reference, nor the later image-score and calibration-pool fields.
+    const { monitor: _m, imageScore: _i, calibration: _c, ...header } = model.header;
     const old = Model.fromParts({ header: { ...header, formatVersion: [1, 1] }, channelIndices: model.channelIndices, mean: model.mean, invCovPacked: model.invCovPacked }, await model.getBackbone());
     await old.save(file, { resumable: false });
     const loaded = await Model.load(file);
