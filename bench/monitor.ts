@@ -4,9 +4,10 @@
  * capture-setup split of test/helpers/magnetic-tile-setups.ts), MVTec bottle and the synthetic demo
  * parts. Every image is scored once; production orders are replays. Prints one JSON object.
  *
- *   node --import tsx bench/monitor.ts [--runs 100] [--seed 1] [--cache DIR]
+ *   node --import tsx bench/monitor.ts [--runs 100] [--seed 1] [--cache DIR] [--options JSON]
  *
- * `--cache DIR` keeps the fitted models there and reuses them (fit times are then not measured).
+ * `--cache DIR` keeps the fitted models there and reuses them (fit times are then not measured);
+ * `--options '{"lambda":0.075}'` runs every monitor with other settings (LineMonitorOptions).
  *
  * Magnetic tile (fit: train/good of setups exp1–5):
  * - sameSetup: the 121 held-out good images of exp1–5 in file order (setup blocks), in reverse block
@@ -32,15 +33,22 @@ import { parseArgs } from 'node:util';
 import { generateSyntheticParts } from '../src/data/synthetic.js';
 import { fit } from '../src/model/fit.js';
 import { Model, type ScoreResult } from '../src/model/model.js';
-import { LineMonitor, type MonitorInput } from '../src/monitor/line-monitor.js';
+import { LineMonitor, type LineMonitorOptions, type MonitorInput } from '../src/monitor/line-monitor.js';
 import { createSeededRng } from '../src/util/prng.js';
 import { magneticTileSetups, monitorFitOptions, seededShuffle, setupBlocks } from '../test/helpers/magnetic-tile-setups.js';
-import { brighter, changeDelays, delaySummary, grayscale, replay, scoreOnce } from '../test/helpers/monitor-streams.js';
+import { brighter, changeDelays as changeDelaysWith, delaySummary, grayscale, replay as replayWith, scoreOnce } from '../test/helpers/monitor-streams.js';
 import { BOTTLE } from '../test/helpers/shared.js';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '100' }, seed: { type: 'string', default: '1' }, cache: { type: 'string' } } });
+const { values } = parseArgs({
+  options: { runs: { type: 'string', default: '100' }, seed: { type: 'string', default: '1' }, cache: { type: 'string' }, options: { type: 'string', default: '{}' } },
+});
 const runs = Number(values.runs);
 const seed0 = Number(values.seed);
+const settings = JSON.parse(values.options) as LineMonitorOptions;
+/** Every replay of this bench, with the settings under test. */
+const replay = (model: Parameters<typeof replayWith>[0], stream: readonly MonitorInput[]) => replayWith(model, stream, settings);
+const changeDelays = (model: Parameters<typeof replayWith>[0], before: MonitorInput[], after: MonitorInput[], sameOrder = false) =>
+  changeDelaysWith(model, before, after, runs, seed0, sameOrder, settings);
 
 /** Fits (or loads from the cache) a model on `files`; seconds spent fitting, null when loaded. */
 async function fitted(name: string, files: string[]): Promise<{ model: Model; fitSeconds: number | null }> {
@@ -64,7 +72,7 @@ function falseAlarms(model: Model | Model['header'], stream: (run: number, block
   let images = 0;
   const byChart: Record<string, number> = {};
   for (let run = 0; run < runs; run++) {
-    let m = new LineMonitor(model);
+    let m = new LineMonitor(model, settings);
     for (let b = 0; b < blocks; b++) {
       for (const r of stream(run, b)) {
         m.push(r);
@@ -73,7 +81,7 @@ function falseAlarms(model: Model | Model['header'], stream: (run: number, block
         alarms++;
         const k = firstReasonKind(m.result());
         byChart[k] = (byChart[k] ?? 0) + 1;
-        m = new LineMonitor(model);
+        m = new LineMonitor(model, settings);
       }
     }
   }
@@ -105,8 +113,8 @@ async function magneticTile() {
     const mixed = [...same, ...seededShuffle(defects, seed0 + k).slice(0, 6)];
     if (replay(model, seededShuffle(mixed, seed0 + 5000 + k)).alarm) defectAlarms++;
   }
-  const exp6Perms = changeDelays(model, same, exp6, runs, seed0);
-  const brightPerms = changeDelays(model, same, bright, runs, seed0, true);
+  const exp6Perms = changeDelays(model, same, exp6);
+  const brightPerms = changeDelays(model, same, bright, true);
   const t2 = performance.now();
   const fa = falseAlarms(model, (run, b) => seededShuffle(same, seed0 + run * 16 + b), 9);
   const microsecondsPerImage = ((performance.now() - t2) * 1000) / fa.images;
@@ -147,8 +155,8 @@ function medianCharts(model: Model, blocks: MonitorInput[], same: MonitorInput[]
   return {
     sameSetupFileOrder: once(replay(old, blocks)),
     sameSetupPermutations: { runs, alarmed: permAlarms },
-    exp6Permutations: summary(changeDelays(old, same, exp6, runs, seed0)),
-    brighter25Permutations: summary(changeDelays(old, same, bright, runs, seed0, true)),
+    exp6Permutations: summary(changeDelays(old, same, exp6)),
+    brighter25Permutations: summary(changeDelays(old, same, bright, true)),
   };
 }
 
@@ -198,7 +206,7 @@ try {
   const out = {
     bench: 'monitor',
     cpu: os.cpus()[0]?.model ?? 'unknown',
-    settings: new LineMonitor({} as Model['header']).result().settings,
+    settings: new LineMonitor({} as Model['header'], settings).result().settings,
     magneticTile: await magneticTile(),
     bottle: await goodThenChanged('bottle', images(path.join(BOTTLE, 'train', 'good')), images(path.join(BOTTLE, 'test', 'good'))),
     demo: await goodThenChanged('demo', images(path.join(root, 'train', 'good')), images(path.join(root, 'test', 'good'))),

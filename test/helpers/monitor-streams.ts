@@ -60,12 +60,13 @@ export function changeDelays(
   orders: number,
   seed: number,
   sameOrder = false,
+  options?: LineMonitorOptions,
 ): ChangeDelays {
   const out: ChangeDelays = { runs: orders, early: 0, missed: 0, delays: [] };
   for (let k = 0; k < orders; k++) {
     const first = seededShuffle([...before.keys()], seed + k);
     const second = sameOrder ? first : seededShuffle([...after.keys()], seed + 10_000 + k);
-    const at = replay(model, [...first.map((i) => before[i]!), ...second.map((i) => after[i]!)]).firstAlarmAt;
+    const at = replay(model, [...first.map((i) => before[i]!), ...second.map((i) => after[i]!)], options).firstAlarmAt;
     if (at === null) out.missed++;
     else if (at < before.length) out.early++;
     else out.delays.push(at - before.length);
