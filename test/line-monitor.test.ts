@@ -69,7 +69,10 @@ describe('monitoring reference in the model file (format 1.4)', () => {
   it('stores out-of-sample good scores, drift z spreads and the envelope of the training images, and reads them back', async () => {
     const ref = model.header.monitor!;
     expect(ref).toBeDefined();
-    expect(ref.scores.length).toBeGreaterThan(500);
+    // Every fitted image scored out of sample (leave-one-out); no calibration split by default.
+    expect(ref.sources.leaveOneOut).toBeGreaterThan(600);
+    expect(ref.sources.calibration).toBe(0);
+    expect(ref.scores.length).toBe(ref.sources.leaveOneOut + ref.sources.calibration);
     // One row of drift z per training image the fit kept, one value per drift descriptor.
     expect(ref.envelope!.z).toHaveLength(model.header.gaussian.images);
     expect(ref.envelope!.z.every((row) => row.length === model.header.drift!.features.length)).toBe(true);

@@ -19,6 +19,7 @@ const ROOT_VALUES = [
   'LineMonitor',
   'Model',
   'PartscanError',
+  'calibrate',
   'evaluateModel',
   'exportModelOnnx',
   'fit',
@@ -37,6 +38,8 @@ const ROOT_VALUES = [
 const ROOT_TYPES = [
   'BackboneSpec',
   'BatchingScorerOptions',
+  'CalibrateOptions',
+  'CalibrationResult',
   'Dataset',
   'DemoOptions',
   'DemoResult',
