@@ -107,6 +107,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   checkThresholdOptions(
     { ...(opts.thresholdRule ? { rule: opts.thresholdRule } : {}), ...pick(opts, 'falseRejectTarget', 'reviewBand', 'band'), ...(opts.manualThresholds ? { manual: opts.manualThresholds } : {}) },
     (opts.defects?.length ?? 0) > 0,
+    'fit',
   );
   const warnings: PartscanWarning[] = [];
   const precision = validatePrecision(opts.precision);

@@ -97,9 +97,23 @@ function describeDecision(t: Thresholds): string {
     : 'binary: NG above 0.5, else OK';
 }
 
+/** Rows for what the thresholds promise (the operating point recorded at fit or calibrate). */
+function renderOperatingPoint(t: Thresholds): string {
+  const op = t.operatingPoint;
+  if (!op) return '';
+  const p = (r: number): string => `${(100 * r).toFixed(r > 0 && r < 0.01 ? 2 : 1)} %`;
+  return [
+    `<tr class="operating-point" data-target="${op.falseRejectTarget}"><th>False-reject target</th><td>${p(op.falseRejectTarget)}: estimated ${p(op.image.rate)} <span class="muted">(95 % bound ${p(op.image.upper95)}, from ${op.goodScores.used} out-of-sample good scores)</span></td></tr>`,
+    `<tr><th>Good parts showing a region</th><td>estimated ${p(op.pixel.rate)} <span class="muted">(95 % bound ${p(op.pixel.upper95)})</span></td></tr>`,
+    ...(op.escape ? [`<tr><th>Escapes on labelled defects</th><td>${p(op.escape.rate)} <span class="muted">(95 % interval ${p(op.escape.lower95)}–${p(op.escape.upper95)}, ${op.escape.defects} defects)</span></td></tr>`] : []),
+    ...(op.reviewBand ? [`<tr><th>Review band</th><td>UNCERTAIN from ${fmt(op.reviewBand.threshold)} <span class="muted">(false-reject rate ${p(op.reviewBand.falseRejectRate)})</span> to the image threshold</td></tr>`] : []),
+  ].join('\n');
+}
+
 function renderThresholds(t: Thresholds): string {
   return `<table class="kv">
 <tr><th>Image threshold</th><td>${fmt(t.image)} <span class="muted">(${escapeHtml(t.method.image)})</span></td></tr>
+${renderOperatingPoint(t)}
 <tr><th>Pixel threshold</th><td>${fmt(t.pixel)} <span class="muted">(${escapeHtml(t.method.pixel)})</span></td></tr>
 <tr><th>Image score span</th><td>${fmt(t.imageStats.min)} … ${fmt(t.imageStats.max)}</td></tr>
 <tr><th>Pixel score span</th><td>${fmt(t.pixelStats.min)} … ${fmt(t.pixelStats.max)}</td></tr>
