@@ -149,6 +149,9 @@ const entries: Array<{ entry: string; call: Call; bad: Array<[field: string, opt
     bad: [
       ['window', { window: 5 }],
       ['lambda', { lambda: 0 }],
+      ['minShift', { minShift: { brightnes: 0.1 } }],
+      ['minShift.brightness', { minShift: { brightness: -0.1 } }],
+      ['minNgRise', { minNgRise: 1 }],
     ],
   },
   {

@@ -210,11 +210,19 @@ describe('control chart (no browser)', () => {
     expect(Number(median[5]!.split(',')[1])).toBeCloseTo(circles[4]!.y, 1);
   });
 
-  it('draws the ± control limits and one series per distinct statistic', () => {
+  it('draws the ± control limits and one series per distinct statistic (a run written before the envelope charts)', () => {
     expect(ewma!.match(/class="control-limit"/g)).toHaveLength(2);
     expect(ewma!.match(/class="score-ewma"/g)).toHaveLength(1);
     expect(ewma!.match(/class="drift-ewma"/g)).toHaveLength(1);
     expect(ewma).toContain('brightness robust z');
+  });
+
+  it('draws only the upper limit when every chart is one-sided (envelope charts), and names them', () => {
+    const [, one] = renderControlChart({ ...manifestOf([]), monitor: { ...monitor, descriptorCharts: 'envelope' } } as RunManifest).split('</svg>');
+    expect(one!.match(/class="control-limit"/g)).toHaveLength(1);
+    expect(one).toContain('brightness beyond envelope');
+    const [, median] = renderControlChart({ ...manifestOf([]), monitor: { ...monitor, descriptorCharts: 'median' } } as RunManifest).split('</svg>');
+    expect(median!.match(/class="control-limit"/g)).toHaveLength(2);
   });
 });
 

@@ -96,7 +96,7 @@ export interface ModelHeader {
   };
   /** Drift model of global image statistics of the fitted images (absent for tiled models). */
   drift?: DriftModel;
-  /** Line monitoring's calibration reference (format 1.2; absent in older files and uncalibrated models). */
+  /** Line monitoring's reference (format 1.2; its training-image envelope 1.4; absent in older files and uncalibrated models). */
   monitor?: MonitorReference;
   /**
    * The image score (format ≥ 1.3): 'standardized' = the maximum of the blurred per-position standardised
