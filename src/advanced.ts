@@ -13,6 +13,7 @@
 // Fit and model internals: calibration split, tiling, contamination, model-file format.
 export { splitCalibration, trainingImages } from './model/fit.js';
 export { PARTSCAN_VERSION, DEFAULT_CHANNELS, DEFAULT_EPSILON, BLUR_SIGMA, stitchTiles } from './model/model.js';
+export type { MapBatch } from './model/types.js';
 export { readModelFile, writeModelFile, MODEL_MAGIC, MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model/model-file.js';
 export type { ModelFileContents, SectionInfo, SectionData, SectionDtype } from './model/model-file.js';
 export { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings, looTransform, outOfSampleByBackbone, outOfSampleFromEmbeddings } from './model/out-of-sample.js';
@@ -115,4 +116,13 @@ export { CONTAMINATION_Z, CONTAMINATION_GAP, CONTAMINATION_GAP_FROM_Z, logRobust
 export type { FitJobData, QueueWorkerHandle, ScoreJobData, ScoreJobRecord } from './queue/index.js';
 
 // Line-monitor defaults.
-export { DEFAULT_MONITOR_LAMBDA, DEFAULT_MONITOR_LIMIT, DEFAULT_MONITOR_CLIP, DEFAULT_MONITOR_ALPHA } from './monitor/line-monitor.js';
+export {
+  DEFAULT_MONITOR_LAMBDA,
+  DEFAULT_MONITOR_LIMIT,
+  DEFAULT_MONITOR_CLIP,
+  DEFAULT_MONITOR_ALPHA,
+  DEFAULT_MONITOR_MIN_SHIFT,
+  DEFAULT_MONITOR_MIN_NG_RISE,
+} from './monitor/line-monitor.js';
+export type { DriftFeature } from './monitor/line-monitor.js';
+export { ENVELOPE_NEIGHBOURS, ENVELOPE_TAIL, ENVELOPE_LOCAL_SHARE } from './monitor/envelope.js';

@@ -39,8 +39,8 @@ beforeAll(async () => {
   const summary = JSON.parse(r.stdout);
   expectContract('fit', summary);
   expect(summary).toMatchObject({ images: 9, channels: 30, grid: { width: 32, height: 32 } });
-  // Out-of-sample good scores behind the thresholds: the held-out images and the training images' leave-one-out scores.
-  expect(summary.calibrationImages).toBeGreaterThanOrEqual(3);
+  // Out of sample for the thresholds: the 9 fitted images (leave-one-out) and the 3 held out, less any left out as likely defects.
+  expect(summary.calibrationImages + summary.thresholds.operatingPoint.goodScores.excluded).toBe(12);
   expect(summary.thresholds.image).toBeGreaterThan(0);
 }, 180_000);
 
@@ -50,7 +50,7 @@ afterAll(async () => {
 
 describe('partscan CLI', () => {
   it('--help works for every command and --version prints the version', async () => {
-    const runs = await Promise.all(['fit', 'score', 'eval', 'report', 'info', 'demo'].map((c) => cli([c, '--help'])));
+    const runs = await Promise.all(['fit', 'score', 'eval', 'calibrate', 'report', 'info', 'demo'].map((c) => cli([c, '--help'])));
     for (const r of runs) {
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(/^Usage: partscan /);
@@ -162,7 +162,16 @@ describe('partscan CLI', () => {
     expect(v.escapeRate).toBe(v.confusion.defect.OK / 3);
     expect(v.falseRejectRate).toBe(v.confusion.good.NG / 3);
     expect(Object.keys(v.perDefect).sort()).toEqual(Object.keys(m.perDefect).sort());
+    expect(v.escapeRateCi95[0]).toBeLessThanOrEqual(v.escapeRate);
+    expect(v.escapeRateCi95[1]).toBeGreaterThanOrEqual(v.escapeRate);
+    // The operating curve measured on the test set, and the shipped threshold on it.
+    expect(m.operatingPoints.map((p: { falseRejectRate: number }) => p.falseRejectRate)).toEqual([0, 0.005, 0.01, 0.02, 0.05, 0.1]);
+    for (const p of m.operatingPoints) expect(Object.keys(p).sort()).toEqual(['escapeRate', 'falseRejectRate', 'measuredFalseRejectRate', 'threshold']);
+    expect(m.shippedOperatingPoint).toMatchObject({ threshold: expect.any(Number), targetFalseRejectRate: 0.01 });
+    expect(m.shippedOperatingPoint.falseRejectRate).toBe(v.falseRejectRate);
     const text = await cli(['eval', modelFile, path.join(tmp, 'ds')]);
+    expect(text.stdout).toMatch(/operating curve on this set/);
+    expect(text.stdout).toMatch(/^shipped \(target 1\.0%\)\s+\S+%/m);
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/at the model's threshold:\nverdicts\s+escape\s+false reject\s+uncertain/);
     expect(text.stdout).toMatch(/^broken_large\s+\S+%/m);

@@ -32,7 +32,7 @@ import { reportCommand } from './commands/report.js';
 import { scoreCommand, type ScoreFlags } from './commands/score.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE } from './exit-codes.js';
-import { errorJson, errorLine, toJson, type CliIo } from './format.js';
+import { errorJson, errorLine, terminalSafe, toJson, type CliIo } from './format.js';
 import { bandArg, intArg, listArg, rateArg, shareArg, THRESHOLD_RULE_NAMES } from './options.js';
 import { calibrateCommand, type CalibrateFlags } from './commands/calibrate.js';
 
@@ -191,7 +191,9 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
  * Runs the CLI on `argv` (as in `process.argv`: node, script, then arguments) and returns the exit
  * code instead of exiting, so it can be embedded and tested. See the module comment for conventions.
  */
-export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
+export async function runCli(argv: string[], rawIo: CliIo = defaultIo): Promise<number> {
+  // Everything printed passes one filter: header fields and paths must not drive the terminal.
+  const io: CliIo = { out: (t) => rawIo.out(terminalSafe(t)), err: (t) => rawIo.err(terminalSafe(t)) };
   let code = EXIT_OK;
   // With --json, stdout carries one JSON object whatever happens: the result, or the error.
   const json = argv.slice(2).includes('--json');

@@ -17,6 +17,7 @@ import { createSession, defaultThreads } from '../onnx/session.js';
 import { UpsampleBlurSession } from '../postprocess/upsample-blur-graph.js';
 import type { Tensor4D } from '../types.js';
 import { inlineScoringGraph, type ScoringGraphModel } from './scoring-graph.js';
+import type { MapBatch } from './types.js';
 
 /** The scoring sessions and buffers of one model, created on first use and released by {@link dispose}. */
 export class AnomalyMapper {
@@ -176,15 +177,6 @@ export class AnomalyMapper {
   }
 }
 
-/** Anomaly maps of a batch, with what the scoring path computed beside them. */
-export interface MapBatch {
-  /** One raw anomaly map per image (S×S). */
-  maps: Float32Array[];
-  /** Image scores from the per-position standardisation [N]; absent when the model has none (the score is then the map's maximum). */
-  imageScores?: Float32Array;
-  /** Squared grid distances image-major [N, P], as transformed (stepwise path only). */
-  d2?: Float32Array;
-}
 
 /** Splits N maps of `size` values laid out one after another into one array per image. */
 function perImage(flat: Float32Array, n: number, size: number): Float32Array[] {

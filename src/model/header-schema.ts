@@ -15,6 +15,7 @@ import { THRESHOLD_METHODS } from '../postprocess/thresholds.js';
 import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
 import { driftModelSchema } from '../guards/drift.js';
+import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { monitorReferenceSchema } from './monitor-reference.js';
 import { preprocessOptionsSchema } from '../preprocess/options.js';
 
@@ -81,6 +82,7 @@ const headerObject = z.looseObject({
     embedded: z.boolean(),
     inputName: z.string().min(1),
     precision: z.literal('int8').optional(),
+    graphSha256: sha256Hex.optional(),
   }),
   // The preprocessing options' own schema (one home for their ranges), without its strictness: unknown
   // keys are dropped, since these options go to preprocess(), which refuses keys it does not know.
@@ -166,6 +168,10 @@ export const modelHeaderSchema = headerObject.superRefine((h, ctx) => {
     }
   });
   if (b.embedded && !byName.has('backbone.onnx')) issue(['backbone', 'embedded'], 'true, but the file has no "backbone.onnx" section');
+  // Scoring computes exactly these descriptors: a drift reference over others would fail every image.
+  if (h.drift && h.drift.features.join(',') !== GLOBAL_STATS_FEATURES.join(',')) {
+    issue(['drift', 'features'], `${h.drift.features.length} features; a model's drift reference has the ${GLOBAL_STATS_FEATURES.length} image statistics ${GLOBAL_STATS_FEATURES.join(', ')}`);
+  }
   if (byName.has('roi') !== (h.roi !== undefined)) issue(['roi'], h.roi ? 'described, but the file has no "roi" section' : 'the file has a "roi" section the header does not describe');
   const standardized = h.imageScore?.kind === 'standardized';
   if (byName.has('imageScore.standardize') !== standardized) {

@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { PartscanError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { openRegular } from '../util/regular-file.js';
 import { sectionTableSchema } from './header-schema.js';
+import { checkHeaderLength, checkHeaderNesting, checkReadBudget, checkSectionLayout, VERIFIED_BEFORE_ALLOCATION, verifyStreaming } from './model-file-limits.js';
 
 /**
  * The `.partscan` container: one file, self-describing, checksummed.
@@ -23,7 +25,7 @@ export const MODEL_MAGIC = 'PARTSCAN';
 /** Current container major version: readers refuse other majors. */
 export const MODEL_FORMAT_MAJOR = 1;
 /** Current container minor version: additive changes only. */
-export const MODEL_FORMAT_MINOR = 3;
+export const MODEL_FORMAT_MINOR = 4;
 
 const PREAMBLE = 48;
 const ALIGN = 64;
@@ -150,18 +152,23 @@ function formatError(file: string, what: string, remedy = 'the file is damaged o
 }
 
 /**
- * Reads and verifies a model file. Set `verify: false` to skip section checksums (faster for huge files),
- * and `sections` to read only the sections it accepts (the others are still checked to lie within the
- * file, so a truncated file is refused, but are neither read nor verified).
+ * Reads and verifies a model file. Set `verify: false` to skip section checksums (faster for huge files;
+ * an embedded backbone graph is verified all the same), and `sections` to read only the sections it
+ * accepts (the others are still checked to lie within the file, so a truncated file is refused, but are
+ * neither read nor verified). `check` sees the header and its section table before any section is read
+ * (and may throw): what the header implies is checked before it is allocated. The caps of
+ * model-file-limits.ts apply to every file.
  */
 export async function readModelFile(
   file: string,
-  opts: { verify?: boolean; sections?: (name: string) => boolean } = {},
+  opts: { verify?: boolean; sections?: (name: string) => boolean; check?: (header: ModelFileContents['header']) => void } = {},
 ): Promise<ModelFileContents> {
   let handle: fs.FileHandle;
   try {
-    handle = await fs.open(file, 'r');
+    // Without blocking: a FIFO is refused below instead of waiting for a writer.
+    handle = (await openRegular(file, (kind) => formatError(file, `it is ${kind}, not a model file`, 'give the path of a .partscan file'))).handle;
   } catch (e) {
+    if (e instanceof PartscanError) throw e;
     throw new PartscanError('MODEL_FORMAT', `Cannot open model file ${file} (${(e as NodeJS.ErrnoException).code ?? e}).`, {
       file,
       remedy: 'check the path; models are written by `partscan fit --out <file>`',
@@ -190,6 +197,7 @@ export async function readModelFile(
       );
     }
     const headerLength = dv.getUint32(12, true);
+    checkHeaderLength(headerLength, file);
     if (PREAMBLE + headerLength > size) throw formatError(file, 'header extends past the end of the file (truncated)');
     const headerBytes = new Uint8Array(headerLength);
     await handle.read(headerBytes, 0, headerLength, PREAMBLE);
@@ -199,6 +207,7 @@ export async function readModelFile(
         remedy: 're-fit the model or restore it from a backup',
       });
     }
+    checkHeaderNesting(headerBytes, file);
     let header: ModelFileContents['header'];
     try {
       header = JSON.parse(new TextDecoder().decode(headerBytes));
@@ -212,10 +221,14 @@ export async function readModelFile(
       const i = table.error.issues[0]!;
       throw formatError(file, `section table entry sections${i.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${String(k)}`)).join('')}: ${i.message}`);
     }
+    checkSectionLayout(header.sections, PREAMBLE + headerLength, size, file);
+    opts.check?.(header);
+    const wanted = opts.sections ?? (() => true);
+    checkReadBudget(header.sections, wanted, file);
     const sections = new Map<string, SectionData>();
     for (const s of header.sections) {
-      if (s.offset + s.byteLength > size) throw formatError(file, `section "${s.name}" extends past the end of the file (truncated)`);
-      if (opts.sections && !opts.sections(s.name)) continue;
+      if (!wanted(s.name)) continue;
+      if (VERIFIED_BEFORE_ALLOCATION.includes(s.name)) await verifyStreaming(handle, s, file);
       const data = allocate(s.dtype, s.byteLength, file);
       const bytes = bytesOf(data);
       for (let o = 0; o < s.byteLength; ) {
@@ -224,7 +237,7 @@ export async function readModelFile(
         if (bytesRead <= 0) throw formatError(file, `section "${s.name}" is truncated`);
         o += bytesRead;
       }
-      if (opts.verify !== false && sha256(pieces(bytes)) !== s.sha256) {
+      if (opts.verify !== false && !VERIFIED_BEFORE_ALLOCATION.includes(s.name) && sha256(pieces(bytes)) !== s.sha256) {
         throw new PartscanError('MODEL_CHECKSUM', `${file}: section "${s.name}" checksum mismatch (the file is corrupted).`, {
           file,
           remedy: 're-fit the model or restore it from a backup',
@@ -239,6 +252,15 @@ export async function readModelFile(
 }
 
 function allocate(dtype: SectionDtype, byteLength: number, file: string): SectionData {
+  try {
+    return allocateTyped(dtype, byteLength, file);
+  } catch (e) {
+    if (e instanceof PartscanError) throw e;
+    throw formatError(file, `a section of ${byteLength} bytes cannot be allocated on this machine (${(e as Error).message})`, 'free memory, or re-fit a smaller model');
+  }
+}
+
+function allocateTyped(dtype: SectionDtype, byteLength: number, file: string): SectionData {
   switch (dtype) {
     case 'float32':
       return new Float32Array(byteLength / 4);

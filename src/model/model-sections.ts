@@ -5,8 +5,9 @@
 
 import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
-import { readModelFile, type SectionData } from './model-file.js';
+import { readModelFile, type ModelFileContents, type SectionData } from './model-file.js';
 import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
+import { checkEmbeddedGraph, checkHeaderSizes } from './model-file-limits.js';
 import type { ModelHeader } from './header.js';
 import type { PositionStandardization } from '../postprocess/standardize.js';
 import { CALIBRATION_SECTIONS } from './calibration-pool.js';
@@ -19,6 +20,9 @@ export const STANDARDIZE_SECTION = 'imageScore.standardize';
 
 /** Sections read only when asked for (resume statistics, the calibration pool): scoring never needs them. */
 export const LAZY_SECTIONS: readonly string[] = [...RESUME_SECTIONS, ...Object.values(CALIBRATION_SECTIONS)];
+
+/** The sections partscan knows; others are skipped unread (later versions may add some). */
+export const KNOWN_SECTIONS: readonly string[] = ['channels', 'mean', 'invCov', 'roi', 'backbone.onnx', STANDARDIZE_SECTION, ...LAZY_SECTIONS];
 
 function sectionSizeError(file: string): PartscanError {
   return new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
@@ -50,21 +54,46 @@ export interface ModelParts {
 }
 
 /**
- * Reads a model file's sections and checks them against its header. The statistics for resuming are
- * read only when `resumeStatistics` is set; otherwise `kept` names the section left in the file.
+ * Reads the known sections of a model file that `read` accepts (unknown sections are skipped unread;
+ * the backbone graph is read only when the header says it is embedded) after one schema has checked
+ * every header field, and the section shapes against grid and d, and the caps of model-file-limits.ts
+ * the sizes: nothing is allocated that the header does not justify. Then the section contents the
+ * header cannot describe are checked.
+ */
+export async function readCheckedModelFile(
+  file: string,
+  opts: { verify?: boolean; read: (name: string) => boolean },
+): Promise<{ contents: ModelFileContents; header: ParsedModelHeader }> {
+  let header: ParsedModelHeader | undefined;
+  const contents = await readModelFile(file, {
+    ...(opts.verify === undefined ? {} : { verify: opts.verify }),
+    // Called after `check`: the graph is read only when the header says it is the model's backbone.
+    sections: (name: string) =>
+      KNOWN_SECTIONS.includes(name) && opts.read(name) && (name !== 'backbone.onnx' || header?.backbone.embedded === true),
+    check: (raw) => {
+      header = parseModelHeader(raw, file);
+      checkHeaderSizes(header, file);
+    },
+  });
+  checkModelSections(header!, contents.sections, file);
+  const graph = contents.sections.get('backbone.onnx');
+  if (graph) checkEmbeddedGraph(header!.backbone, graph as Uint8Array, file);
+  return { contents, header: header! };
+}
+
+/**
+ * Reads a model file's sections and checks them against its header ({@link readCheckedModelFile}). The
+ * statistics for resuming are read only when `resumeStatistics` is set; otherwise `kept` names the
+ * section left in the file.
  */
 export async function readModelParts(
   file: string,
   opts: { verify?: boolean; resumeStatistics?: boolean },
 ): Promise<{ parts: ModelParts; sections: Map<string, SectionData>; kept: { name: string; sha256: string } | undefined; lazy: Map<string, string> }> {
   const lazySkipped = (name: string): boolean => LAZY_SECTIONS.includes(name) && !(opts.resumeStatistics && RESUME_SECTIONS.includes(name));
-  const contents = await readModelFile(file, {
-    ...(opts.verify === undefined ? {} : { verify: opts.verify }),
-    sections: (name: string) => !lazySkipped(name),
-  });
-  // One schema checks every field, and the section shapes against grid and d, before anything is used.
-  const header = parseModelHeader(contents.header, file) as unknown as ModelHeader;
-  checkModelSections(header as unknown as ParsedModelHeader, contents.sections, file);
+  const checked = await readCheckedModelFile(file, { ...(opts.verify === undefined ? {} : { verify: opts.verify }), read: (name) => !lazySkipped(name) });
+  const contents = checked.contents;
+  const header = checked.header as unknown as ModelHeader;
   const need = (name: string): SectionData => {
     const s = contents.sections.get(name);
     if (!s) {

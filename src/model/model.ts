@@ -15,14 +15,15 @@ import { parseDriftModel, type DriftModel } from '../guards/drift.js';
 import { readModelFile, writeModelFile, type SectionData } from './model-file.js';
 import { readModelParts, resumeSections, RESUME_SECTIONS, STANDARDIZE_SECTION, type ModelParts } from './model-sections.js';
 import { CALIBRATION_SECTIONS, CalibrationPool } from './calibration-pool.js';
+import { graphSha256 } from './model-file-limits.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
-import { AnomalyMapper, type MapBatch } from './anomaly-maps.js';
+import { AnomalyMapper } from './anomaly-maps.js';
 import { addDrift, buildScoreResult, mapWindow, type ScoreOverrides, type ScoreResultContext } from './score-result.js';
 import { stitchTiles, tiledAnomalyMap } from './tiles.js';
 import { prepareBatch, type PreparedBatch } from './score-batch.js';
 import { rememberInput } from './result-input.js';
 import { throwIfAborted } from '../util/abort.js';
-import type { FitReport, ImageSource, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './types.js';
+import type { FitReport, ImageSource, MapBatch, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './types.js';
 
 export { PARTSCAN_VERSION, stitchTiles };
 export type { FitReport, ImageSource, MapBatch, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult };
@@ -255,7 +256,7 @@ export class Model {
     } else if (header.backbone.embedded) {
       const onnx = sections.get('backbone.onnx') as Uint8Array | undefined;
       if (!onnx) throw new PartscanError('MODEL_FORMAT', `${file}: embedded backbone section missing.`, { file, remedy: 're-fit the model' });
-      const { embedded: _e, inputName, ...identity } = header.backbone;
+      const { embedded: _e, inputName, graphSha256: _g, ...identity } = header.backbone;
       backbone = await OrtBackbone.create(onnx, identity, { ...threadOpt(opts.threads), inputName });
     }
     const model = new Model(parts, backbone, opts.threads);
@@ -349,10 +350,17 @@ export class Model {
     const resumable = m2 !== undefined || samples !== undefined;
     const backbone = embed ? await this.getBackbone() : undefined;
     const { resumeState: _r, ...gaussian } = this.header.gaussian;
+    const pool = await this.calibrationScores();
+    // The header describes exactly the sections written: the backbone graph, the image score's
+    // standardisation, the calibration pool.
+    const { imageScore, calibration: _c, ...rest } = this.header;
+    const { graphSha256: _g, ...identity } = this.header.backbone;
     const header: ModelHeader = {
-      ...this.header,
-      backbone: { ...this.header.backbone, embedded: embed },
+      ...rest,
+      backbone: { ...identity, embedded: embed, ...(backbone ? { graphSha256: graphSha256(backbone.onnx) } : {}) },
       gaussian: { ...gaussian, resumable, ...(resumable ? { resumeState: m2 ? 'scatter' : 'samples' } : {}) },
+      ...(this.standardization ? { imageScore: { kind: 'standardized' as const } } : imageScore ? { imageScore: { kind: 'max' as const } } : {}),
+      ...(pool ? { calibration: pool.summary() } : {}),
     };
     const P = this.positions;
     const d = this.dim;
@@ -364,7 +372,6 @@ export class Model {
     if (m2) sections.push({ name: 'm2', data: m2, shape: [P, packedSize(d)] });
     else if (samples) sections.push({ name: 'samples', data: samples, shape: [P, this.header.gaussian.images, d] });
     if (this.roi) sections.push({ name: 'roi', data: this.roi, shape: [this.size, this.size] });
-    const pool = await this.calibrationScores();
     if (pool) sections.push(...pool.sections());
     if (this.standardization) {
       const s = new Float32Array(2 * P);

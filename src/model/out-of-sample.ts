@@ -8,7 +8,7 @@
 import { PartscanError } from '../errors.js';
 import { preprocessBatch, preprocessTiles } from '../preprocess/preprocess.js';
 import { scoreOutliers } from '../guards/robust-stats.js';
-import type { MapBatch } from './anomaly-maps.js';
+import type { MapBatch } from './types.js';
 import type { Tensor4D } from '../types.js';
 import { throwIfAborted } from '../util/abort.js';
 import type { ModelHeader } from './header.js';

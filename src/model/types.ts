@@ -141,3 +141,13 @@ export interface ScoreOptions {
   /** Progress when scoring several images: one 'score' unit per image, reported after each batch. */
   onProgress?: (e: ProgressEvent) => void;
 }
+
+/** Anomaly maps of a batch, with what the scoring path computed beside them. */
+export interface MapBatch {
+  /** One raw anomaly map per image (S×S). */
+  maps: Float32Array[];
+  /** Image scores from the per-position standardisation [N]; absent when the model has none (the score is then the map's maximum). */
+  imageScores?: Float32Array;
+  /** Squared grid distances image-major [N, P], as transformed (stepwise path only). */
+  d2?: Float32Array;
+}

@@ -134,13 +134,20 @@ export const evaluateOptionsSchema = z.strictObject({
   signal: signal.optional(),
 });
 
+/** Images given as a folder / dataset root / list file, a non-empty list of files or samples, or a loaded Dataset. */
+const imageSource = z.union([
+  z.string().min(1),
+  z.array(z.union([z.string().min(1), z.looseObject({ path: z.string().min(1) })])).min(1),
+  z.looseObject({ train: z.array(z.unknown()), test: z.array(z.unknown()) }),
+]);
+
 /** {@link calibrate}'s options. */
 export const calibrateOptionsSchema = z.strictObject({
   falseRejectTarget: rate.optional(),
   reviewBand: rate.optional(),
   thresholdRule: thresholdRuleSchema.optional(),
-  defects: z.union([z.string().min(1), z.array(z.unknown()).min(1), objectLike]).optional(),
-  good: z.union([z.string().min(1), z.array(z.unknown()).min(1), objectLike]).optional(),
+  defects: imageSource.optional(),
+  good: imageSource.optional(),
   batchSize: positiveInt.optional(),
   signal: signal.optional(),
   onProgress: fn.optional(),
@@ -202,28 +209,34 @@ export const demoOptionsSchema = z.strictObject({
   onStep: fn.optional(),
 });
 
-/** {@link QueueConnectionOptions}: what every queue entry takes. */
-const queueConnectionShape = {
+// Queue producers (src/queue/producer.ts): checked before Redis is contacted or a folder created. The
+// job payloads they build are then checked against the workers' own schemas (src/queue/jobs.ts).
+const queueConnection = {
   redis: z.string().min(1),
-  queue: z.string().regex(/^[\w.-]{1,100}$/).optional(),
+  queue: z.string().regex(/^[\w.-]{1,100}$/, 'must be letters, digits, ".", "-" or "_"').optional(),
   attempts: z.int().min(1).max(100).optional(),
-  idleTimeoutMs: z.number().positive().optional(),
+  idleTimeoutMs: z.number().int().min(1).optional(),
 };
 
-/** {@link scoreOnQueue}'s options. */
+/** {@link scoreOnQueue}'s arguments and options (model file, inputs and run folder included). */
 export const queueScoreOptionsSchema = z.strictObject({
-  ...queueConnectionShape,
+  ...queueConnection,
+  modelFile: z.string().min(1),
+  inputs: z.array(z.string().min(1)),
+  outDir: z.string().min(1),
   model: objectLike.optional(),
   minArea: z.int().min(0).optional(),
   exports: exportsSchema.optional(),
-  maxSide: z.int().min(16).max(16384).optional(),
+  maxSide: z.int().min(16).optional(),
   modelPath: z.string().optional(),
   onProgress: fn.optional(),
 });
 
-/** {@link fitOnQueue}'s options; the fit options themselves are checked by the fit job's schema. */
+/** {@link fitOnQueue}'s arguments and options (the fit options themselves are checked as a worker checks the job). */
 export const queueFitOptionsSchema = z.strictObject({
-  ...queueConnectionShape,
+  ...queueConnection,
+  data: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+  out: z.string().min(1),
   options: objectLike.optional(),
   onState: fn.optional(),
   onProgress: fn.optional(),
