@@ -57,7 +57,7 @@ export * from './postprocess/shape.js';
 export { binaryMask, connectedRegions, extractRegions, regionsInImage } from './postprocess/regions.js';
 export type { ExtractRegionsOptions, ExtractedRegions, PixelBox, PixelPoint, RegionOptions } from './postprocess/regions.js';
 export { DEFAULT_UNCERTAIN_BAND, imageNormalization, pixelNormalization, validateBand, verdict } from './postprocess/thresholds.js';
-export type { EstimatedRate, GoodOnlyRule, QuantileRule, ScoreRange, SigmaRule, ThresholdMethod, VerdictBand } from './postprocess/thresholds.js';
+export type { EstimatedRate, GoodOnlyRule, OperatingPoint, QuantileRule, ScoreRange, SigmaRule, ThresholdMethod, Thresholds, VerdictBand } from './postprocess/thresholds.js';
 export {
   DEFAULT_GOOD_RULE,
   DEFAULT_MAX_POOLED_PIXELS,

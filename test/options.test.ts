@@ -186,7 +186,7 @@ const entries: Array<{ entry: string; call: Call; bad: Array<[field: string, opt
       ['window', { window: 5 }],
       ['lambda', { lambda: 0 }],
       ['windowSize', { windowSize: 50 }],
-      ['minShift', { minShift: { brightnes: 0.1 } }],
+      ['minShift.brightnes', { minShift: { brightnes: 0.1 } }], // the unknown key itself is named
       ['minShift.brightness', { minShift: { brightness: -0.1 } }],
       ['minNgRise', { minNgRise: 1 }],
     ],
@@ -217,9 +217,9 @@ const entries: Array<{ entry: string; call: Call; bad: Array<[field: string, opt
     ],
   },
   {
-    entry: 'fitOnQueue options',
+    entry: 'fitOnQueue',
     call: (o) => fitOnQueue(missing, missing, { redis: 'redis://127.0.0.1:1', options: o }),
-    bad: [['imagesize', { imagesize: 224 }]],
+    bad: [['options.imagesize', { imagesize: 224 }]],
   },
   {
     entry: 'renderResult',

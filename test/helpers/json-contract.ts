@@ -21,8 +21,8 @@ export function schemaFile(name: string): z.ZodType {
   return s;
 }
 
-/** Keys whose children are data (defect names, file names), not field names. */
-const DATA_KEYS = new Set(['perDefect']);
+/** Keys whose children are data (defect names, drift feature names), not field names. */
+const DATA_KEYS = new Set(['perDefect', 'minShift']);
 /** Field names allowed besides camelCase: verdict names used as counts. */
 const VERDICT_KEYS = new Set(['OK', 'NG', 'UNCERTAIN']);
 
