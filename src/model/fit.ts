@@ -28,6 +28,7 @@ import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
 import { validatePrecision } from '../backbone/quantize.js';
 import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibrate.js';
 import { calibrateFit } from './fit-calibration.js';
+import type { FitOptions } from './fit-options.js';
 import { checkThresholdOptions } from '../postprocess/operating-point.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
 import { buildMonitorReference } from './monitor-reference.js';
@@ -39,7 +40,6 @@ import {
   Model,
   PARTSCAN_VERSION,
   threadOpt,
-  type FitOptions,
   type FitReport,
   type ImageSource,
   type ModelHeader,
