@@ -5,7 +5,7 @@
 import { promises as fs } from 'node:fs';
 import { PartscanError } from '../errors.js';
 import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
-import type { FitOptions } from './model.js';
+import type { FitOptions } from './fit-options.js';
 
 /** Throws the typed error a fit would otherwise raise only after fitting. */
 export async function checkFitInputs(opts: FitOptions): Promise<void> {
