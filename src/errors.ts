@@ -29,7 +29,8 @@ export type PartscanErrorCode =
   | 'OPTIONS' // invalid options
   | 'CANCELLED' // a command cancelled by a signal (SIGINT, SIGTERM, SIGHUP)
   | 'QUEUE' // job queue: Redis unreachable, malformed job, job failed on a worker
-  | 'THRESHOLD';
+  | 'THRESHOLD'
+  | 'REVIEW'; // a QA review file (review.json) that is malformed, too large, of another model, or names files outside the allowed roots or missing
 
 /** Optional details of a {@link PartscanError}, given to its constructor. */
 export interface PartscanErrorInit {

@@ -24,6 +24,11 @@ export type { Region, Verdict } from './postprocess/index.js';
 export { calibrate } from './model/recalibrate.js';
 export type { CalibrateOptions, CalibrationResult } from './model/recalibrate.js';
 
+// QA review: labels given in the report (review.json) join a model (calibrate / fit with `review`).
+export { buildReview } from './review/review-file.js';
+export type { ReviewFile } from './review/review-file.js';
+export type { ReviewJoinSummary } from './model/types.js';
+
 // Evaluate on a labelled dataset.
 export { evaluateModel } from './model/evaluate.js';
 export type { Evaluation } from './model/evaluate.js';

@@ -28,6 +28,8 @@ export interface ImageResult {
   imageScore: number;
   /** The raw anomaly map's maximum (Mahalanobis distance; what the pixel threshold cuts). Absent in runs of partscan ≤ 0.1. */
   mapMax?: number;
+  /** The raw anomaly map's minimum (what a reviewed part brings to the pixel normalisation span; docs/REVIEW.md). Absent in older runs. */
+  mapMin?: number;
   /** Normalised image score, 0..1 (0.5 = threshold). */
   normalizedScore: number;
   /** The decision. */
@@ -80,6 +82,11 @@ export interface RunManifest {
     thresholds: Thresholds;
     /** Backbone name, for display. */
     backbone?: string;
+    /**
+     * The model's scoring identity (model/model-identity.ts): what a QA review of this run is checked
+     * against. Absent in runs of older versions.
+     */
+    sha256?: string;
   };
   /** One entry per scored image. */
   results: ImageResult[];
@@ -106,6 +113,7 @@ export const imageResultSchema = z.object({
   file: z.string().min(1),
   imageScore: finite,
   mapMax: finite.optional(),
+  mapMin: finite.optional(),
   normalizedScore: finite,
   verdict: z.enum(['OK', 'NG', 'UNCERTAIN']),
   regions: z.array(regionSchema),
@@ -139,6 +147,7 @@ const runManifestSchema = z.object({
       band: z.object({ low: finite, high: finite }).optional(),
     }).loose(),
     backbone: z.string().optional(),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, 'expected a sha256 in lowercase hex').optional(),
   }),
   results: z.array(imageResultSchema),
   warnings: z.array(z.string()).optional(),

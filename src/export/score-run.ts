@@ -10,6 +10,7 @@ import { parseOptions } from '../options/parse.js';
 import { scoreRunOptionsSchema } from '../options/schemas.js';
 import type { Model, ProgressEvent, ScoreResult } from '../model/model.js';
 import { PARTSCAN_VERSION } from '../model/model.js';
+import { modelScoringSha256 } from '../model/model-identity.js';
 import { loadRgb } from '../preprocess/preprocess.js';
 import { resizeBilinear, resizeNearest } from '../postprocess/resize.js';
 import type { Thresholds } from '../postprocess/thresholds.js';
@@ -245,10 +246,13 @@ export async function exportScoredImage(
       outputs.original = file('original');
     }
   }
+  let mapMin = Infinity;
+  for (let i = 0; i < r.anomalyMap.length; i++) if (r.anomalyMap[i]! < mapMin) mapMin = r.anomalyMap[i]!;
   const result: ImageResult = {
     file: r.source,
     imageScore: r.imageScore,
     mapMax: r.mapMax,
+    ...(Number.isFinite(mapMin) ? { mapMin } : {}),
     // Uncalibrated placeholder; buildManifest replaces it with the run-relative value.
     normalizedScore: calibrated ? r.normalizedScore! : 0.5,
     verdict: calibrated ? r.verdict! : 'UNCERTAIN',
@@ -300,7 +304,7 @@ export function buildManifest(
     createdBy: 'partscan',
     version: PARTSCAN_VERSION,
     createdAt: new Date().toISOString(),
-    model: { path: modelPath ?? model.modelFile ?? '<memory>', thresholds, backbone: model.header.backbone.name },
+    model: { path: modelPath ?? model.modelFile ?? '<memory>', thresholds, backbone: model.header.backbone.name, sha256: modelScoringSha256(model) },
     results,
     failures,
   };

@@ -28,6 +28,7 @@ import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
 import { validatePrecision } from '../backbone/quantize.js';
 import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibrate.js';
 import { calibrateFit } from './fit-calibration.js';
+import { nothingToFitError, planResumeReview } from './review-join.js';
 import { checkThresholdOptions } from '../postprocess/operating-point.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
 import { buildMonitorReference } from './monitor-reference.js';
@@ -106,7 +107,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   parseOptions(fitOptionsSchema, opts, 'fit');
   checkThresholdOptions(
     { ...(opts.thresholdRule ? { rule: opts.thresholdRule } : {}), ...pick(opts, 'falseRejectTarget', 'reviewBand', 'band'), ...(opts.manualThresholds ? { manual: opts.manualThresholds } : {}) },
-    (opts.defects?.length ?? 0) > 0,
+    (opts.defects?.length ?? 0) > 0 || opts.review !== undefined,
     'fit',
   );
   const warnings: PartscanWarning[] = [];
@@ -116,8 +117,11 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     typeof opts.resume === 'string'
       ? await Model.load(opts.resume, { resumeStatistics: true, ...(opts.backbone ? { backbone: opts.backbone } : {}) })
       : opts.resume;
-  const all = await trainingImages(source);
+  const reviewed = opts.review ? await planResumeReview(resumeFrom, { review: opts.review, ...pick(opts, 'imageRoots') }) : undefined;
+  if (reviewed) warnings.push(...reviewed.warnings);
+  const all = [...(await trainingImages(source)), ...(reviewed?.fitGood ?? [])];
   if (all.length === 0) {
+    if (opts.review) throw nothingToFitError(opts.review);
     throw new PartscanError('DATASET', 'No training images were given.', { remedy: 'point fit at a folder of good images' });
   }
   const seed = resumeFrom?.header.embedding.seed ?? opts.seed ?? DEFAULT_FIT_SEED;
@@ -390,8 +394,9 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       ...(loopGuards ? { fileHashes: loopGuards.fileHashes() } : {}),
       ...(own ? { embeddings: own } : {}),
       heldOut: calibrationFiles,
-      defects: opts.defects ?? [],
+      defects: [...(opts.defects ?? []), ...(reviewed?.defects ?? [])],
       ...(resumeFrom ? { resumed: resumeFrom } : {}),
+      ...(reviewed ? { review: { relabelled: reviewed.relabelled, keys: reviewed.keys } } : {}),
       options: opts,
     },
     warnings,
@@ -405,6 +410,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   header.fit.calibrationImages = header.calibration?.good ?? 0;
   header.fit.calibrationWarnings = warnings.map((w) => w.message);
   model.fitWarnings = warnings;
+  if (reviewed) report.review = reviewed.summary;
   model.fitReport = report;
   return model;
 }

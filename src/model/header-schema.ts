@@ -158,6 +158,8 @@ export const modelHeaderSchema = headerObject.superRefine((h, ctx) => {
     'calibration.defect': { dtype: 'float32', shape: [h.calibration?.defect ?? -1, 3] },
     'calibration.goodKeys': { dtype: 'uint8', shape: [h.calibration?.good ?? -1, 32] },
     'calibration.defectKeys': { dtype: 'uint8', shape: [h.calibration?.defect ?? -1, 32] },
+    'calibration.goodFlags': { dtype: 'uint8', shape: [h.calibration?.good ?? -1] },
+    'calibration.defectFlags': { dtype: 'uint8', shape: [h.calibration?.defect ?? -1] },
   };
   const byName = new Map(h.sections.map((s, i) => [s.name, i]));
   for (const name of ['channels', 'mean', 'invCov']) if (!byName.has(name)) issue(['sections'], `the required section "${name}" is missing`);

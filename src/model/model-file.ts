@@ -25,7 +25,7 @@ export const MODEL_MAGIC = 'PARTSCAN';
 /** Current container major version: readers refuse other majors. */
 export const MODEL_FORMAT_MAJOR = 1;
 /** Current container minor version: additive changes only. */
-export const MODEL_FORMAT_MINOR = 4;
+export const MODEL_FORMAT_MINOR = 5;
 
 const PREAMBLE = 48;
 const ALIGN = 64;

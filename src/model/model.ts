@@ -22,6 +22,7 @@ import { addDrift, buildScoreResult, type ScoreOverrides } from './score-result.
 import { stitchTiles, tiledAnomalyMap } from './tiles.js';
 import { prepareBatch, type PreparedBatch } from './score-batch.js';
 import type { FitReport, ImageSource, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './types.js';
+import type { ReviewFile } from '../review/review-file.js';
 
 export { PARTSCAN_VERSION, stitchTiles };
 export type { FitReport, ImageSource, MapBatch, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult };
@@ -87,6 +88,15 @@ export interface FitOptions {
   epsilon?: number;
   /** Continue from an existing model: its statistics are kept and the new images added. */
   resume?: Model | string;
+  /**
+   * A QA review of a run the `resume` model scored (a `review.json` path or a parsed review;
+   * docs/REVIEW.md): its reviewed-good parts join the Gaussians (exact incremental update), its reviewed
+   * defects join the thresholds' labelled defects and never the Gaussians. A review of another model
+   * is a 'REVIEW' error.
+   */
+  review?: string | ReviewFile;
+  /** Folders the reviewed images must lie in (default: the working directory). */
+  imageRoots?: string[];
   /** ONNX Runtime intra-op threads. */
   threads?: number;
   /** Progress callback. */

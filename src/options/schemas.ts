@@ -24,6 +24,10 @@ const goodOnlyRule = z.union([
   z.looseObject({ kind: z.literal('sigma'), k: z.number().min(0), floorAtMax: z.boolean().optional() }),
   z.looseObject({ kind: z.literal('quantile'), q: z.number().min(0).max(1) }),
 ]);
+/** A QA review: a review.json path, or a parsed review (validated in depth by review/review-file.ts, as 'REVIEW'). */
+const review = z.union([z.string().min(1), objectLike]);
+/** Folders reviewed images must lie in. */
+const imageRoots = z.array(z.string().min(1)).min(1);
 /** How thresholds are chosen (postprocess/operating-point.ts). */
 export const thresholdRuleSchema = z.union([z.enum(['false-reject', 'f1']), goodOnlyRule]);
 
@@ -46,6 +50,8 @@ export const fitOptionsSchema = z.looseObject({
   band: z.looseObject({ low: z.number().min(0).max(0.5), high: z.number().min(0.5).max(1) }).optional(),
   epsilon: nonNegative.optional(),
   resume: z.union([z.string().min(1), objectLike]).optional(),
+  review: review.optional(),
+  imageRoots: imageRoots.optional(),
   threads: z.int().min(0).optional(),
   onProgress: fn.optional(),
   tile: z.looseObject({ size: positiveInt, overlap: z.int().min(0) }).optional(),
@@ -103,6 +109,8 @@ export const calibrateOptionsSchema = z.looseObject({
   thresholdRule: thresholdRuleSchema.optional(),
   defects: imageSource.optional(),
   good: imageSource.optional(),
+  review: review.optional(),
+  imageRoots: imageRoots.optional(),
   batchSize: positiveInt.optional(),
   signal: z.custom<AbortSignal>((v) => v instanceof AbortSignal, { message: 'expected an AbortSignal' }).optional(),
   onProgress: fn.optional(),
