@@ -108,22 +108,25 @@ export async function reviewRows(
 ): Promise<{ good: KeyedRow[]; defect: KeyedRow[]; summary: ReviewJoinSummary; warnings: PartscanWarning[] }> {
   const opened = await openReview(model, src);
   const summary = summaryOf(opened.items);
-  const rows = { good: [] as KeyedRow[], defect: [] as KeyedRow[] };
-  const toScore: ResolvedReviewItem[] = [];
-  for (const item of opened.items) {
+  // Rows in the review's order (whether recorded or scored now), so both give the same pool.
+  const placed = new Array<KeyedRow>(opened.items.length);
+  const toScore: number[] = [];
+  opened.items.forEach((item, i) => {
     const known = relabelled(item, pool, opened.warnings);
     const { imageScore, mapMax, mapMin } = item;
     if (known) {
-      rows[item.label].push(known);
+      placed[i] = known;
       summary.inPool++;
     } else if (opened.recordedScoresUsable && imageScore !== undefined && mapMax !== undefined && mapMin !== undefined) {
-      rows[item.label].push({ row: [imageScore, mapMax, mapMin], key: item.key, reviewed: true });
+      placed[i] = { row: [imageScore, mapMax, mapMin], key: item.key, reviewed: true };
       summary.recorded++;
-    } else toScore.push(item);
-  }
-  const scored = toScore.length ? await score(toScore.map((i) => i.path)) : [];
-  toScore.forEach((item, i) => rows[item.label].push({ row: scored[i]!, key: item.key, reviewed: true }));
+    } else toScore.push(i);
+  });
+  const scored = toScore.length ? await score(toScore.map((i) => opened.items[i]!.path)) : [];
+  toScore.forEach((i, k) => (placed[i] = { row: scored[k]!, key: opened.items[i]!.key, reviewed: true }));
   summary.scored = toScore.length;
+  const rows = { good: [] as KeyedRow[], defect: [] as KeyedRow[] };
+  opened.items.forEach((item, i) => rows[item.label].push(placed[i]!));
   return { ...rows, summary, warnings: opened.warnings };
 }
 

@@ -73,6 +73,17 @@ export const reviewFileSchema = z.object({
   items: z.array(reviewItemSchema).max(REVIEW_LIMITS.items).describe('One entry per reviewed part.'),
 });
 
+/**
+ * The JSON Schema (draft 2020-12) of a review file, from {@link reviewFileSchema}: what
+ * docs/review.schema.json holds. Checks the schema cannot express (finite numbers, parseable times, no
+ * NUL in paths) are in the zod schema only.
+ */
+export function reviewJsonSchema(): Record<string, unknown> {
+  const schema = z.toJSONSchema(reviewFileSchema, { target: 'draft-2020-12', io: 'input' }) as Record<string, unknown>;
+  const { $schema, ...rest } = schema;
+  return { $schema, $id: 'urn:partscan:schema:review-1', title: `partscan QA review (${REVIEW_FORMAT})`, ...rest };
+}
+
 /** A reviewed part (see {@link reviewItemSchema}). */
 export type ReviewItem = z.infer<typeof reviewItemSchema>;
 /** A QA review (see {@link reviewFileSchema} and docs/REVIEW.md). */
