@@ -148,7 +148,7 @@ ${rows}
 </tbody></table>${more}`;
 }
 
-function renderCard(r: ImageResult, rank: number, images: Partial<Record<ImageKind, ImageSource>>): string {
+function renderCard(r: ImageResult, rank: number, images: Partial<Record<ImageKind, ImageSource>>, index: number): string {
   const name = r.file.split(/[\\/]/).pop() || r.file;
   const figures = IMAGE_KINDS.map(([kind, caption]) => {
     const source = images[kind];
@@ -165,7 +165,7 @@ function renderCard(r: ImageResult, rank: number, images: Partial<Record<ImageKi
   const warnings = r.warnings?.length
     ? `<ul class="warnings">${r.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join('')}</ul>`
     : '';
-  return `<article class="card" data-verdict="${r.verdict}" data-file="${escapeHtml(r.file)}"${reviewCardAttributes(r)}>
+  return `<article class="card" data-verdict="${r.verdict}" data-file="${escapeHtml(r.file)}"${reviewCardAttributes(r, index)}>
 <header class="card-head">
 <span class="rank">#${rank}</span>
 <div class="title"><h2 title="${escapeHtml(r.file)}">${escapeHtml(name)}</h2><div class="path muted small">${escapeHtml(r.file)}</div></div>
@@ -246,7 +246,7 @@ const SCRIPT = `
   function apply() {
     var q = search.value.trim().toLowerCase();
     var n = 0;
-    var unreviewedOnly = document.body.getAttribute('data-review-filter') === 'unreviewed';
+    var unreviewedOnly = document.body.getAttribute('data-review-view') === 'unreviewed';
     cards.forEach(function (c) {
       var show = (current === 'all' || c.getAttribute('data-verdict') === current) &&
         (q === '' || c.getAttribute('data-file').toLowerCase().indexOf(q) !== -1) &&
@@ -297,7 +297,7 @@ export function renderReportHtml(manifest: RunManifest, images: ReportImages, op
   for (const r of manifest.results) counts[r.verdict]++;
   const drifted = manifest.results.filter((r) => r.drift?.flag).length;
   const total = manifest.results.length;
-  const cards = order.map((i, rank) => renderCard(manifest.results[i]!, rank + 1, images[i] ?? {})).join('\n');
+  const cards = order.map((i, rank) => renderCard(manifest.results[i]!, rank + 1, images[i] ?? {}, i)).join('\n');
   const filterButtons = [
     `<button type="button" data-filter="all" aria-pressed="true">All <span class="muted">${total}</span></button>`,
     ...VERDICTS.map(

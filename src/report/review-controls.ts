@@ -3,8 +3,8 @@
  * `data-review="good"` and `data-review="defect"` (keys G and D on the focused card; U clears, J / K move
  * to the next / previous part), a visible state, a filter for unreviewed parts, a progress count
  * ("34 of 120 reviewed") and an export button (`data-review-export`) that downloads `review.json`
- * (format `partscan-review/1`, review/review-file.ts) for `partscan calibrate --review` and
- * `partscan fit --resume --review`.
+ * (format `partscan-review/1`, review/review-file.ts; its parts in results.json's order, as `buildReview`
+ * lists them) for `partscan calibrate --review` and `partscan fit --resume --review`.
  *
  * Decisions are kept in the browser's localStorage under the run's id (a digest of the run's results), so
  * they survive a reload and never mix between runs. Nothing leaves the page but the downloaded file: the
@@ -27,9 +27,12 @@ function num(x: number | undefined): string {
   return x === undefined || !Number.isFinite(x) ? '' : String(x);
 }
 
-/** The attributes a card carries for the review: the scores the run recorded, and focusability. */
-export function reviewCardAttributes(r: ImageResult): string {
-  const attrs = [`data-image-score="${num(r.imageScore)}"`, 'tabindex="0"'];
+/**
+ * The attributes a card carries for the review: the part's index in results.json (the export lists parts
+ * in that order, as {@link buildReview} does), the scores the run recorded, and focusability.
+ */
+export function reviewCardAttributes(r: ImageResult, index: number): string {
+  const attrs = [`data-index="${index}"`, `data-image-score="${num(r.imageScore)}"`, 'tabindex="0"'];
   if (r.mapMax !== undefined) attrs.push(`data-map-max="${num(r.mapMax)}"`);
   if (r.mapMin !== undefined) attrs.push(`data-map-min="${num(r.mapMin)}"`);
   return ' ' + attrs.join(' ');
@@ -153,7 +156,7 @@ export const REVIEW_SCRIPT = `
   filterButton.addEventListener('click', function () {
     var on = filterButton.getAttribute('aria-pressed') !== 'true';
     filterButton.setAttribute('aria-pressed', String(on));
-    document.body.setAttribute('data-review-filter', on ? 'unreviewed' : '');
+    document.body.setAttribute('data-review-view', on ? 'unreviewed' : 'all');
     update();
   });
   document.addEventListener('keydown', function (e) {
@@ -176,7 +179,8 @@ export const REVIEW_SCRIPT = `
   exportButton.addEventListener('click', function () {
     var now = new Date().toISOString();
     var items = [];
-    cards.forEach(function (c) {
+    var inRunOrder = cards.slice().sort(function (a, b) { return Number(a.getAttribute('data-index')) - Number(b.getAttribute('data-index')); });
+    inRunOrder.forEach(function (c) {
       var s = state.get(c.getAttribute('data-file'));
       if (!s) return;
       var item = { file: c.getAttribute('data-file'), label: s.label, verdict: c.getAttribute('data-verdict') };

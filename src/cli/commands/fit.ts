@@ -35,7 +35,9 @@ export async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promis
   if (f.cacheDir) backbone.cacheDir = f.cacheDir;
   if (f.offline) backbone.offline = true;
   const progress = createProgress();
-  const opts: FitOptions = { backbone, onProgress: progress.onProgress };
+  // A resumed fit keeps its model's backbone (embedded, or rebuilt from the header): a spec only when one is named.
+  const namesBackbone = f.backbone !== undefined || f.weights !== undefined || f.layers !== undefined;
+  const opts: FitOptions = { ...(f.resume && !namesBackbone ? {} : { backbone }), onProgress: progress.onProgress };
   if (f.channels !== undefined) opts.channels = f.channels;
   if (f.imageSize !== undefined) opts.imageSize = f.imageSize;
   if (f.seed !== undefined) opts.seed = f.seed;
