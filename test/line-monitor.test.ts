@@ -175,7 +175,7 @@ describe('runs and report', () => {
   it('a model without a calibration reference (format 1.1) still loads; the monitor says so and watches drift only', async () => {
     const file = path.join(tmp, 'old.partscan');
     const { monitor: _m, ...header } = model.header;
-    const old = Model.fromParts({ header: { ...header, formatVersion: [1, 1] }, channelIndices: model.channelIndices, mean: model.mean, invCovPacked: model.invCovPacked }, await model.getBackbone());
+    const old = Model.fromParts({ header: { ...header, formatVersion: [1, 1] }, channelIndices: model.channelIndices, mean: model.mean, inverse: model.inverse }, await model.getBackbone());
     await old.save(file, { resumable: false });
     const loaded = await Model.load(file);
     expect(loaded.header.monitor).toBeUndefined();

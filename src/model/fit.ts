@@ -30,6 +30,7 @@ import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibr
 import { calibrate } from './calibrate-thresholds.js';
 import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './contamination.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
+import { inverseAsStored, STORAGE } from './model-sections.js';
 import { buildMonitorReference } from './monitor-reference.js';
 import {
   BLUR_SIGMA,
@@ -331,7 +332,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     backbone: { ...(resumeFrom ? (resumeIdentity as BackboneIdentity) : backbone.identity), embedded: true, inputName: backbone.inputName },
     preprocess,
     embedding: { channels: d, seed, totalChannels: backbone.identity.channels.reduce((a, b) => a + b, 0), gridH: grid.gridH, gridW: grid.gridW },
-    gaussian: { images: fitted.count, epsilon, storage: 'float32-packed', resumable: true, resumeState: fitted.m2 ? 'scatter' : 'samples' },
+    gaussian: { images: fitted.count, epsilon, storage: STORAGE, resumable: true, resumeState: fitted.m2 ? 'scatter' : 'samples' },
     postprocess: { blurSigma: BLUR_SIGMA, upsample: 'bilinear' },
     fit: { calibrationImages: calibrationFiles.length, calibrationWarnings: [] },
     ...(tiling ? { tiling } : {}),
@@ -343,7 +344,8 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       header,
       channelIndices,
       mean: fitted.mean,
-      invCovPacked: fitted.invCov,
+      // Rounded as the file stores them: the fitted model scores as it will once saved and loaded.
+      inverse: inverseAsStored(fitted.invCov, grid.gridH * grid.gridW, d),
       ...(fitted.m2 ? { m2: fitted.m2 } : {}),
       ...(fitted.samples ? { samples: fitted.samples } : {}),
     },

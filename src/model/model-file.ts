@@ -23,16 +23,16 @@ export const MODEL_MAGIC = 'PARTSCAN';
 /** Current container major version: readers refuse other majors. */
 export const MODEL_FORMAT_MAJOR = 1;
 /** Current container minor version: additive changes only. */
-export const MODEL_FORMAT_MINOR = 2;
+export const MODEL_FORMAT_MINOR = 3;
 
 const PREAMBLE = 48;
 const ALIGN = 64;
 
-/** Element types of binary sections. */
-export type SectionDtype = 'float32' | 'float64' | 'int32' | 'uint8';
+/** Element types of binary sections ('float16': IEEE half precision, held as Uint16Array bit patterns; format 1.3). */
+export type SectionDtype = 'float32' | 'float64' | 'int32' | 'uint8' | 'float16';
 
-/** A typed array stored in a section. */
-export type SectionData = Float32Array | Float64Array | Int32Array | Uint8Array;
+/** A typed array stored in a section (a Uint16Array holds float16 bits). */
+export type SectionData = Float32Array | Float64Array | Int32Array | Uint8Array | Uint16Array;
 
 /** Table entry of one binary section. */
 export interface SectionInfo {
@@ -51,7 +51,15 @@ export interface SectionInfo {
 }
 
 const DTYPE_OF = (a: SectionData): SectionDtype =>
-  a instanceof Float32Array ? 'float32' : a instanceof Float64Array ? 'float64' : a instanceof Int32Array ? 'int32' : 'uint8';
+  a instanceof Float32Array
+    ? 'float32'
+    : a instanceof Float64Array
+      ? 'float64'
+      : a instanceof Int32Array
+        ? 'int32'
+        : a instanceof Uint16Array
+          ? 'float16'
+          : 'uint8';
 
 function alignUp(n: number): number {
   return Math.ceil(n / ALIGN) * ALIGN;
@@ -150,13 +158,36 @@ function formatError(file: string, what: string, remedy = 'the file is damaged o
 }
 
 /**
+ * Takes one streamed section piece by piece: `piece` holds the bytes at `byteOffset` within the
+ * section (a reused buffer: consume it before returning). Pieces are whole multiples of 8 bytes except
+ * the last.
+ */
+export type SectionConsumer = (piece: Uint8Array, byteOffset: number) => void;
+
+/** Bytes per piece of a streamed section. */
+const STREAM_PIECE = 4 * 1024 * 1024;
+
+/**
  * Reads and verifies a model file. Set `verify: false` to skip section checksums (faster for huge files),
  * and `sections` to read only the sections it accepts (the others are still checked to lie within the
- * file, so a truncated file is refused, but are neither read nor verified).
+ * file, so a truncated file is refused, but are neither read nor verified). `stream` takes chosen
+ * sections piece by piece instead of holding them whole (the big inverse covariances are decoded
+ * straight into their scoring form): their consumers are opened after every other section has been
+ * read; each streamed section is hashed as it streams (a mismatch throws after the last piece: discard
+ * what the consumer built) and left out of `sections`.
  */
 export async function readModelFile(
   file: string,
-  opts: { verify?: boolean; sections?: (name: string) => boolean } = {},
+  opts: {
+    verify?: boolean;
+    sections?: (name: string) => boolean;
+    stream?: {
+      /** Whether to stream this section (instead of holding it whole). */
+      takes: (info: SectionInfo) => boolean;
+      /** The consumer of a streamed section, given the sections held whole (all read by then) and the raw header. */
+      open: (info: SectionInfo, held: ReadonlyMap<string, SectionData>, header: ModelFileContents['header']) => SectionConsumer;
+    };
+  } = {},
 ): Promise<ModelFileContents> {
   let handle: fs.FileHandle;
   try {
@@ -213,29 +244,62 @@ export async function readModelFile(
       throw formatError(file, `section table entry sections${i.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${String(k)}`)).join('')}: ${i.message}`);
     }
     const sections = new Map<string, SectionData>();
+    const checksumError = (name: string): PartscanError =>
+      new PartscanError('MODEL_CHECKSUM', `${file}: section "${name}" checksum mismatch (the file is corrupted).`, {
+        file,
+        remedy: 're-fit the model or restore it from a backup',
+      });
+    const streamed: SectionInfo[] = [];
     for (const s of header.sections) {
       if (s.offset + s.byteLength > size) throw formatError(file, `section "${s.name}" extends past the end of the file (truncated)`);
       if (opts.sections && !opts.sections(s.name)) continue;
-      const data = allocate(s.dtype, s.byteLength, file);
-      const bytes = bytesOf(data);
-      for (let o = 0; o < s.byteLength; ) {
-        const n = Math.min(1 << 30, s.byteLength - o);
-        const { bytesRead } = await handle.read(bytes, o, n, s.offset + o);
-        if (bytesRead <= 0) throw formatError(file, `section "${s.name}" is truncated`);
-        o += bytesRead;
+      if (opts.stream?.takes(s)) streamed.push(s);
+      else sections.set(s.name, await readWhole(handle, s, file, opts.verify !== false, checksumError));
+    }
+    // Streamed sections after every section held whole: a consumer may need those (e.g. scales).
+    for (const info of streamed) {
+      const consume = opts.stream!.open(info, sections, header);
+      const h = createHash('sha256');
+      const piece = new Uint8Array(Math.min(STREAM_PIECE, Math.max(8, info.byteLength)));
+      for (let o = 0; o < info.byteLength; ) {
+        const want = Math.min(piece.length, info.byteLength - o);
+        let got = 0;
+        while (got < want) {
+          const { bytesRead } = await handle.read(piece, got, want - got, info.offset + o + got);
+          if (bytesRead <= 0) throw formatError(file, `section "${info.name}" is truncated`);
+          got += bytesRead;
+        }
+        const view = piece.subarray(0, want);
+        if (opts.verify !== false) h.update(view);
+        consume(view, o);
+        o += want;
       }
-      if (opts.verify !== false && sha256(pieces(bytes)) !== s.sha256) {
-        throw new PartscanError('MODEL_CHECKSUM', `${file}: section "${s.name}" checksum mismatch (the file is corrupted).`, {
-          file,
-          remedy: 're-fit the model or restore it from a backup',
-        });
-      }
-      sections.set(s.name, data);
+      if (opts.verify !== false && h.digest('hex') !== info.sha256) throw checksumError(info.name);
     }
     return { header, version: { major, minor }, sections };
   } finally {
     await handle.close();
   }
+}
+
+/** Reads one section whole into a typed array of its type, verifying its checksum when asked. */
+async function readWhole(
+  handle: fs.FileHandle,
+  s: SectionInfo,
+  file: string,
+  verify: boolean,
+  checksumError: (name: string) => PartscanError,
+): Promise<SectionData> {
+  const data = allocate(s.dtype, s.byteLength, file);
+  const bytes = bytesOf(data);
+  for (let o = 0; o < s.byteLength; ) {
+    const n = Math.min(1 << 30, s.byteLength - o);
+    const { bytesRead } = await handle.read(bytes, o, n, s.offset + o);
+    if (bytesRead <= 0) throw formatError(file, `section "${s.name}" is truncated`);
+    o += bytesRead;
+  }
+  if (verify && sha256(pieces(bytes)) !== s.sha256) throw checksumError(s.name);
+  return data;
 }
 
 function allocate(dtype: SectionDtype, byteLength: number, file: string): SectionData {
@@ -248,6 +312,8 @@ function allocate(dtype: SectionDtype, byteLength: number, file: string): Sectio
       return new Int32Array(byteLength / 4);
     case 'uint8':
       return new Uint8Array(byteLength);
+    case 'float16':
+      return new Uint16Array(byteLength / 2);
     default:
       throw formatError(file, `unknown section type ${String(dtype)}`);
   }

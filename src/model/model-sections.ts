@@ -1,22 +1,37 @@
 /**
- * The sections of a `.partscan` file as a model's parts: which sections a load reads (the statistics
- * for resuming only on request), the schema and size checks on them, and the resume statistics read later.
+ * The sections of a `.partscan` file as a model's parts: which sections a load reads (only what
+ * scoring needs; the statistics for resuming and any other section stay in the file until asked
+ * for), how the inverse covariances are decoded from the file straight into their scoring form
+ * (stripes, from float16 or float32 packed triangles), the schema and size checks, and the encoding
+ * that {@link Model.save} writes.
  */
 
 import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
-import { readModelFile, type SectionData } from './model-file.js';
+import { StripedInverse } from '../stats/striped-inverse.js';
+import { fromHalfBits, fromScaledHalfRow, toScaledHalfRow } from '../util/float16.js';
+import { readModelFile, type SectionConsumer, type SectionData, type SectionInfo } from './model-file.js';
 import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
 import type { ModelHeader } from './header.js';
 
 /** Sections that only `fit --resume` needs. */
 export const RESUME_SECTIONS: readonly string[] = ['m2', 'samples'];
 
+/** Sections a load reads: what scoring needs. Every other section stays in the file until asked for. */
+export const SCORING_SECTIONS: readonly string[] = ['channels', 'mean', 'invCov', 'invCov.scale', 'roi', 'backbone.onnx'];
+
+/** How the inverse covariances are written (format 1.3): see {@link encodeGaussianSections}. */
+export const STORAGE = 'float16-packed';
+
 function sectionSizeError(file: string): PartscanError {
   return new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
     file,
     remedy: 're-fit the model',
   });
+}
+
+function missing(file: string, name: string): PartscanError {
+  return new PartscanError('MODEL_FORMAT', `${file} has no "${name}" section.`, { file, remedy: 're-fit the model' });
 }
 
 /** The statistics for resuming among a file's read sections (`m2` or `samples`), size-checked against the header. */
@@ -34,48 +49,176 @@ export interface ModelParts {
   header: ModelHeader;
   channelIndices: Int32Array;
   mean: Float64Array;
-  invCovPacked: Float32Array;
+  /** The inverse covariances, as scoring uses them. */
+  inverse: StripedInverse;
   m2?: Float32Array;
   samples?: Float32Array;
   roi?: Uint8Array;
 }
 
+/** Sections left in a loaded model's file, to be read (and checked against these entries) on request. */
+export interface LazySections {
+  /** The model file. */
+  file: string;
+  /** Their table entries at load time (name, place, sha256). */
+  entries: SectionInfo[];
+}
+
 /**
- * Reads a model file's sections and checks them against its header. The statistics for resuming are
- * read only when `resumeStatistics` is set; otherwise `kept` names the section left in the file.
+ * Decodes the `invCov` section piece by piece into stripes: one packed triangle per position is
+ * gathered (from float16 with the position's scale, or float32) and written into the stripes, so
+ * neither the file's bytes nor a packed float32 copy are ever held whole.
+ */
+function inverseDecoder(inverse: StripedInverse, info: SectionInfo, scale: Float32Array | undefined): SectionConsumer {
+  const T = packedSize(inverse.dim);
+  const half = info.dtype === 'float16';
+  const row = half ? new Uint16Array(T) : new Float32Array(T);
+  const bytesPer = half ? 2 : 4;
+  let p = 0;
+  let k = 0;
+  return (piece) => {
+    const n = piece.byteLength / bytesPer;
+    const values = half ? new Uint16Array(piece.buffer, piece.byteOffset, n) : new Float32Array(piece.buffer, piece.byteOffset, n);
+    for (let e = 0; e < n; ) {
+      const take = Math.min(T - k, n - e);
+      (row as Uint16Array).set((values as Uint16Array).subarray(e, e + take), k);
+      e += take;
+      k += take;
+      if (k === T) {
+        if (half) inverse.setPositionFromHalf(p, row as Uint16Array, 0, scale![p]!, fromHalfBits);
+        else inverse.setPosition(p, row as Float32Array, 0);
+        p++;
+        k = 0;
+      }
+    }
+  };
+}
+
+/**
+ * Reads a model file's scoring sections and checks them against its header; the inverse covariances
+ * are decoded while they stream. The statistics for resuming are read only when `resumeStatistics` is
+ * set; every section not read is listed in `lazy`.
  */
 export async function readModelParts(
   file: string,
   opts: { verify?: boolean; resumeStatistics?: boolean },
-): Promise<{ parts: ModelParts; sections: Map<string, SectionData>; kept: { name: string; sha256: string } | undefined }> {
+): Promise<{ parts: ModelParts; sections: Map<string, SectionData>; lazy: LazySections }> {
+  const wanted = (name: string): boolean => SCORING_SECTIONS.includes(name) || (opts.resumeStatistics === true && RESUME_SECTIONS.includes(name));
+  let header: ModelHeader | undefined;
+  let inverse: StripedInverse | undefined;
   const contents = await readModelFile(file, {
     ...(opts.verify === undefined ? {} : { verify: opts.verify }),
-    ...(opts.resumeStatistics ? {} : { sections: (name: string) => !RESUME_SECTIONS.includes(name) }),
+    sections: wanted,
+    stream: {
+      takes: (info) => info.name === 'invCov',
+      open: (info, held, rawHeader) => {
+        // The header is checked before a byte of the big section is decoded.
+        header = checkedHeader(rawHeader, held, file);
+        const P = header.embedding.gridH * header.embedding.gridW;
+        inverse = new StripedInverse(P, header.embedding.channels);
+        const scale = held.get('invCov.scale');
+        if (info.dtype === 'float16' && !(scale instanceof Float32Array && scale.length === P)) throw missing(file, 'invCov.scale');
+        return inverseDecoder(inverse, info, scale as Float32Array | undefined);
+      },
+    },
   });
-  // One schema checks every field, and the section shapes against grid and d, before anything is used.
-  const header = parseModelHeader(contents.header, file) as unknown as ModelHeader;
-  checkModelSections(header as unknown as ParsedModelHeader, contents.sections, file);
+  header ??= checkedHeader(contents.header, contents.sections, file);
+  if (!inverse) throw missing(file, 'invCov');
   const need = (name: string): SectionData => {
     const s = contents.sections.get(name);
-    if (!s) {
-      throw new PartscanError('MODEL_FORMAT', `${file} has no "${name}" section.`, { file, remedy: 're-fit the model' });
-    }
+    if (!s) throw missing(file, name);
     return s;
   };
   const parts: ModelParts = {
     header,
     channelIndices: need('channels') as Int32Array,
     mean: need('mean') as Float64Array,
-    invCovPacked: need('invCov') as Float32Array,
+    inverse,
   };
   const roi = contents.sections.get('roi');
   if (roi) parts.roi = roi as Uint8Array;
   const P = header.embedding.gridH * header.embedding.gridW;
   const d = header.embedding.channels;
-  if (parts.mean.length !== P * d || parts.invCovPacked.length !== P * packedSize(d) || parts.channelIndices.length !== d) {
-    throw sectionSizeError(file);
-  }
+  if (parts.mean.length !== P * d || parts.channelIndices.length !== d) throw sectionSizeError(file);
   Object.assign(parts, resumeSections(contents.sections, header, file));
-  const kept = contents.header.sections.find((s) => RESUME_SECTIONS.includes(s.name));
-  return { parts, sections: contents.sections, kept };
+  const lazy = { file, entries: contents.header.sections.filter((s) => !wanted(s.name)) };
+  return { parts, sections: contents.sections, lazy };
+}
+
+/** One schema checks every field, and the section shapes against grid and d, before anything is used. */
+function checkedHeader(raw: unknown, sections: ReadonlyMap<string, SectionData>, file: string): ModelHeader {
+  const header = parseModelHeader(raw, file);
+  checkModelSections(header as ParsedModelHeader, sections, file);
+  return header as unknown as ModelHeader;
+}
+
+/**
+ * Reads sections a load left in the file (see {@link LazySections}), refusing a file whose sections
+ * are no longer the ones seen at load (replaced by another model since).
+ */
+export async function readLazySections(lazy: LazySections, names: readonly string[]): Promise<Map<string, SectionData>> {
+  const entries = lazy.entries.filter((e) => names.includes(e.name));
+  if (entries.length === 0) return new Map();
+  const contents = await readModelFile(lazy.file, { sections: (name) => entries.some((e) => e.name === name) });
+  for (const e of entries) {
+    const now = contents.header.sections.find((s) => s.name === e.name);
+    if (!now || now.sha256 !== e.sha256) {
+      throw new PartscanError('MODEL_FORMAT', `${lazy.file} changed since the model was loaded: its section "${e.name}" is not this model's.`, {
+        file: lazy.file,
+        remedy: 'load the model again (Model.load) before resuming or saving it',
+      });
+    }
+  }
+  return contents.sections;
+}
+
+/** A section to write: name, data, logical shape. */
+export interface SectionSpec {
+  name: string;
+  data: SectionData;
+  shape: number[];
+}
+
+/**
+ * The Gaussian sections as written ({@link STORAGE}): the inverse covariances, packed position by
+ * position from the stripes, as float16 rows with one power-of-two scale per position
+ * ("invCov.scale"); the statistics for resuming stay float32. (In float16, the scatter matrices lose
+ * what the inversion of a rank-deficient or ill-conditioned covariance amplifies: resumed scores moved
+ * by up to 0.7 % on the test fixture, N < d; see docs/MODEL-FILE.md.)
+ */
+export function encodeGaussianSections(inverse: StripedInverse, resume: { m2?: Float32Array; samples?: Float32Array }, images: number): SectionSpec[] {
+  const P = inverse.positions;
+  const d = inverse.dim;
+  const T = packedSize(d);
+  const row = new Float32Array(T);
+  const half = new Uint16Array(P * T);
+  const scale = new Float32Array(P);
+  for (let p = 0; p < P; p++) {
+    inverse.packPosition(p, row, 0);
+    scale[p] = toScaledHalfRow(row, 0, T, half, p * T);
+  }
+  const out: SectionSpec[] = [
+    { name: 'invCov.scale', data: scale, shape: [P] },
+    { name: 'invCov', data: half, shape: [P, T] },
+  ];
+  if (resume.m2) out.push({ name: 'm2', data: resume.m2, shape: [P, T] });
+  else if (resume.samples) out.push({ name: 'samples', data: resume.samples, shape: [P, images, d] });
+  return out;
+}
+
+/**
+ * The inverse covariances of a fit as the model keeps them: rounded as {@link encodeGaussianSections}
+ * writes them, so a fitted model scores exactly as the same model saved and loaded again.
+ */
+export function inverseAsStored(packed: Float32Array, positions: number, dim: number): StripedInverse {
+  const T = packedSize(dim);
+  const inverse = new StripedInverse(positions, dim);
+  const half = new Uint16Array(T);
+  const row = new Float32Array(T);
+  for (let p = 0; p < positions; p++) {
+    const scale = toScaledHalfRow(packed, p * T, T, half, 0);
+    fromScaledHalfRow(half, 0, T, scale, row, 0);
+    inverse.setPosition(p, row, 0);
+  }
+  return inverse;
 }

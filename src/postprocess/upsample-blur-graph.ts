@@ -11,31 +11,15 @@
  * reflection of maps smaller than the kernel included.
  */
 import * as ort from 'onnxruntime-node';
-import type { onnx as OnnxTypes } from 'onnx-proto';
-import {
-  encodeKernelModel,
-  floatInitializer,
-  int64Initializer,
-  makeNode,
-  tensorValueInfo,
-  OnnxDataType,
-  type OnnxAttributeValue,
-} from '../onnx/graph.js';
+import { collectingSink, encodeKernelModel, tensorValueInfo, OnnxDataType, type GraphSink } from '../onnx/graph.js';
 import { gaussianBlur } from './blur.js';
 import { resizeBilinear } from './resize.js';
 import { createSession } from '../onnx/session.js';
 
 const { FLOAT } = OnnxDataType;
 
-/** Where {@link upsampleBlurNodes} puts what it builds. */
-export interface GraphSink {
-  /** Adds a float32 constant. */
-  float(name: string, dims: number[], data: Float32Array): void;
-  /** Adds an int64 constant. */
-  int64(name: string, dims: number[], values: readonly number[]): void;
-  /** Adds a node (its name is the sink's business). */
-  node(op: string, inputs: string[], outputs: string[], attrs?: Record<string, OnnxAttributeValue>): void;
-}
+/** Where {@link upsampleBlurNodes} puts what it builds (its home is the graph builder). */
+export type { GraphSink };
 
 /**
  * The S×g matrix of bilinear upsampling (g → S, half-pixel centres) followed by the 1-D Gaussian blur
@@ -84,14 +68,7 @@ export class UpsampleBlurSession {
 
   /** Builds the graph for one grid and map size. */
   static async create(gridW: number, gridH: number, size: number, sigma: number, threads: number): Promise<UpsampleBlurSession> {
-    const nodes: OnnxTypes.INodeProto[] = [];
-    const initializer: OnnxTypes.ITensorProto[] = [];
-    let serial = 0;
-    const sink: GraphSink = {
-      float: (name, dims, data) => void initializer.push(floatInitializer(name, dims, data)),
-      int64: (name, dims, values) => void initializer.push(int64Initializer(name, dims, values)),
-      node: (op, inputs, outputs, attrs = {}) => void nodes.push(makeNode(op, inputs, outputs, `${op}_${serial++}`, attrs)),
-    };
+    const { sink, nodes, initializers: initializer } = collectingSink();
     sink.float('zero', [], Float32Array.of(0));
     sink.int64('grid.shape', [4], [-1, 1, gridH, gridW]);
     sink.int64('flat.shape', [2], [-1, size * size]);
