@@ -12,6 +12,7 @@ import { backboneDefaults, loadBackbone } from '../backbone/registry.js';
 import { loadDataset } from '../data/loaders.js';
 import { channelSources, gatherEmbedding, selectChannels } from '../embedding/embedding.js';
 import { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit } from '../stats/gaussian-stats.js';
+import { StripedInverse } from '../stats/striped-inverse.js';
 import { StatsKernels } from '../stats/ort-kernels.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
@@ -30,7 +31,7 @@ import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibr
 import { calibrate } from './calibrate-thresholds.js';
 import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './contamination.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
-import { inverseAsStored, STORAGE } from './model-sections.js';
+import { roundAsStored, STORAGE } from './model-sections.js';
 import { buildMonitorReference } from './monitor-reference.js';
 import {
   BLUR_SIGMA,
@@ -255,42 +256,54 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     const n = prepared.n;
     if (!tiling) for (let k = 0; k < n; k++) descriptors.push(driftDescriptorFromTensor(prepared.tensor, k * 3 * size * size, size, preprocess));
     const input = { data: prepared.tensor, dims: [n, 3, size, size] as [number, number, number, number] };
-    const embed = (maps: Tensor4D[]) => {
-      const P = maps[0]!.dims[2] * maps[0]!.dims[3];
-      return gatherEmbedding(maps, sources, fitEmbeddings.acquire(P * n * d));
-    };
-    const emb = backbone.withFeatures ? await backbone.withFeatures(input, embed) : embed(await backbone.extract(input));
-    if (!grid) grid = { gridH: emb.gridH, gridW: emb.gridW };
-    const P = emb.gridH * emb.gridW;
     // Samples per image (tiles with tiling), to foresee the samples to come.
     const perImage = tiling ? n / batches[b]!.length : 1;
-    if (lowRank === undefined) {
-      ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
-    }
-    if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
-    if (!lowRank) {
-      acc ??= new GaussianAccumulator(P, d);
-      // Merge several backbone batches per statistics update: the per-position outer products then run as
-      // GEMMs with a deeper inner dimension and the packed scatter matrices are swept fewer times. The
-      // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
-      // Never larger than the samples still to come.
-      const samplesLeft = Math.ceil(perImage * (fitFiles.length - done));
-      const cap = Math.max(n, Math.min(samplesLeft, Math.floor(STATS_BUFFER_BYTES / (P * d * 4))));
-      if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
-        if (pendingEmb && pendingEmb.count > 0) {
-          await flushEmbeddings(pendingEmb, acc, kernels);
-          looInBuffer = false;
-        }
-        if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };
+    /** Decides where this batch's embeddings go, given the grid: the statistics buffer (flushed when full). */
+    const place = async (P: number): Promise<EmbeddingBuffer> => {
+      if (lowRank === undefined) {
+        ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
       }
-      // When one buffer holds every training image, the leave-one-out check reads the embeddings from it
-      // (the statistics update leaves them intact); otherwise it keeps its own copy, within its budget.
-      looInBuffer ??= looKeep !== undefined && looKeep.allowed && done === 0 && pendingEmb.capacity >= Math.ceil(perImage * fitFiles.length);
-      if (looKeep && !looInBuffer) kept ??= looKeep.start(P, fitFiles.length, d);
-    }
-    if (kept) appendEmbeddings(kept, emb.data, n);
-    appendEmbeddings(pendingEmb!, emb.data, n);
-    fitEmbeddings.release(emb.data);
+      if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
+      if (!lowRank) {
+        acc ??= new GaussianAccumulator(P, d);
+        // Merge several backbone batches per statistics update: the per-position outer products then run as
+        // GEMMs with a deeper inner dimension and the packed scatter matrices are swept fewer times. The
+        // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
+        // Never larger than the samples still to come.
+        const samplesLeft = Math.ceil(perImage * (fitFiles.length - done));
+        const cap = Math.max(n, Math.min(samplesLeft, Math.floor(STATS_BUFFER_BYTES / (P * d * 4))));
+        if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
+          if (pendingEmb && pendingEmb.count > 0) {
+            await flushEmbeddings(pendingEmb, acc, kernels);
+            looInBuffer = false;
+          }
+          if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };
+        }
+        // When one buffer holds every training image, the leave-one-out check reads the embeddings from it
+        // (the statistics update leaves them intact); otherwise it keeps its own copy, within its budget.
+        looInBuffer ??= looKeep !== undefined && looKeep.allowed && done === 0 && pendingEmb.capacity >= Math.ceil(perImage * fitFiles.length);
+        if (looKeep && !looInBuffer) kept ??= looKeep.start(P, fitFiles.length, d);
+      }
+      return pendingEmb!;
+    };
+    const embed = async (maps: Tensor4D[]): Promise<void> => {
+      const [, , gridH, gridW] = maps[0]!.dims;
+      grid ??= { gridH, gridW };
+      const target = await place(gridH * gridW);
+      if (kept) {
+        // A separate leave-one-out copy: gather once, append to both.
+        const emb = gatherEmbedding(maps, sources, fitEmbeddings.acquire(gridH * gridW * n * d));
+        appendEmbeddings(kept, emb.data, n);
+        appendEmbeddings(target, emb.data, n);
+        fitEmbeddings.release(emb.data);
+      } else {
+        // Straight into the statistics buffer's rows: no per-batch copy.
+        gatherEmbedding(maps, sources, target.data, { capacity: target.capacity, offset: target.count });
+        target.count += n;
+      }
+    };
+    if (backbone.withFeatures) await backbone.withFeatures(input, embed);
+    else await embed(await backbone.extract(input));
     done += batches[b]!.length;
     opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
   }
@@ -344,8 +357,8 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       header,
       channelIndices,
       mean: fitted.mean,
-      // Rounded as the file stores them: the fitted model scores as it will once saved and loaded.
-      inverse: inverseAsStored(fitted.invCov, grid.gridH * grid.gridW, d),
+      // float32 for the checks below; rounded as the file stores them at the end of the fit.
+      inverse: StripedInverse.fromPacked(fitted.invCov, grid.gridH * grid.gridW, d),
       ...(fitted.m2 ? { m2: fitted.m2 } : {}),
       ...(fitted.samples ? { samples: fitted.samples } : {}),
     },
@@ -389,6 +402,8 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     : resumeFrom?.header.monitor;
   if (monitor) header.monitor = monitor;
   header.fit.calibrationWarnings = warnings.map((w) => w.message);
+  // Last: the fitted model then scores exactly as it will once saved and loaded (float16 inverse).
+  roundAsStored(model.inverse);
   model.fitWarnings = warnings;
   model.fitReport = report;
   return model;

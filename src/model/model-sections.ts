@@ -207,18 +207,18 @@ export function encodeGaussianSections(inverse: StripedInverse, resume: { m2?: F
 }
 
 /**
- * The inverse covariances of a fit as the model keeps them: rounded as {@link encodeGaussianSections}
- * writes them, so a fitted model scores exactly as the same model saved and loaded again.
+ * Rounds a fit's inverse covariances in place as {@link encodeGaussianSections} stores them, so that
+ * the fitted model scores exactly as the same model saved and loaded again. Fit does this last: its
+ * leave-one-out check needs the float32 inverse (the Sherman–Morrison downdate divides by
+ * 1 − n·d²/(n−1)², which in a low-rank fit is small enough to turn float16's 2^-12 into noise).
  */
-export function inverseAsStored(packed: Float32Array, positions: number, dim: number): StripedInverse {
-  const T = packedSize(dim);
-  const inverse = new StripedInverse(positions, dim);
-  const half = new Uint16Array(T);
+export function roundAsStored(inverse: StripedInverse): void {
+  const T = packedSize(inverse.dim);
   const row = new Float32Array(T);
-  for (let p = 0; p < positions; p++) {
-    const scale = toScaledHalfRow(packed, p * T, T, half, 0);
-    fromScaledHalfRow(half, 0, T, scale, row, 0);
-    inverse.setPosition(p, row, 0);
+  const half = new Uint16Array(T);
+  for (let p = 0; p < inverse.positions; p++) {
+    inverse.packPosition(p, row, 0);
+    const scale = toScaledHalfRow(row, 0, T, half, 0);
+    inverse.setPositionFromHalf(p, half, 0, scale, fromHalfBits);
   }
-  return inverse;
 }

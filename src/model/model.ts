@@ -135,13 +135,13 @@ export class Model {
    * a variable rather than in a loop).
    */
   get invCovPacked(): Float32Array {
-    const cached = this.packedCache?.deref();
+    const cached = this.packedCache?.revision === this.inverse.revision ? this.packedCache.packed.deref() : undefined;
     if (cached) return cached;
     const packed = this.inverse.toPacked();
-    this.packedCache = new WeakRef(packed);
+    this.packedCache = { packed: new WeakRef(packed), revision: this.inverse.revision };
     return packed;
   }
-  private packedCache: WeakRef<Float32Array> | undefined;
+  private packedCache: { packed: WeakRef<Float32Array>; revision: number } | undefined;
   /**
    * Centred scatter matrices for resuming (absent in compact files and in fits that keep samples; in a
    * loaded model, absent until {@link Model.resumeStatistics} has read them).

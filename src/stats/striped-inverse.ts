@@ -56,6 +56,8 @@ export class StripedInverse {
   readonly data: readonly Float32Array[];
   /** The same memory as bit patterns (for {@link setPositionFromHalf}). */
   private readonly bits: readonly Uint32Array[];
+  /** Bumped by every write, so that copies derived from the stripes (packed triangles) know they are stale. */
+  revision = 0;
 
   /** Empty (zero) stripes for `positions` matrices of size `dim`; fill them with {@link setPosition}. */
   constructor(
@@ -65,7 +67,16 @@ export class StripedInverse {
     readonly dim: number,
   ) {
     this.stripes = stripeLayout(dim);
-    this.data = this.stripes.map((s) => new Float32Array(positions * stripeSize(s)));
+    // One allocation for all stripes: large enough that malloc maps it on its own, so an evicted
+    // model's memory goes back to the system when the array is collected (separate ~15 MB blocks
+    // would stay in the heap).
+    const all = new Float32Array(positions * this.stripes.reduce((n, s) => n + stripeSize(s), 0));
+    let offset = 0;
+    this.data = this.stripes.map((s) => {
+      const view = all.subarray(offset, offset + positions * stripeSize(s));
+      offset += view.length;
+      return view;
+    });
     this.bits = this.data.map((x) => new Uint32Array(x.buffer, x.byteOffset, x.length));
   }
 
@@ -85,6 +96,7 @@ export class StripedInverse {
 
   /** Writes position `p` from one packed lower triangle starting at `packed[offset]`. */
   setPosition(p: number, packed: Float32Array, offset: number): void {
+    this.revision++;
     this.stripes.forEach((s, a) => {
       const b = s.r1 - s.r0;
       const dst = this.data[a]!;
@@ -110,6 +122,7 @@ export class StripedInverse {
    * faster than decoding and scattering in two passes; the rest go through `decode`.
    */
   setPositionFromHalf(p: number, half: Uint16Array, offset: number, scale: number, decode: (bits: number) => number): void {
+    this.revision++;
     const k = Math.log2(scale);
     // Fast path only for exact powers of two that keep every result a normal float32 (always, for files partscan writes).
     if (!Number.isInteger(k) || k < -100 || k > 100) {

@@ -71,18 +71,34 @@ const SCALED_MAX = 32752;
  * decoded values again gives the same k and the same bits, so a loaded model saves to the same bytes.
  */
 export function toScaledHalfRow(src: Float32Array, offset: number, n: number, out: Uint16Array, outOffset: number): number {
-  let max = 0;
-  for (let i = offset; i < offset + n; i++) {
-    const a = Math.abs(src[i]!);
-    if (a > max && a !== Infinity) max = a;
+  const bits = new Uint32Array(src.buffer, src.byteOffset + offset * 4, n);
+  // Largest finite magnitude: for non-negative floats, bit patterns order like values.
+  let maxBits = 0;
+  for (let i = 0; i < n; i++) {
+    const a = bits[i]! & 0x7fffffff;
+    if (a > maxBits && a < 0x7f800000) maxBits = a;
   }
+  U32[0] = maxBits;
+  const max = F32[0]!;
   // Both factors stay normal float32 numbers: k within [-113, 100] (an all-zero row: 100, as any k fits).
   const fits = (e: number): boolean => fromHalfBits(toHalfBits(max * 2 ** e)) <= SCALED_MAX;
   let k = max > 0 ? Math.min(100, Math.max(-113, Math.floor(Math.log2(SCALED_MAX / max)))) : 100;
   while (k > -113 && !fits(k)) k--;
   while (k < 100 && fits(k + 1)) k++;
   const up = 2 ** k;
-  for (let i = 0; i < n; i++) out[outOffset + i] = toHalfBits(src[offset + i]! * up);
+  const shift = k * 0x800000;
+  for (let i = 0; i < n; i++) {
+    const u = bits[i]!;
+    const a = u & 0x7fffffff;
+    const scaled = a + shift;
+    // A normal float32 scaled into half's normal range: rebias the exponent and round the mantissa
+    // to 10 bits, to nearest even, by integer arithmetic. (≤ 32752 by the choice of k: no overflow.)
+    if (a >= 0x800000 && a < 0x7f800000 && scaled >= 0x38800000) {
+      out[outOffset + i] = ((u >>> 16) & 0x8000) | ((scaled - 0x38000000 + 0xfff + ((scaled >>> 13) & 1)) >>> 13);
+    } else {
+      out[outOffset + i] = toHalfBits(src[offset + i]! * up);
+    }
+  }
   return 2 ** -k;
 }
 
