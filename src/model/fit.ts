@@ -31,7 +31,7 @@ import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibr
 import { calibrate } from './calibrate-thresholds.js';
 import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './contamination.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
-import { roundAsStored, STORAGE } from './model-sections.js';
+import { applyStored, encodePacked, STORAGE } from './model-sections.js';
 import { buildMonitorReference } from './monitor-reference.js';
 import {
   BLUR_SIGMA,
@@ -352,12 +352,14 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   };
   const drift = resumeFrom ? resumeFrom.header.drift : descriptors.length >= 5 ? fitDriftModel(descriptors, { names: [...GLOBAL_STATS_FEATURES] }) : undefined;
   if (drift) header.drift = drift;
+  // The file's float16 form of the inverse, encoded while the packed triangles are at hand.
+  const storedInverse = encodePacked(fitted.invCov, grid.gridH * grid.gridW, d);
   const model = Model.fromParts(
     {
       header,
       channelIndices,
       mean: fitted.mean,
-      // float32 for the checks below; rounded as the file stores them at the end of the fit.
+      // float32 for the checks below; set to the stored float16 values at the end of the fit.
       inverse: StripedInverse.fromPacked(fitted.invCov, grid.gridH * grid.gridW, d),
       ...(fitted.m2 ? { m2: fitted.m2 } : {}),
       ...(fitted.samples ? { samples: fitted.samples } : {}),
@@ -403,7 +405,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   if (monitor) header.monitor = monitor;
   header.fit.calibrationWarnings = warnings.map((w) => w.message);
   // Last: the fitted model then scores exactly as it will once saved and loaded (float16 inverse).
-  roundAsStored(model.inverse);
+  applyStored(model.inverse, storedInverse);
   model.fitWarnings = warnings;
   model.fitReport = report;
   return model;
