@@ -1,9 +1,9 @@
 /**
- * What storing the inverse covariances in float16 (model format 1.3) does to accuracy, on bottle,
+ * What storing the inverse covariances in float16 (model format 1.4) does to accuracy, on bottle,
  * magnetic tile and the synthetic demo parts: each is fitted once with the bundled backbone at its
  * defaults, then evaluated with the inverse as stored (float16, per-position scales) and with the fit's
  * unrounded float32 inverse. Prints one JSON object: AUROCs / AUPRO both ways, the largest relative
- * change of an image score, and the file sizes (format 1.3 vs the float32 triangles of format 1.2).
+ * change of an image score, and the file sizes (format 1.4 vs the float32 triangles of earlier formats).
  *
  *   npm run bench:float16 -- [--data DIR ...] [--backbone mobilenetv2-int8]
  */
@@ -62,7 +62,7 @@ async function one(name: string, root: string): Promise<Record<string, unknown>>
   await stored.save(file, { resumable: false });
   const compact = (await fs.stat(file)).size;
   await fs.rm(file, { force: true });
-  // Format 1.2 stored the same triangles in float32: twice the invCov bytes, no scales.
+  // Earlier formats stored the same triangles in float32: twice the invCov bytes, no scales.
   const float32Bytes = bytes + stored.positions * packedSize(stored.dim) * 2 - stored.positions * 4;
   const pick = (e: typeof a) => ({ image_auroc: +e.metrics.image_auroc.toFixed(4), pixel_auroc: +e.metrics.pixel_auroc.toFixed(4), aupro: +e.metrics.aupro.toFixed(4) });
   const out = {
@@ -75,7 +75,7 @@ async function one(name: string, root: string): Promise<Record<string, unknown>>
     float16: pick(b),
     aurocsEqualTo3Decimals: (['image_auroc', 'pixel_auroc', 'aupro'] as const).every((k) => a.metrics[k].toFixed(3) === b.metrics[k].toFixed(3)),
     worstImageScoreRelativeChange: +worst.toExponential(2),
-    fileMB: { float16: +(bytes / 2 ** 20).toFixed(1), float32Format12: +(float32Bytes / 2 ** 20).toFixed(1), compactFloat16: +(compact / 2 ** 20).toFixed(1) },
+    fileMB: { float16: +(bytes / 2 ** 20).toFixed(1), float32EarlierFormats: +(float32Bytes / 2 ** 20).toFixed(1), compactFloat16: +(compact / 2 ** 20).toFixed(1) },
   };
   await Promise.all([stored.dispose(), float32.dispose()]);
   return out;

@@ -15,8 +15,12 @@ export { splitCalibration, trainingImages } from './model/fit.js';
 export { PARTSCAN_VERSION, DEFAULT_CHANNELS, DEFAULT_EPSILON, BLUR_SIGMA, stitchTiles } from './model/model.js';
 export { readModelFile, writeModelFile, MODEL_MAGIC, MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model/model-file.js';
 export type { ModelFileContents, SectionInfo, SectionData, SectionDtype } from './model/model-file.js';
-export { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './model/contamination.js';
-export type { ContaminationSuspect } from './model/contamination.js';
+export { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings, looTransform, outOfSampleByBackbone, outOfSampleFromEmbeddings } from './model/out-of-sample.js';
+export type { ContaminationSuspect, OutOfSampleGrids } from './model/out-of-sample.js';
+export { fitStandardization, STANDARDIZE_QUANTILE } from './postprocess/standardize.js';
+export type { FittedStandardization, PositionStandardization } from './postprocess/standardize.js';
+export { CalibrationPool } from './model/calibration-pool.js';
+export type { CalibrationSources, CalibrationSummary } from './model/calibration-pool.js';
 export type { MonitorReference } from './model/monitor-reference.js';
 
 // Errors and shared types.
@@ -51,20 +55,24 @@ export * from './postprocess/shape.js';
 export { binaryMask, connectedRegions, extractRegions } from './postprocess/regions.js';
 export type { ExtractRegionsOptions, ExtractedRegions, RegionOptions } from './postprocess/regions.js';
 export { DEFAULT_UNCERTAIN_BAND, imageNormalization, pixelNormalization, validateBand, verdict } from './postprocess/thresholds.js';
-export type { GoodOnlyRule, QuantileRule, ScoreRange, SigmaRule, ThresholdMethod, Thresholds, VerdictBand } from './postprocess/thresholds.js';
+export type { EstimatedRate, GoodOnlyRule, OperatingPoint, QuantileRule, ScoreRange, SigmaRule, ThresholdMethod, Thresholds, VerdictBand } from './postprocess/thresholds.js';
 export {
   DEFAULT_GOOD_RULE,
   DEFAULT_MAX_POOLED_PIXELS,
-  FEW_GOOD_IMAGES,
   describeRule,
   f1AdaptiveThreshold,
   pixelF1Threshold,
   pixelThresholdFromGood,
   quantileSorted,
-  selectThresholds,
   thresholdFromGood,
 } from './postprocess/threshold-rules.js';
-export type { CalibrationScores, F1Threshold, ThresholdOptions, ThresholdSelection } from './postprocess/threshold-rules.js';
+export type { F1Threshold } from './postprocess/threshold-rules.js';
+export { DEFAULT_FALSE_REJECT_TARGET, FEW_GOOD_IMAGES, selectThresholds } from './postprocess/operating-point.js';
+export type { CalibrationScores, ThresholdOptions, ThresholdRule, ThresholdSelection } from './postprocess/operating-point.js';
+export { fitExponentialTail, tailExceedance, tailExceedanceUpper95, tailQuantile } from './postprocess/tail-model.js';
+export type { ExponentialTail, TailFit } from './postprocess/tail-model.js';
+export { clopperPearson } from './metrics/intervals.js';
+export type { RateInterval } from './metrics/intervals.js';
 
 // Metrics.
 export * from './metrics/index.js';

@@ -23,6 +23,11 @@ export type { ModelPoolOptions, PooledModel } from './model/model-pool.js';
 export type { BackboneSpec } from './backbone/registry.js';
 export type { Region, Verdict } from './postprocess/index.js';
 
+// Move the operating point of a fitted model (false-reject target, review band, labelled images).
+export { calibrate } from './model/recalibrate.js';
+export type { CalibrateOptions, CalibrationResult } from './model/recalibrate.js';
+export type { OperatingPoint, Thresholds } from './postprocess/thresholds.js';
+
 // Evaluate on a labelled dataset.
 export { evaluateModel } from './model/evaluate.js';
 export type { Evaluation } from './model/evaluate.js';

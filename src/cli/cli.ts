@@ -29,7 +29,8 @@ import { scoreCommand, type ScoreFlags } from './commands/score.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE } from './exit-codes.js';
 import { errorLine, type CliIo } from './format.js';
-import { bandArg, intArg, listArg, shareArg } from './options.js';
+import { bandArg, intArg, listArg, rateArg, shareArg, THRESHOLD_RULE_NAMES } from './options.js';
+import { calibrateCommand, type CalibrateFlags } from './commands/calibrate.js';
 
 export type { CliIo };
 export { EXIT_OK, EXIT_PARTIAL, EXIT_UNEXPECTED, EXIT_USAGE } from './exit-codes.js';
@@ -67,9 +68,13 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--channels <d>', 'embedding size d (default 100; all 152 for mobilenetv2-int8)', intArg('--channels', 1))
     .option('--image-size <px>', 'network input side (default 256; 224 for mobilenetv2-int8)', intArg('--image-size', 32))
     .option('--seed <n>', 'seed of the channel choice and calibration split (default 0)', intArg('--seed', 0))
-    .option('--calibration-split <share>', 'share of good images held out for thresholds (default 0.1)', shareArg)
-    .option('--calibration <dir>', 'separate good images for calibration (instead of a split)')
-    .option('--defects <root-or-csv>', 'labelled defective images (MVTec root or CSV list) for F1-adaptive thresholds')
+    .option('--calibration-split <share>', 'share of good images held out of the fit for calibration (default 0: every image fits the model and calibrates it out of sample)', shareArg)
+    .option('--calibration <dir>', 'extra good images for calibration, scored out of sample')
+    .option('--defects <root-or-csv>', 'labelled defective images (MVTec root or CSV list): the escape rate at the threshold, or F1 thresholds')
+    .option('--false-reject <rate>', 'false-reject rate the image threshold is set at (default 0.01)', rateArg('--false-reject'))
+    .option('--review-band <rate>', 'parts scoring between the threshold at this higher false-reject rate and the NG threshold are UNCERTAIN', rateArg('--review-band'))
+    .addOption(new Option('--threshold-rule <rule>', 'false-reject (default), f1 (needs --defects), or sigma (max(mean + 3σ, max), as partscan 0.1)').choices([...THRESHOLD_RULE_NAMES]))
+    .addOption(new Option('--image-score <kind>', 'standardized (default: per-position standardised map maximum) or max (raw map maximum)').choices(['standardized', 'max']))
     .option('--resume <model>', 'continue from a resumable model, adding these images')
     .option('--batch-size <n>', 'images per backbone batch (default 16)', intArg('--batch-size', 1))
     .option('--threads <n>', 'ONNX Runtime threads', intArg('--threads', 1))
@@ -116,6 +121,22 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .option('--weights <file>', 'backbone safetensors, for a model saved with --no-embed-backbone')
     .option('--json', 'print one JSON object (metrics; NaN as null)')
     .action(run((model: string, dataset: string, flags: EvalFlags) => evalCommand(model, dataset, flags, io)));
+
+  program
+    .command('calibrate')
+    .description("move a fitted model's operating point without refitting: a false-reject target, review band, new good images or labelled defects")
+    .argument('<model>', 'model file (fitted by this partscan version: it stores its out-of-sample scores)')
+    .requiredOption('-o, --out <file>', 'model file to write (may be the same file; written atomically)')
+    .option('--false-reject <rate>', "false-reject rate the image threshold is set at (default: the model's)", rateArg('--false-reject'))
+    .option('--review-band <rate>', 'parts scoring between the threshold at this higher false-reject rate and the NG threshold are UNCERTAIN', rateArg('--review-band'))
+    .addOption(new Option('--threshold-rule <rule>', 'false-reject (default), f1 (needs defects), or sigma').choices([...THRESHOLD_RULE_NAMES]))
+    .option('--defects <root-or-csv>', 'labelled defective images to add: an MVTec-style root, a labelled CSV list, or a folder of defective images')
+    .option('--good <dir>', 'good images to add (scored out of sample)')
+    .option('--batch-size <n>', 'images per scoring batch', intArg('--batch-size', 1))
+    .option('--threads <n>', 'ONNX Runtime threads', intArg('--threads', 1))
+    .option('--weights <file>', 'backbone safetensors, for a model saved with --no-embed-backbone')
+    .option('--json', 'print one JSON object')
+    .action(run((model: string, flags: CalibrateFlags) => runCancellable([flags.out], () => calibrateCommand(model, flags, io))));
 
   program
     .command('report')

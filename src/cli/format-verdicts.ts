@@ -4,7 +4,9 @@
  */
 
 import type { VerdictCounts, VerdictQuality } from '../metrics/verdicts.js';
-import { formatTable } from './format.js';
+import type { OperatingCurvePoint } from '../metrics/operating-curve.js';
+import type { ShippedOperatingPoint } from '../model/evaluate.js';
+import { fmtNum, formatTable } from './format.js';
 
 function pct(v: number): string {
   return Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : '-';
@@ -34,4 +36,20 @@ export function formatVerdictLine(v: VerdictQuality): string {
     `verdicts: defective ${defect.NG} NG, ${defect.OK} OK (escape ${pct(v.escape_rate)}), ${defect.UNCERTAIN} UNCERTAIN; ` +
     `good ${good.OK} OK, ${good.NG} NG (false reject ${pct(v.false_reject_rate)}), ${good.UNCERTAIN} UNCERTAIN`
   );
+}
+
+/**
+ * The operating curve measured on a test set, with the model's shipped threshold placed on it (the row
+ * marked "shipped", between the curve points it falls between).
+ */
+export function formatOperatingCurve(points: readonly OperatingCurvePoint[], shipped: ShippedOperatingPoint | null): string {
+  const rows: string[][] = points.map((p) => [`at ${pct(p.false_reject_rate)}`, pct(p.measured_false_reject_rate), pct(p.escape_rate), fmtNum(p.threshold)]);
+  if (shipped) {
+    const target = shipped.target_false_reject_rate !== null ? ` (target ${pct(shipped.target_false_reject_rate)})` : '';
+    const row = [`shipped${target}`, pct(shipped.false_reject_rate), pct(shipped.escape_rate), fmtNum(shipped.threshold)];
+    // Thresholds fall as the false-reject rate rises: the shipped row goes where its threshold belongs.
+    const at = points.findIndex((p) => !(p.threshold > shipped.threshold));
+    rows.splice(at < 0 ? rows.length : at, 0, row);
+  }
+  return formatTable(['operating point', 'false reject', 'escape', 'threshold'], rows);
 }

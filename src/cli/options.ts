@@ -4,6 +4,8 @@
  */
 
 import { InvalidArgumentError } from 'commander';
+import type { ThresholdRule } from '../postprocess/operating-point.js';
+import { DEFAULT_GOOD_RULE } from '../postprocess/threshold-rules.js';
 
 export function intArg(name: string, min: number): (v: string) => number {
   return (v) => {
@@ -17,6 +19,23 @@ export function shareArg(v: string): number {
   const n = Number(v);
   if (!(n >= 0 && n < 1)) throw new InvalidArgumentError(`must be a number in [0, 1), got "${v}".`);
   return n;
+}
+
+/** A rate strictly between 0 and 1 (e.g. a false-reject target). */
+export function rateArg(name: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (!(v.trim() !== '' && n > 0 && n < 1)) throw new InvalidArgumentError(`${name} must be a rate in (0, 1), e.g. 0.01 for 1 %, got "${v}".`);
+    return n;
+  };
+}
+
+/** The threshold rules the CLI names ('sigma' is partscan ≤ 0.1's max(mean + 3σ, max)). */
+export const THRESHOLD_RULE_NAMES = ['false-reject', 'f1', 'sigma'] as const;
+
+/** The API rule for a CLI rule name. */
+export function thresholdRuleOf(name: (typeof THRESHOLD_RULE_NAMES)[number]): ThresholdRule {
+  return name === 'sigma' ? DEFAULT_GOOD_RULE : name;
 }
 
 export function listArg(v: string): string[] {
@@ -52,6 +71,10 @@ export interface FitFlags {
   compact?: boolean;
   roi?: string;
   band?: { low: number; high: number };
+  falseReject?: number;
+  reviewBand?: number;
+  thresholdRule?: (typeof THRESHOLD_RULE_NAMES)[number];
+  imageScore?: 'standardized' | 'max';
   cacheDir?: string;
   offline?: boolean;
   tile?: number;

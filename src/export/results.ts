@@ -6,6 +6,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { THRESHOLD_METHODS } from '../postprocess/thresholds.js';
 import { PartscanError } from '../errors.js';
 import type { Region } from '../postprocess/regions.js';
 import type { Thresholds, Verdict } from '../postprocess/thresholds.js';
@@ -20,8 +21,13 @@ export const RESULTS_CSV = 'results.csv';
 export interface ImageResult {
   /** The input image path, as given. */
   file: string;
-  /** Raw image score (Mahalanobis distance; the map's maximum). */
+  /**
+   * Raw image score: the maximum of the per-position standardised distance map (models of format ≥ 1.3),
+   * else the anomaly map's maximum. The verdict is on this score.
+   */
   imageScore: number;
+  /** The raw anomaly map's maximum (Mahalanobis distance; what the pixel threshold cuts). Absent in runs of partscan ≤ 0.1. */
+  mapMax?: number;
   /** Normalised image score, 0..1 (0.5 = threshold). */
   normalizedScore: number;
   /** The decision. */
@@ -83,7 +89,7 @@ export interface RunManifest {
 
 const finite = z.number().refine(Number.isFinite, 'must be a finite number');
 const rangeSchema = z.object({ min: finite, max: finite });
-const methodSchema = z.enum(['f1-adaptive', 'good-sigma', 'good-quantile', 'manual']);
+const methodSchema = z.enum(THRESHOLD_METHODS);
 
 const regionSchema = z.object({
   id: z.number().int().positive(),
@@ -99,6 +105,7 @@ const regionSchema = z.object({
 const imageResultSchema = z.object({
   file: z.string().min(1),
   imageScore: finite,
+  mapMax: finite.optional(),
   normalizedScore: finite,
   verdict: z.enum(['OK', 'NG', 'UNCERTAIN']),
   regions: z.array(regionSchema),
@@ -130,7 +137,7 @@ const runManifestSchema = z.object({
       imageStats: rangeSchema,
       pixelStats: rangeSchema,
       band: z.object({ low: finite, high: finite }).optional(),
-    }),
+    }).loose(),
     backbone: z.string().optional(),
   }),
   results: z.array(imageResultSchema),
@@ -179,6 +186,7 @@ export const CSV_COLUMNS = [
   'drift',
   'drift_score',
   'label',
+  'map_max',
 ] as const;
 
 /**
@@ -201,6 +209,7 @@ export function resultsToCsv(results: readonly ImageResult[]): string {
         r.drift ? String(r.drift.flag) : '',
         r.drift ? String(r.drift.score) : '',
         csvField(r.label ?? ''),
+        r.mapMax !== undefined ? String(r.mapMax) : '',
       ].join(','),
     );
   }

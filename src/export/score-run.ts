@@ -248,6 +248,7 @@ export async function exportScoredImage(
   const result: ImageResult = {
     file: r.source,
     imageScore: r.imageScore,
+    mapMax: r.mapMax,
     // Uncalibrated placeholder; buildManifest replaces it with the run-relative value.
     normalizedScore: calibrated ? r.normalizedScore! : 0.5,
     verdict: calibrated ? r.verdict! : 'UNCERTAIN',

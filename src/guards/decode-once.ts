@@ -75,6 +75,11 @@ export class LoopGuards {
   report(): TrainingSetReport {
     return checkTrainingSet(this.fingerprints);
   }
+
+  /** The sha256 of each fingerprinted file's bytes, by file. */
+  fileHashes(): Map<string, string> {
+    return new Map(this.fingerprints.map((f) => [f.file, f.sha256]));
+  }
 }
 
 /** The images `keep` (indices) of a batch tensor of `per` values per image, as a new tensor. */

@@ -72,3 +72,31 @@ export function scoreOutliers(scores: readonly number[]): {
   }
   return { z, outlier: z.map((v) => v >= cut) };
 }
+
+/**
+ * The q-quantile (type 7: linear between order statistics, NumPy's default) of the `m` ascending values
+ * `sorted[offset .. offset + m)`, or of the m − 1 values left when the one at relative index `skip` is
+ * taken out (leave-one-out, in O(1) once a column is sorted).
+ */
+export function sortedQuantile(sorted: ArrayLike<number>, offset: number, m: number, q: number, skip = -1): number {
+  const count = skip >= 0 ? m - 1 : m;
+  const pos = (count - 1) * Math.min(Math.max(q, 0), 1);
+  const lo = Math.floor(pos);
+  const hi = Math.min(lo + 1, count - 1);
+  // Element j of the remaining values: j-th of the column, one further on from the skipped one.
+  const at = (j: number): number => sorted[offset + (skip >= 0 && j >= skip ? j + 1 : j)]!;
+  const a = at(lo);
+  return a + (pos - lo) * (at(hi) - a);
+}
+
+/** Index of the first of `m` ascending values at `offset` that is ≥ x (binary search). */
+export function lowerBound(sorted: ArrayLike<number>, offset: number, m: number, x: number): number {
+  let lo = 0;
+  let hi = m;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[offset + mid]! < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -10,3 +10,4 @@ export * from './evaluate.js';
 export * from './f1.js';
 export * from './sort.js';
 export * from './verdicts.js';
+export * from './operating-curve.js';

@@ -6,6 +6,7 @@
 
 import { PartscanError } from '../errors.js';
 import type { Verdict } from '../postprocess/thresholds.js';
+import { clopperPearson } from './intervals.js';
 
 /** One judged test image. */
 export interface VerdictItem {
@@ -49,6 +50,10 @@ export interface VerdictSetQuality {
   n_good: number;
   /** Number of defective images in the set. */
   n_defect: number;
+  /** 95 % Clopper–Pearson interval of the escape rate ([lower, upper]; null bounds without defects). */
+  escape_rate_ci95: [number, number];
+  /** 95 % Clopper–Pearson interval of the false-reject rate (null bounds without good images). */
+  false_reject_rate_ci95: [number, number];
 }
 
 /** {@link VerdictSetQuality} for the whole test set, plus per defect type (all good parts + that type). */
@@ -69,6 +74,8 @@ function qualityOf(items: readonly VerdictItem[]): VerdictSetQuality {
   for (const it of items) (it.anomalous ? defect : good)[it.verdict]++;
   const n_good = good.OK + good.NG + good.UNCERTAIN;
   const n_defect = defect.OK + defect.NG + defect.UNCERTAIN;
+  const escape = clopperPearson(defect.OK, n_defect);
+  const falseReject = clopperPearson(good.NG, n_good);
   return {
     escape_rate: ratio(defect.OK, n_defect),
     false_reject_rate: ratio(good.NG, n_good),
@@ -76,6 +83,8 @@ function qualityOf(items: readonly VerdictItem[]): VerdictSetQuality {
     confusion: { good, defect },
     n_good,
     n_defect,
+    escape_rate_ci95: [escape.lower, escape.upper],
+    false_reject_rate_ci95: [falseReject.lower, falseReject.upper],
   };
 }
 

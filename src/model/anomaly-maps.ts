@@ -44,12 +44,13 @@ export class AnomalyMapper {
 
   private upsampleBlur(): Promise<UpsampleBlurSession> {
     const { gridW, gridH } = this.model.header.embedding;
-    this.upsampleBlurPromise ??= UpsampleBlurSession.create(gridW, gridH, this.model.size, this.model.header.postprocess.blurSigma, this.threads ?? defaultThreads());
+    const { size, standardization } = this.model;
+    this.upsampleBlurPromise ??= UpsampleBlurSession.create(gridW, gridH, size, this.model.header.postprocess.blurSigma, this.threads ?? defaultThreads(), standardization);
     return this.upsampleBlurPromise;
   }
 
   /** Raw anomaly maps of a preprocessed batch, session by session through the given backbone. */
-  async stepwiseMaps(backbone: Backbone, batch: Tensor4D, transformSquared?: (d2: number) => number): Promise<Float32Array[]> {
+  async stepwiseMaps(backbone: Backbone, batch: Tensor4D, transformSquared?: (d2: number) => number): Promise<MapBatch> {
     const [n] = batch.dims;
     const d2 = backbone.withFeatures
       ? await backbone.withFeatures(batch, (maps) => this.gridDistances(maps, n))
@@ -57,8 +58,12 @@ export class AnomalyMapper {
     return this.mapsFromDistances(d2, n, transformSquared);
   }
 
-  /** Anomaly maps from squared grid distances [P, N], optionally transformed per distance. */
-  async mapsFromDistances(d2: Float32Array, n: number, transformSquared?: (d2: number) => number): Promise<Float32Array[]> {
+  /**
+   * Anomaly maps from squared grid distances [P, N], optionally transformed per distance, with the
+   * (transformed) squared distances image-major and, for a model with a per-position standardisation,
+   * the standardised image scores.
+   */
+  async mapsFromDistances(d2: Float32Array, n: number, transformSquared?: (d2: number) => number): Promise<MapBatch> {
     const P = this.model.positions;
     // Image-major squared distances [N, P] (optionally transformed, e.g. leave-one-out rescaling).
     const byImage = new Float32Array(n * P);
@@ -67,7 +72,8 @@ export class AnomalyMapper {
       if (transformSquared) for (let p = 0; p < P; p++) byImage[o + p] = transformSquared(d2[p * n + i]!);
       else for (let p = 0; p < P; p++) byImage[o + p] = d2[p * n + i]!;
     }
-    return perImage(await (await this.upsampleBlur()).run(byImage, n), n, this.model.size * this.model.size);
+    const out = await (await this.upsampleBlur()).run(byImage, n);
+    return { maps: perImage(out.maps, n, this.model.size * this.model.size), d2: byImage, ...(out.scores ? { imageScores: out.scores } : {}) };
   }
 
   /**
@@ -90,8 +96,8 @@ export class AnomalyMapper {
     return this.fusedScoringPromise;
   }
 
-  /** Raw anomaly maps of a preprocessed batch from the single scoring session. */
-  async fusedMaps(session: ort.InferenceSession, batch: Tensor4D): Promise<Float32Array[]> {
+  /** Raw anomaly maps of a preprocessed batch from the single scoring session (with the standardised image scores, if the model has them). */
+  async fusedMaps(session: ort.InferenceSession, batch: Tensor4D): Promise<MapBatch> {
     const [n] = batch.dims;
     const SS = this.model.size * this.model.size;
     this.inverseFeeds ??= Object.fromEntries(
@@ -100,9 +106,11 @@ export class AnomalyMapper {
         return [name, new ort.Tensor('float32', s.data, s.dims)];
       }),
     );
+    const standardized = this.model.standardization !== undefined;
     const input = new ort.Tensor('float32', batch.data.subarray(0, n * 3 * SS), [...batch.dims]);
-    const out = await session.run({ input, ...this.inverseFeeds }, ['anomaly_map']);
-    return perImage(out.anomaly_map!.data as Float32Array, n, SS);
+    const out = await session.run({ input, ...this.inverseFeeds }, standardized ? ['anomaly_map', 'image_score'] : ['anomaly_map']);
+    const maps = perImage(out.anomaly_map!.data as Float32Array, n, SS);
+    return standardized ? { maps, imageScores: out.image_score!.data as Float32Array } : { maps };
   }
 
   /** Squared Mahalanobis distances [P, N] for backbone maps of N images. */
@@ -154,6 +162,16 @@ export class AnomalyMapper {
     if (f) await (await f.catch(() => undefined))?.release();
     this.embeddingPool.clear();
   }
+}
+
+/** Anomaly maps of a batch, with what the scoring path computed beside them. */
+export interface MapBatch {
+  /** One raw anomaly map per image (S×S). */
+  maps: Float32Array[];
+  /** Image scores from the per-position standardisation [N]; absent when the model has none (the score is then the map's maximum). */
+  imageScores?: Float32Array;
+  /** Squared grid distances image-major [N, P], as transformed (stepwise path only). */
+  d2?: Float32Array;
 }
 
 /** Splits N maps of `size` values laid out one after another into one array per image. */

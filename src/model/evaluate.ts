@@ -2,11 +2,45 @@ import { loadDataset } from '../data/loaders.js';
 import { loadMask } from '../preprocess/preprocess.js';
 import { evaluateRun, type EvaluationItem, type RunMetrics } from '../metrics/evaluate.js';
 import { verdictQuality, type VerdictItem, type VerdictQuality } from '../metrics/verdicts.js';
+import { operatingCurve, type OperatingCurvePoint } from '../metrics/operating-curve.js';
 import { PartscanError } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
 import { evaluateOptionsSchema } from '../options/schemas.js';
 import type { Dataset, Sample } from '../types.js';
 import type { Model, ProgressEvent, ScoreResult } from './model.js';
+
+/** The model's image threshold on the measured operating curve (snake_case: part of the `eval --json` contract). */
+export interface ShippedOperatingPoint {
+  /** The raw image threshold. */
+  threshold: number;
+  /** Share of good test images above it. */
+  false_reject_rate: number;
+  /** Share of defective test images at or below it. */
+  escape_rate: number;
+  /** The false-reject rate the threshold was set for (null for models without an operating point). */
+  target_false_reject_rate: number | null;
+  /** Its false-reject rate estimated at fit from out-of-sample scores (null without an operating point). */
+  estimated_false_reject_rate: number | null;
+}
+
+/** The operating curve of the test set and the model's threshold on it. */
+function operatingPoints(model: Model, items: { sample: Sample; result: ScoreResult }[]): { operating_points: OperatingCurvePoint[]; shipped_operating_point: ShippedOperatingPoint | null } {
+  const good = items.filter((it) => !it.sample.anomalous).map((it) => it.result.imageScore);
+  const defect = items.filter((it) => it.sample.anomalous).map((it) => it.result.imageScore);
+  const t = model.header.thresholds;
+  if (!t) return { operating_points: operatingCurve(good, defect), shipped_operating_point: null };
+  const op = t.operatingPoint;
+  return {
+    operating_points: operatingCurve(good, defect),
+    shipped_operating_point: {
+      threshold: t.image,
+      false_reject_rate: good.length ? good.filter((s) => s > t.image).length / good.length : NaN,
+      escape_rate: defect.length ? defect.filter((s) => !(s > t.image)).length / defect.length : NaN,
+      target_false_reject_rate: op?.falseRejectTarget ?? null,
+      estimated_false_reject_rate: op?.image.rate ?? null,
+    },
+  };
+}
 
 /** Result of {@link evaluateModel}: metrics plus every test image's score. */
 export interface Evaluation {
@@ -17,6 +51,13 @@ export interface Evaluation {
   metrics: RunMetrics & {
     /** Escape and false-reject rates of the model's own verdicts; null without thresholds. */
     verdicts: VerdictQuality | null;
+    /** The escape rate at false-reject rates 0, 0.5, 1, 2, 5 and 10 %, measured on this test set. */
+    operating_points: OperatingCurvePoint[];
+    /**
+     * Where the model's image threshold sits on that curve: its false-reject and escape rates measured
+     * here, and the target it was set for (null without thresholds).
+     */
+    shipped_operating_point: ShippedOperatingPoint | null;
   };
   /** Per test image: sample and score result. */
   items: {
@@ -85,7 +126,7 @@ export async function evaluateModel(
       ? verdictQuality(judged.map((it): VerdictItem => ({ label: it.sample.label, anomalous: it.sample.anomalous, verdict: it.result.verdict! })))
       : null;
   const tm = performance.now();
-  const metrics = { ...evaluateRun(evalItems), verdicts };
+  const metrics = { ...evaluateRun(evalItems), verdicts, ...operatingPoints(model, items) };
   const t1 = performance.now();
   return { metrics, items, seconds: (t1 - t0) / 1000, scoringSeconds: (tm - t0) / 1000, metricsSeconds: (t1 - tm) / 1000 };
 }

@@ -6,7 +6,7 @@
 
 import { PartscanError, type PartscanWarning } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
-import { CALIBRATION_SPLIT_MIN_IMAGES, DEFAULT_CALIBRATION_SPLIT, DEFAULT_FIT_BATCH_SIZE, DEFAULT_FIT_SEED, fitOptionsSchema } from '../options/schemas.js';
+import { DEFAULT_FIT_BATCH_SIZE, DEFAULT_FIT_SEED, fitOptionsSchema } from '../options/schemas.js';
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
 import { backboneDefaults, loadBackbone } from '../backbone/registry.js';
 import { loadDataset } from '../data/loaders.js';
@@ -28,8 +28,8 @@ import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
 import { validatePrecision } from '../backbone/quantize.js';
 import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibrate.js';
-import { calibrate } from './calibrate-thresholds.js';
-import { contaminationSuspects, leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from './contamination.js';
+import { calibrateFit } from './fit-calibration.js';
+import { checkThresholdOptions } from '../postprocess/operating-point.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
 import { applyStored, encodePacked, STORAGE } from './model-sections.js';
 import { buildMonitorReference } from './monitor-reference.js';
@@ -78,6 +78,13 @@ export function splitCalibration(
   };
 }
 
+/** The fields of `o` named by `keys` that are set. */
+function pick<T extends object, K extends keyof T>(o: T, ...keys: K[]): Partial<Pick<T, K>> {
+  const out: Partial<Pick<T, K>> = {};
+  for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
+  return out;
+}
+
 /** Backbone for a fit: an object, a spec, or the default. */
 async function fitBackbone(opts: FitOptions): Promise<Backbone> {
   if (opts.backbone && isBackbone(opts.backbone)) return opts.backbone;
@@ -99,6 +106,10 @@ async function fitBackbone(opts: FitOptions): Promise<Backbone> {
  */
 export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<Model> {
   parseOptions(fitOptionsSchema, opts, 'fit');
+  checkThresholdOptions(
+    { ...(opts.thresholdRule ? { rule: opts.thresholdRule } : {}), ...pick(opts, 'falseRejectTarget', 'reviewBand', 'band'), ...(opts.manualThresholds ? { manual: opts.manualThresholds } : {}) },
+    (opts.defects?.length ?? 0) > 0,
+  );
   const warnings: PartscanWarning[] = [];
   const precision = validatePrecision(opts.precision);
   // A model resumed from a file reads its statistics for resuming with the rest, not in a second pass.
@@ -112,9 +123,11 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   }
   const seed = resumeFrom?.header.embedding.seed ?? opts.seed ?? DEFAULT_FIT_SEED;
   const explicitCalibration = opts.calibration ? await trainingImages(opts.calibration) : undefined;
+  // Every good image fits the model and calibrates it out of sample (leave-one-out); a held-out share is
+  // only taken when asked for.
   const { fitFiles: candidateFiles, calibrationFiles } = explicitCalibration
     ? { fitFiles: all, calibrationFiles: explicitCalibration }
-    : splitCalibration(all, opts.calibrationSplit ?? (all.length >= CALIBRATION_SPLIT_MIN_IMAGES ? DEFAULT_CALIBRATION_SPLIT : 0), seed);
+    : splitCalibration(all, opts.calibrationSplit ?? 0, seed);
 
   let backbone: Backbone;
   let preprocess: PreprocessOptions;
@@ -235,7 +248,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   // The leave-one-out check scores the training images from their embeddings: the low-rank fit keeps
   // them anyway; the streaming fit keeps a copy when it fits the memory budget, else the check runs the
   // backbone a second time.
-  const looKeep = opts.contaminationCheck !== false && !resumeFrom && !tiling && fitFiles.length >= 8 ? new KeptEmbeddings(opts.contaminationMemory) : undefined;
+  const looKeep = !tiling && fitFiles.length >= 3 ? new KeptEmbeddings(opts.contaminationMemory) : undefined;
   let kept: EmbeddingBuffer | undefined;
   /** Whether the statistics buffer holds every training embedding for the leave-one-out check (decided on the first batch). */
   let looInBuffer: boolean | undefined;
@@ -347,8 +360,10 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     embedding: { channels: d, seed, totalChannels: backbone.identity.channels.reduce((a, b) => a + b, 0), gridH: grid.gridH, gridW: grid.gridW },
     gaussian: { images: fitted.count, epsilon, storage: STORAGE, resumable: true, resumeState: fitted.m2 ? 'scatter' : 'samples' },
     postprocess: { blurSigma: BLUR_SIGMA, upsample: 'bilinear' },
-    fit: { calibrationImages: calibrationFiles.length, calibrationWarnings: [] },
+    fit: { calibrationImages: 0, calibrationWarnings: [] },
     ...(tiling ? { tiling } : {}),
+    // A resumed model keeps its image-score definition; a new one gets its standardisation in calibrateFit.
+    imageScore: resumeFrom ? (resumeFrom.header.imageScore ?? { kind: 'max' }) : { kind: 'max' },
   };
   const drift = resumeFrom ? resumeFrom.header.drift : descriptors.length >= 5 ? fitDriftModel(descriptors, { names: [...GLOBAL_STATS_FEATURES] }) : undefined;
   if (drift) header.drift = drift;
@@ -363,6 +378,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       inverse: StripedInverse.fromPacked(fitted.invCov, grid.gridH * grid.gridW, d),
       ...(fitted.m2 ? { m2: fitted.m2 } : {}),
       ...(fitted.samples ? { samples: fitted.samples } : {}),
+      ...(resumeFrom?.standardization ? { standardization: resumeFrom.standardization } : {}),
     },
     backbone,
     opts.threads,
@@ -375,34 +391,34 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     model.roi = await roiAtModelSize(opts.roi, fitFiles[0]!, model.size);
     header.roi = { width: model.size, height: model.size };
   }
-  // Leave-one-out scores of the training images: out-of-sample scores of good images, used to find
-  // contaminated training images and, pooled with the calibration scores, calibration outliers.
-  let looScores: number[] | undefined;
-  if (opts.contaminationCheck !== false && !resumeFrom && fitFiles.length >= 8) {
-    const own = kept?.count === fitFiles.length ? compactEmbeddings(kept) : fitted.samples && !tiling && fitted.count === fitFiles.length ? fitted.samples : undefined;
-    kept = undefined;
-    if (own) {
-      looScores = await leaveOneOutScoresFromEmbeddings(model, own, fitFiles.length);
-    } else {
-      const w = looKeep?.secondPassWarning();
-      if (w) warnings.push(w);
-      looScores = await leaveOneOutScores(model, fitFiles);
-    }
-    report.suspects = contaminationSuspects(fitFiles, looScores);
-    for (const s of report.suspects) {
-      warnings.push({
-        code: 'CONTAMINATED_TRAINING_IMAGE',
-        message: `${s.file} scores as an outlier among the training images (score ${s.score.toFixed(2)}, robust z ${s.z.toFixed(1)}): it may show a defect. Inspect it and remove it from the good set if so, then re-fit.`,
-        file: s.file,
-      });
-    }
+  // Out-of-sample scores of every training image (leave-one-out): the contamination check, the
+  // per-position standardisation of the image score, the thresholds and the monitor's reference.
+  const own = kept?.count === fitFiles.length ? compactEmbeddings(kept) : fitted.samples && !tiling && fitted.count === fitFiles.length ? fitted.samples : undefined;
+  kept = undefined;
+  if (!own && looKeep) {
+    const w = looKeep.secondPassWarning();
+    if (w) warnings.push(w);
   }
-  const calibrationScores = await calibrate(model, calibrationFiles, opts, warnings, resumeFrom?.header.thresholds, looScores);
+  const { looScores, heldOutScores } = await calibrateFit(
+    model,
+    {
+      fitFiles,
+      ...(loopGuards ? { fileHashes: loopGuards.fileHashes() } : {}),
+      ...(own ? { embeddings: own } : {}),
+      heldOut: calibrationFiles,
+      defects: opts.defects ?? [],
+      ...(resumeFrom ? { resumed: resumeFrom } : {}),
+      options: opts,
+    },
+    warnings,
+    report,
+  );
   // Line monitoring's reference (format 1.2): out-of-sample good scores and the spread of drift z.
-  const monitor = calibrationScores.length || looScores?.length
-    ? buildMonitorReference({ calibrationScores, ...(looScores ? { looScores } : {}), ...(drift ? { drift } : {}), trainingDescriptors: descriptors })
+  const monitor = heldOutScores.length || looScores.length
+    ? buildMonitorReference({ calibrationScores: heldOutScores, looScores, ...(drift ? { drift } : {}), trainingDescriptors: descriptors })
     : resumeFrom?.header.monitor;
   if (monitor) header.monitor = monitor;
+  header.fit.calibrationImages = header.calibration?.good ?? 0;
   header.fit.calibrationWarnings = warnings.map((w) => w.message);
   // Last: the fitted model then scores exactly as it will once saved and loaded (float16 inverse).
   applyStored(model.inverse, storedInverse);

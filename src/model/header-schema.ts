@@ -11,6 +11,7 @@
  */
 
 import { z } from 'zod';
+import { THRESHOLD_METHODS } from '../postprocess/thresholds.js';
 import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
 import { driftModelSchema } from '../guards/drift.js';
@@ -21,7 +22,25 @@ const int = (min = 0) => z.number().int().min(min);
 const finite = z.number().refine(Number.isFinite, 'expected a finite number');
 const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'expected a sha256 as 64 lowercase hex digits');
 const scoreRange = z.looseObject({ min: finite, max: finite }).refine((r) => r.min <= r.max, 'min must not exceed max');
-const thresholdMethod = z.enum(['f1-adaptive', 'good-sigma', 'good-quantile', 'manual']);
+const thresholdMethod = z.enum(THRESHOLD_METHODS);
+const unitRate = finite.refine((r) => r >= 0 && r <= 1, 'must lie in [0, 1]');
+const tail = z.looseObject({ model: z.literal('exponential'), n: int(1), exceedances: int(1), u: finite, beta: finite.refine((b) => b >= 0, 'must be ≥ 0') });
+const estimatedRate = z.looseObject({ rate: unitRate, upper95: unitRate, tail });
+const operatingPoint = z.looseObject({
+  falseRejectTarget: finite.refine((r) => r > 0 && r < 1, 'must lie in (0, 1)'),
+  goodScores: z.looseObject({ used: int(0), excluded: int(0) }),
+  image: estimatedRate,
+  pixel: estimatedRate,
+  escape: z.looseObject({ rate: unitRate, lower95: unitRate, upper95: unitRate, defects: int(1) }).optional(),
+  reviewBand: z.looseObject({ falseRejectRate: finite.refine((r) => r > 0 && r < 1, 'must lie in (0, 1)'), threshold: finite }).optional(),
+});
+const calibrationSummary = z.looseObject({
+  good: int(0),
+  defect: int(0),
+  sources: z.looseObject({ leaveOneOut: int(0), heldOut: int(0), added: int(0) }),
+  excluded: int(0),
+  reviewed: z.looseObject({ good: int(0), defect: int(0) }).optional(),
+});
 
 /** One entry of the container's section table (also checked by readModelFile before any section is read). */
 export const sectionInfoSchema = z.looseObject({
@@ -86,8 +105,11 @@ const headerObject = z.looseObject({
         .looseObject({ low: finite, high: finite })
         .refine((b) => b.low >= 0 && b.low <= 0.5 && b.high >= 0.5 && b.high <= 1, 'must satisfy 0 ≤ low ≤ 0.5 ≤ high ≤ 1')
         .optional(),
+      operatingPoint: operatingPoint.optional(),
     })
     .optional(),
+  imageScore: z.looseObject({ kind: z.enum(['standardized', 'max']) }).optional(),
+  calibration: calibrationSummary.optional(),
   roi: z.looseObject({ width: int(1), height: int(1) }).optional(),
   fit: z.looseObject({ calibrationImages: int(0), calibrationWarnings: z.array(z.string()) }),
   tiling: z.looseObject({ tile: int(16), overlap: int(0) }).refine((t) => t.overlap < t.tile, 'overlap must be smaller than the tile').optional(),
@@ -122,7 +144,7 @@ export const modelHeaderSchema = headerObject.superRefine((h, ctx) => {
   // The sections the header describes, with the shapes it implies.
   const P = e.gridH * e.gridW;
   const d = e.channels;
-  // float16-packed (format 1.3): inverse covariances in half precision, each position scaled by a
+  // float16-packed (format 1.4): inverse covariances in half precision, each position scaled by a
   // power of two held in "invCov.scale".
   const half = h.gaussian.storage === 'float16-packed';
   const expected: Record<string, { dtype: string; shape: number[] }> = {
@@ -133,6 +155,11 @@ export const modelHeaderSchema = headerObject.superRefine((h, ctx) => {
     ...(half ? { 'invCov.scale': { dtype: 'float32', shape: [P] } } : {}),
     samples: { dtype: 'float32', shape: [P, h.gaussian.images, d] },
     roi: { dtype: 'uint8', shape: [size, size] },
+    'imageScore.standardize': { dtype: 'float32', shape: [2, P] },
+    'calibration.good': { dtype: 'float32', shape: [h.calibration?.good ?? -1, 3] },
+    'calibration.defect': { dtype: 'float32', shape: [h.calibration?.defect ?? -1, 3] },
+    'calibration.goodKeys': { dtype: 'uint8', shape: [h.calibration?.good ?? -1, 32] },
+    'calibration.defectKeys': { dtype: 'uint8', shape: [h.calibration?.defect ?? -1, 32] },
   };
   const byName = new Map(h.sections.map((s, i) => [s.name, i]));
   for (const name of ['channels', 'mean', 'invCov', ...(half ? ['invCov.scale'] : [])]) if (!byName.has(name)) issue(['sections'], `the required section "${name}" is missing`);
@@ -144,6 +171,11 @@ export const modelHeaderSchema = headerObject.superRefine((h, ctx) => {
   });
   if (b.embedded && !byName.has('backbone.onnx')) issue(['backbone', 'embedded'], 'true, but the file has no "backbone.onnx" section');
   if (byName.has('roi') !== (h.roi !== undefined)) issue(['roi'], h.roi ? 'described, but the file has no "roi" section' : 'the file has a "roi" section the header does not describe');
+  const standardized = h.imageScore?.kind === 'standardized';
+  if (byName.has('imageScore.standardize') !== standardized) {
+    issue(['imageScore'], standardized ? "'standardized', but the file has no \"imageScore.standardize\" section" : 'the file has an "imageScore.standardize" section, but the image score is not standardised');
+  }
+  if (h.calibration && !byName.has('calibration.good') && h.calibration.good > 0) issue(['calibration', 'good'], `${h.calibration.good} rows, but the file has no "calibration.good" section`);
 });
 
 /** A header that passed {@link modelHeaderSchema} (unknown extra keys kept as they were). */
@@ -181,6 +213,15 @@ export function parseModelHeader(header: unknown, file: string): ParsedModelHead
  * concatenated channels and the indices are strictly increasing (as fits write them).
  */
 export function checkModelSections(header: ParsedModelHeader, sections: ReadonlyMap<string, ArrayLike<number>>, file: string): void {
+  const std = sections.get('imageScore.standardize');
+  if (std) {
+    const P = std.length / 2;
+    for (let i = 0; i < std.length; i++) {
+      if (!Number.isFinite(std[i]!) || (i >= P && !(std[i]! > 0))) {
+        throw headerFieldError(file, `sections.imageScore.standardize[${i}]`, i >= P ? `spread ${std[i]} must be a finite number > 0` : `centre ${std[i]} must be finite`);
+      }
+    }
+  }
   const channels = sections.get('channels');
   if (!channels) return;
   const total = header.embedding.totalChannels;

@@ -9,6 +9,7 @@ import type { DriftModel } from '../guards/drift.js';
 import type { Thresholds } from '../postprocess/thresholds.js';
 import type { PreprocessOptions } from '../types.js';
 import type { MonitorReference } from './monitor-reference.js';
+import type { CalibrationSummary } from './calibration-pool.js';
 
 const require = createRequire(import.meta.url);
 /** partscan's version, recorded in model files: package.json is two levels up in src/model/ and dist/model/ alike. */
@@ -52,7 +53,7 @@ export interface ModelHeader {
     epsilon: number;
     /**
      * How the inverse covariances are stored: packed lower triangles, in float32 ('float32-packed',
-     * formats up to 1.2) or, from format 1.3, in float16 with one power-of-two scale per position
+     * formats up to 1.3) or, from format 1.4, in float16 with one power-of-two scale per position
      * ('float16-packed': half the bytes; scores within 1e-3 relative of float32, see docs/MODEL-FILE.md).
      * The statistics for resuming are float32 either way.
      */
@@ -100,4 +101,12 @@ export interface ModelHeader {
   drift?: DriftModel;
   /** Line monitoring's calibration reference (format 1.2; absent in older files and uncalibrated models). */
   monitor?: MonitorReference;
+  /**
+   * The image score (format ≥ 1.3): 'standardized' = the maximum of the blurred per-position standardised
+   * distance map (section `imageScore.standardize`, postprocess/standardize.ts); 'max' = the anomaly
+   * map's maximum. Absent in older files, which score by the map's maximum.
+   */
+  imageScore?: { kind: 'standardized' | 'max' };
+  /** The calibration pool the thresholds were chosen from (format ≥ 1.3; sections `calibration.*`). */
+  calibration?: CalibrationSummary;
 }

@@ -23,12 +23,12 @@ export const MODEL_MAGIC = 'PARTSCAN';
 /** Current container major version: readers refuse other majors. */
 export const MODEL_FORMAT_MAJOR = 1;
 /** Current container minor version: additive changes only. */
-export const MODEL_FORMAT_MINOR = 3;
+export const MODEL_FORMAT_MINOR = 4;
 
 const PREAMBLE = 48;
 const ALIGN = 64;
 
-/** Element types of binary sections ('float16': IEEE half precision, held as Uint16Array bit patterns; format 1.3). */
+/** Element types of binary sections ('float16': IEEE half precision, held as Uint16Array bit patterns; format 1.4). */
 export type SectionDtype = 'float32' | 'float64' | 'int32' | 'uint8' | 'float16';
 
 /** A typed array stored in a section (a Uint16Array holds float16 bits). */

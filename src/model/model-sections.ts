@@ -13,14 +13,21 @@ import { fromHalfBits, fromScaledHalfRow, toScaledHalfRow } from '../util/float1
 import { readModelFile, type SectionConsumer, type SectionData, type SectionInfo } from './model-file.js';
 import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
 import type { ModelHeader } from './header.js';
+import type { PositionStandardization } from '../postprocess/standardize.js';
 
 /** Sections that only `fit --resume` needs. */
 export const RESUME_SECTIONS: readonly string[] = ['m2', 'samples'];
 
-/** Sections a load reads: what scoring needs. Every other section stays in the file until asked for. */
-export const SCORING_SECTIONS: readonly string[] = ['channels', 'mean', 'invCov', 'invCov.scale', 'roi', 'backbone.onnx'];
+/** The per-position standardisation of the image score, float32 [2, P]: centres, then spreads (format ≥ 1.3). */
+export const STANDARDIZE_SECTION = 'imageScore.standardize';
 
-/** How the inverse covariances are written (format 1.3): see {@link encodeGaussianSections}. */
+/**
+ * Sections a load reads: what scoring needs. Every other section — the statistics for resuming, the
+ * calibration pool, whatever a later minor version adds — stays in the file until asked for.
+ */
+export const SCORING_SECTIONS: readonly string[] = ['channels', 'mean', 'invCov', 'invCov.scale', 'roi', 'backbone.onnx', STANDARDIZE_SECTION];
+
+/** How the inverse covariances are written (format 1.4): see {@link encodeGaussianSections}. */
 export const STORAGE = 'float16-packed';
 
 function sectionSizeError(file: string): PartscanError {
@@ -54,6 +61,7 @@ export interface ModelParts {
   m2?: Float32Array;
   samples?: Float32Array;
   roi?: Uint8Array;
+  standardization?: PositionStandardization;
 }
 
 /** Sections left in a loaded model's file, to be read (and checked against these entries) on request. */
@@ -139,6 +147,8 @@ export async function readModelParts(
   if (roi) parts.roi = roi as Uint8Array;
   const P = header.embedding.gridH * header.embedding.gridW;
   const d = header.embedding.channels;
+  const std = contents.sections.get(STANDARDIZE_SECTION) as Float32Array | undefined;
+  if (std) parts.standardization = { centre: std.subarray(0, P), spread: std.subarray(P, 2 * P) };
   if (parts.mean.length !== P * d || parts.channelIndices.length !== d) throw sectionSizeError(file);
   Object.assign(parts, resumeSections(contents.sections, header, file));
   const lazy = { file, entries: contents.header.sections.filter((s) => !wanted(s.name)) };
@@ -165,7 +175,7 @@ export async function readLazySections(lazy: LazySections, names: readonly strin
     if (!now || now.sha256 !== e.sha256) {
       throw new PartscanError('MODEL_FORMAT', `${lazy.file} changed since the model was loaded: its section "${e.name}" is not this model's.`, {
         file: lazy.file,
-        remedy: 'load the model again (Model.load) before resuming or saving it',
+        remedy: 'load the model again (Model.load) before resuming, calibrating or saving it',
       });
     }
   }

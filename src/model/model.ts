@@ -8,20 +8,23 @@ import { loadBackbone, type BackboneSpec } from '../backbone/registry.js';
 import { assertSameBackbone, isBackbone, threadOpt } from '../backbone/identity.js';
 import type { StripedInverse } from '../stats/striped-inverse.js';
 import { mapToOriginal } from '../postprocess/resize.js';
-import type { GoodOnlyRule, Thresholds, VerdictBand } from '../postprocess/thresholds.js';
+import type { PositionStandardization } from '../postprocess/standardize.js';
+import type { Thresholds, VerdictBand } from '../postprocess/thresholds.js';
+import type { ThresholdRule } from '../postprocess/operating-point.js';
 import type { ImageInfo, PreprocessOptions, Sample, Tensor4D } from '../types.js';
 import { parseDriftModel, type DriftModel } from '../guards/drift.js';
 import { writeModelFile } from './model-file.js';
-import { encodeGaussianSections, readLazySections, readModelParts, resumeSections, RESUME_SECTIONS, STORAGE, type LazySections, type ModelParts, type SectionSpec } from './model-sections.js';
+import { encodeGaussianSections, readLazySections, readModelParts, resumeSections, RESUME_SECTIONS, STANDARDIZE_SECTION, STORAGE, type LazySections, type ModelParts, type SectionSpec } from './model-sections.js';
+import { CALIBRATION_SECTIONS, CalibrationPool } from './calibration-pool.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
-import { AnomalyMapper } from './anomaly-maps.js';
-import { addDrift, buildScoreResult } from './score-result.js';
+import { AnomalyMapper, type MapBatch } from './anomaly-maps.js';
+import { addDrift, buildScoreResult, type ScoreOverrides } from './score-result.js';
 import { stitchTiles, tiledAnomalyMap } from './tiles.js';
 import { prepareBatch, type PreparedBatch } from './score-batch.js';
 import type { FitReport, ImageSource, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './types.js';
 
 export { PARTSCAN_VERSION, stitchTiles, isBackbone, threadOpt };
-export type { FitReport, ImageSource, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult };
+export type { FitReport, ImageSource, MapBatch, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult };
 
 /** PaDiM's covariance regulariser ε in Σ + ε·I. */
 export const DEFAULT_EPSILON = 0.01;
@@ -44,14 +47,33 @@ export interface FitOptions {
   seed?: number;
   /** Images per backbone batch (default 16). */
   batchSize?: number;
-  /** Share of the good images held out to calibrate thresholds (default 0.1; 0 = none). */
+  /**
+   * Share of the good images held out of the fit to calibrate the thresholds (default 0: every good
+   * image fits the model and calibrates it out of sample, leave-one-out).
+   */
   calibrationSplit?: number;
-  /** Extra good images for calibration (used instead of a held-out split when given). */
+  /** Extra good images for calibration (scored out of sample beside the training images). */
   calibration?: ImageSource;
-  /** Labelled defective images (with masks when available) for F1-adaptive thresholds. */
+  /** Labelled defective images (with masks when available): the escape rate at the threshold, or F1-adaptive thresholds. */
   defects?: Sample[];
-  /** Good-only threshold rule (default max(mean + 3σ, max)). */
-  thresholdRule?: GoodOnlyRule;
+  /**
+   * How thresholds are chosen (default 'false-reject': at `falseRejectTarget` from the tail of the
+   * out-of-sample good scores; with defects, the fewest escapes at that target). 'f1': F1-adaptive on
+   * labelled defects. A {@link GoodOnlyRule}: partscan ≤ 0.1's rules (max(mean + 3σ, max)). See docs/THRESHOLDS.md.
+   */
+  thresholdRule?: ThresholdRule;
+  /** The false-reject rate the image threshold is set at, in (0, 1) (default 0.01). */
+  falseRejectTarget?: number;
+  /**
+   * A higher false-reject rate in (falseRejectTarget, 1): parts scoring between its threshold and the
+   * image threshold are UNCERTAIN (default none).
+   */
+  reviewBand?: number;
+  /**
+   * The image score (default 'standardized': the maximum of the blurred per-position standardised
+   * distance map; 'max': the anomaly map's maximum, as partscan ≤ 0.1 scored).
+   */
+  imageScore?: 'standardized' | 'max';
   /** Manual raw thresholds (win over calibration). */
   manualThresholds?: {
     /** Raw image-score threshold. */
@@ -162,6 +184,16 @@ export class Model {
   private lazy: LazySections | undefined;
   /** Region of interest at model resolution (1 = inspect), if any. */
   roi: Uint8Array | undefined;
+  /**
+   * The per-position standardisation of the image score (format ≥ 1.3; postprocess/standardize.ts);
+   * undefined for models whose image score is the raw map's maximum (older files, `imageScore: 'max'`).
+   */
+  get standardization(): PositionStandardization | undefined {
+    return this.std;
+  }
+  private std: PositionStandardization | undefined;
+  /** The calibration pool, once read or set (a loaded model's stays in the file until asked for: {@link Model.lazy}). */
+  private calibration: { pool?: CalibrationPool } = {};
   private backbone: Backbone | undefined;
   private backbonePromise: Promise<Backbone> | undefined;
   /** The scoring sessions and scratch buffers, created on first score (anomaly-maps.ts). */
@@ -175,6 +207,7 @@ export class Model {
     this.inverse = parts.inverse;
     this.resume = { ...(parts.m2 ? { m2: parts.m2 } : {}), ...(parts.samples ? { samples: parts.samples } : {}) };
     this.roi = parts.roi;
+    this.std = parts.standardization;
     this.backbone = backbone;
     this.threads = threads;
     this.maps = new AnomalyMapper(this, threads);
@@ -247,6 +280,33 @@ export class Model {
       }
     }
     return model;
+  }
+
+  /**
+   * The out-of-sample scores the thresholds were chosen from (the calibration pool), read from the model
+   * file on first call; undefined for models without one (older formats, fits with too few images).
+   */
+  async calibrationScores(): Promise<CalibrationPool | undefined> {
+    const { pool } = this.calibration;
+    const lazy = this.lazy;
+    if (pool || !lazy || !this.header.calibration) return pool;
+    const sections = await readLazySections(lazy, Object.values(CALIBRATION_SECTIONS));
+    this.calibration.pool = CalibrationPool.fromSections(this.header.calibration, sections, lazy.file);
+    return this.calibration.pool;
+  }
+
+  /** @internal Replaces the calibration pool (fit, calibrate) and its header summary. */
+  setCalibrationScores(pool: CalibrationPool | undefined): void {
+    this.calibration = pool ? { pool } : {};
+    if (pool) this.header.calibration = pool.summary();
+    else delete this.header.calibration;
+  }
+
+  /** @internal Sets the per-position standardisation of the image score (fit); the scoring sessions are rebuilt on next use. */
+  async setStandardization(s: PositionStandardization | undefined): Promise<void> {
+    this.std = s;
+    this.header.imageScore = { kind: s ? 'standardized' : 'max' };
+    await this.maps.dispose();
   }
 
   /**
@@ -323,13 +383,22 @@ export class Model {
       backbone: { ...this.header.backbone, embedded: embed },
       gaussian: { ...gaussian, storage: STORAGE, resumable, ...(resumable ? { resumeState: m2 ? 'scatter' : 'samples' } : {}) },
     };
+    const P = this.positions;
     const d = this.dim;
     const sections: SectionSpec[] = [
       { name: 'channels', data: this.channelIndices, shape: [d] },
-      { name: 'mean', data: this.mean, shape: [this.positions, d] },
+      { name: 'mean', data: this.mean, shape: [P, d] },
       ...encodeGaussianSections(this.inverse, { ...(m2 ? { m2 } : {}), ...(samples ? { samples } : {}) }, this.header.gaussian.images),
     ];
     if (this.roi) sections.push({ name: 'roi', data: this.roi, shape: [this.size, this.size] });
+    const pool = await this.calibrationScores();
+    if (pool) sections.push(...pool.sections());
+    if (this.standardization) {
+      const s = new Float32Array(2 * P);
+      s.set(this.standardization.centre, 0);
+      s.set(this.standardization.spread, P);
+      sections.push({ name: STANDARDIZE_SECTION, data: s, shape: [2, P] });
+    }
     if (backbone) sections.push({ name: 'backbone.onnx', data: backbone.onnx, shape: [backbone.onnx.length] });
     await writeModelFile(file, header as unknown as Record<string, unknown>, sections);
     // A fit keeps the float16 form of its inverse for this write; the file has it now.
@@ -366,6 +435,15 @@ export class Model {
    * bilinear upsampling (align_corners=false) to S×S, Gaussian blur σ=4. Returns one map per image.
    */
   async anomalyMaps(batch: Tensor4D, transformSquared?: (d2: number) => number): Promise<Float32Array[]> {
+    return (await this.scoreMaps(batch, transformSquared)).maps;
+  }
+
+  /**
+   * {@link anomalyMaps} with what the scoring path computes beside the maps: the standardised image
+   * scores (models with a per-position standardisation) and, on the stepwise path, the squared grid
+   * distances.
+   */
+  async scoreMaps(batch: Tensor4D, transformSquared?: (d2: number) => number): Promise<MapBatch> {
     const [, , h, w] = batch.dims;
     if (h !== this.size || w !== this.size) {
       throw new PartscanError('INVALID_TENSOR', `Input tensor is ${w}×${h}; this model expects ${this.size}×${this.size}.`, {
@@ -383,7 +461,7 @@ export class Model {
    * Anomaly maps from squared grid distances [P, N] (optionally transformed per distance, e.g. the
    * leave-one-out rescaling): the tail of {@link anomalyMaps}, for distances computed elsewhere.
    */
-  mapsFromDistances(d2: Float32Array, n: number, transformSquared?: (d2: number) => number): Promise<Float32Array[]> {
+  mapsFromDistances(d2: Float32Array, n: number, transformSquared?: (d2: number) => number): Promise<MapBatch> {
     return this.maps.mapsFromDistances(d2, n, transformSquared);
   }
 
@@ -397,7 +475,7 @@ export class Model {
   }
 
   /** Raw anomaly maps of a preprocessed batch from the single scoring session. */
-  private fusedMaps(session: ort.InferenceSession, batch: Tensor4D): Promise<Float32Array[]> {
+  private fusedMaps(session: ort.InferenceSession, batch: Tensor4D): Promise<MapBatch> {
     return this.maps.fusedMaps(session, batch);
   }
 
@@ -443,9 +521,9 @@ export class Model {
       pending = i + bs < inputs.length ? prepareBatch(inputs.slice(i + bs, i + 2 * bs), this.header.preprocess, this.size) : undefined;
       pending?.catch(() => undefined); // surfaced when awaited
       const { tensor, infos, sources } = await current;
-      const maps = await this.anomalyMaps(tensor);
+      const { maps, imageScores } = await this.scoreMaps(tensor);
       maps.forEach((map, k) => {
-        const r = this.finish(map, this.size, this.size, sources[k]!, infos[k], opts);
+        const r = this.finish(map, this.size, this.size, sources[k]!, infos[k], opts, imageScores ? { imageScore: imageScores[k]! } : {});
         this.addDrift(r, tensor.data, k);
         results.push(r);
       });
@@ -455,8 +533,8 @@ export class Model {
 
   /** Scores one image tile by tile at native resolution and stitches the maps with overlap blending (tiles.ts). */
   private async scoreTiled(input: ScoreInput, batchSize: number, opts: ScoreOptions): Promise<ScoreResult> {
-    const t = await tiledAnomalyMap(input, this.header.tiling!, this.header.preprocess, this.size, batchSize, (b) => this.anomalyMaps(b));
-    return this.finish(t.map, t.info.width, t.info.height, t.info.source, t.info, opts, t.imageScore);
+    const t = await tiledAnomalyMap(input, this.header.tiling!, this.header.preprocess, this.size, batchSize, (b) => this.scoreMaps(b));
+    return this.finish(t.map, t.info.width, t.info.height, t.info.source, t.info, opts, { imageScore: t.imageScore, mapMax: t.mapMax });
   }
 
   /** Builds a result from a raw map against this model's thresholds and region of interest (score-result.ts). */
@@ -467,10 +545,10 @@ export class Model {
     source: string,
     info: ImageInfo | undefined,
     opts: ScoreOptions,
-    scoreOverride?: number,
+    scores: ScoreOverrides = {},
   ): ScoreResult {
     const ctx = { size: this.size, thresholds: this.header.thresholds, roi: this.roi };
-    return buildScoreResult(ctx, map, mapWidth, mapHeight, source, info, opts, scoreOverride);
+    return buildScoreResult(ctx, map, mapWidth, mapHeight, source, info, opts, scores);
   }
 
   /** The stored drift model, parsed on first score (null: not parsed yet; undefined: the model has none). */

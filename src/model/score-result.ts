@@ -22,9 +22,18 @@ export interface ScoreResultContext {
   roi: Uint8Array | undefined;
 }
 
+/** Scores computed by the scoring path beside the map (see {@link buildScoreResult}). */
+export interface ScoreOverrides {
+  /** The image score when it is not the map's maximum (the standardised score). */
+  imageScore?: number;
+  /** The raw map maximum when it is not the given map's (tiled scoring: the maximum over the unblended tile maps). */
+  mapMax?: number;
+}
+
 /**
- * Builds a result from a raw anomaly map of mapWidth×mapHeight. The image score is the map's maximum
- * unless `scoreOverride` is given (tiled scoring passes the maximum over its unblended tile maps).
+ * Builds a result from a raw anomaly map of mapWidth×mapHeight. `mapMax` is the map's maximum unless
+ * given (tiled scoring passes the maximum over its unblended tile maps); the image score is `mapMax`
+ * unless given (models with a per-position standardisation pass their standardised score).
  */
 export function buildScoreResult(
   ctx: ScoreResultContext,
@@ -34,12 +43,13 @@ export function buildScoreResult(
   source: string,
   info: ImageInfo | undefined,
   opts: ScoreOptions,
-  scoreOverride?: number,
+  scores: ScoreOverrides = {},
 ): ScoreResult {
-  let imageScore = -Infinity;
-  if (scoreOverride !== undefined) imageScore = scoreOverride;
-  else for (let i = 0; i < map.length; i++) if (map[i]! > imageScore) imageScore = map[i]!;
-  const result: ScoreResult = { source, imageScore, anomalyMap: map, size: ctx.size, mapWidth, mapHeight, warnings: [] };
+  let mapMax = -Infinity;
+  if (scores.mapMax !== undefined) mapMax = scores.mapMax;
+  else for (let i = 0; i < map.length; i++) if (map[i]! > mapMax) mapMax = map[i]!;
+  const imageScore = scores.imageScore ?? mapMax;
+  const result: ScoreResult = { source, imageScore, mapMax, anomalyMap: map, size: ctx.size, mapWidth, mapHeight, warnings: [] };
   if (info) result.info = info;
   const t = ctx.thresholds;
   if (t) {

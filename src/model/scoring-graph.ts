@@ -11,7 +11,8 @@ import { PartscanError } from '../errors.js';
 import type { Backbone } from '../backbone/types.js';
 import { channelSources } from '../embedding/embedding.js';
 import { stripedMahalanobisNodes, type StripedInverse } from '../stats/striped-inverse.js';
-import { upsampleBlurNodes } from '../postprocess/upsample-blur-graph.js';
+import { reduceMaxNodes, standardizedScoreNodes, upsampleBlurNodes } from '../postprocess/upsample-blur-graph.js';
+import type { PositionStandardization } from '../postprocess/standardize.js';
 import { gaussianKernel1d } from '../postprocess/blur.js';
 import { encodeModelWithRawTensors, LITTLE_ENDIAN_HOST, littleEndianBytes, makeNode, type GraphSink, type RawTensor, modelProto, ONNX_IR_VERSION, ONNX_OPSET, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../onnx/graph.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
@@ -41,6 +42,8 @@ export interface ScoringGraphModel {
   readonly inverse: StripedInverse;
   /** Region of interest (size×size, 1 = inspect), if any. */
   readonly roi: Uint8Array | undefined;
+  /** Per-position standardisation of the image score (format ≥ 1.3), if any. */
+  readonly standardization: PositionStandardization | undefined;
   /** The backbone, with its ONNX graph. */
   getBackbone(): Promise<Backbone>;
 }
@@ -335,6 +338,7 @@ export async function buildPadimGraph(model: ScoringGraphModel, raw: boolean, wi
     float: (name, dims, data) => add(floatSpec(name, dims, data)),
     int64: (name, dims, values) => add(int64Spec(name, dims, values)),
     node: (op, inputs, outputs, attrs) => node(op, inputs, outputs, attrs),
+    opset: defaultOpset,
   };
   const mean32 = Float32Array.from(model.mean);
   add(int64Spec('partscan/shape.NdP', [3], [0, d, P]));
@@ -353,12 +357,12 @@ export async function buildPadimGraph(model: ScoringGraphModel, raw: boolean, wi
   // Upsample to S×S and blur: the same nodes partscan's own scoring runs.
   upsampleBlurNodes(sink, 'partscan/dist', 'partscan/raw_map', { gridW, gridH }, S, header.postprocess.blurSigma, 'partscan/map');
 
-  // Image score: the raw map's maximum (normalised below with the image statistics).
-  if (defaultOpset >= 18) {
-    add(int64Spec('partscan/axes.CHW', [3], [1, 2, 3]));
-    node('ReduceMax', ['partscan/raw_map', 'partscan/axes.CHW'], ['partscan/raw_score'], { keepdims: 0 });
+  // Image score (normalised below with the image statistics): the maximum of the standardised map when
+  // the model has a per-position standardisation (postprocess/standardize.ts), else of the raw map.
+  if (model.standardization) {
+    standardizedScoreNodes(sink, 'partscan/dist', 'partscan/raw_score', { gridW, gridH }, S, header.postprocess.blurSigma, model.standardization, 'partscan/std');
   } else {
-    node('ReduceMax', ['partscan/raw_map'], ['partscan/raw_score'], { axes: [1, 2, 3], keepdims: 0 });
+    reduceMaxNodes(sink, 'partscan/raw_map', 'partscan/raw_score', 'partscan/max');
   }
 
   const t = header.thresholds;

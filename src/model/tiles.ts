@@ -16,6 +16,8 @@ export interface TiledMap {
   /** The original image facts. */
   info: ImageInfo;
   /** The maximum over the tile maps (blending can only lower a peak inside an overlap). */
+  mapMax: number;
+  /** The image score: the maximum over the tiles' standardised scores, or `mapMax` for models without a standardisation. */
   imageScore: number;
 }
 
@@ -29,7 +31,7 @@ export async function tiledAnomalyMap(
   preprocess: PreprocessOptions,
   S: number,
   batchSize: number,
-  anomalyMaps: (batch: Tensor4D) => Promise<Float32Array[]>,
+  scoreMaps: (batch: Tensor4D) => Promise<{ maps: Float32Array[]; imageScores?: Float32Array }>,
 ): Promise<TiledMap> {
   if (typeof input !== 'string' && !Buffer.isBuffer(input)) {
     throw new PartscanError('OPTIONS', 'Tiled models score image files or encoded bytes, not tensors.', {
@@ -40,16 +42,19 @@ export async function tiledAnomalyMap(
   const t = await preprocessTiles(input, preprocess, tile, overlap);
   const per = 3 * S * S;
   const tileMaps: Float32Array[] = [];
+  let tileScoreMax = -Infinity;
   for (let i = 0; i < t.boxes.length; i += batchSize) {
     const n = Math.min(batchSize, t.boxes.length - i);
-    tileMaps.push(...(await anomalyMaps({ data: t.tensor.subarray(i * per, (i + n) * per), dims: [n, 3, S, S] })));
+    const b = await scoreMaps({ data: t.tensor.subarray(i * per, (i + n) * per), dims: [n, 3, S, S] });
+    tileMaps.push(...b.maps);
+    if (b.imageScores) for (const v of b.imageScores) tileScoreMax = Math.max(tileScoreMax, v);
   }
   const { width, height } = t.info;
   const map = stitchTiles(tileMaps, t.boxes, S, width, height, overlap);
   // The image score is the max over tiles (blending can only lower a peak inside an overlap).
   let tileMax = -Infinity;
   for (const m of tileMaps) for (let i = 0; i < m.length; i++) if (m[i]! > tileMax) tileMax = m[i]!;
-  return { map, info: t.info, imageScore: tileMax };
+  return { map, info: t.info, mapMax: tileMax, imageScore: tileScoreMax > -Infinity ? tileScoreMax : tileMax };
 }
 
 /**

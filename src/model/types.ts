@@ -48,8 +48,14 @@ export interface FitReport {
 export interface ScoreResult {
   /** The input's source (path, '<buffer>' or '<tensor>'). */
   source: string;
-  /** Raw image score: the maximum of the anomaly map. */
+  /**
+   * Raw image score: the maximum of the blurred per-position standardised distance map for models that
+   * have a standardisation (format ≥ 1.3, the default), else the anomaly map's maximum (= `mapMax`).
+   * The threshold, the verdict and `normalizedScore` are on this score.
+   */
   imageScore: number;
+  /** The raw anomaly map's maximum (what the pixel threshold, masks and regions cut). */
+  mapMax: number;
   /** Raw anomaly map, size×size (model input resolution), row-major. */
   anomalyMap: Float32Array;
   /** Side of the model input (`anomalyMap` is size×size unless the model is tiled). */

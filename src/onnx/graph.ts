@@ -137,6 +137,8 @@ export interface GraphSink {
   int64(name: string, dims: number[], values: readonly number[]): void;
   /** Adds a node (its name is the sink's business). */
   node(op: string, inputs: string[], outputs: string[], attrs?: Record<string, OnnxAttributeValue>): void;
+  /** The graph's default-domain opset (ReduceMax takes its axes as an input from opset 18); default {@link ONNX_OPSET}. */
+  opset?: number;
 }
 
 /** A {@link GraphSink} that collects inline initializers and nodes (named `<op>_<serial>`) for a small kernel graph. */

@@ -11,10 +11,6 @@ import { z } from 'zod';
 export const DEFAULT_FIT_BATCH_SIZE = 16;
 /** Seed of the channel choice and calibration split. */
 export const DEFAULT_FIT_SEED = 0;
-/** Share of good images held out for calibration when there are {@link CALIBRATION_SPLIT_MIN_IMAGES} or more. */
-export const DEFAULT_CALIBRATION_SPLIT = 0.1;
-/** Below this many good images nothing is held out by default: every image is needed to fit. */
-export const CALIBRATION_SPLIT_MIN_IMAGES = 10;
 
 const positiveInt = z.int().min(1);
 const nonNegative = z.number().min(0);
@@ -22,6 +18,14 @@ const nonNegative = z.number().min(0);
 const fn = z.custom<(...args: never[]) => unknown>((v) => typeof v === 'function', { message: 'expected a function' });
 const objectLike = z.custom<object>((v) => typeof v === 'object' && v !== null, { message: 'expected an object' });
 const backbone = z.union([z.string().min(1), objectLike]);
+/** A rate strictly between 0 and 1 (NaN and the ends refused). */
+const rate = z.number().gt(0).lt(1);
+const goodOnlyRule = z.union([
+  z.looseObject({ kind: z.literal('sigma'), k: z.number().min(0), floorAtMax: z.boolean().optional() }),
+  z.looseObject({ kind: z.literal('quantile'), q: z.number().min(0).max(1) }),
+]);
+/** How thresholds are chosen (postprocess/operating-point.ts). */
+export const thresholdRuleSchema = z.union([z.enum(['false-reject', 'f1']), goodOnlyRule]);
 
 /** {@link fit}'s options. */
 export const fitOptionsSchema = z.looseObject({
@@ -34,7 +38,10 @@ export const fitOptionsSchema = z.looseObject({
   calibrationSplit: z.number().min(0).lt(1).optional(),
   calibration: z.union([z.string(), z.array(z.unknown()), objectLike]).optional(),
   defects: z.array(z.unknown()).optional(),
-  thresholdRule: objectLike.optional(),
+  thresholdRule: thresholdRuleSchema.optional(),
+  falseRejectTarget: rate.optional(),
+  reviewBand: rate.optional(),
+  imageScore: z.enum(['standardized', 'max']).optional(),
   manualThresholds: z.looseObject({ image: z.number().optional(), pixel: z.number().optional() }).optional(),
   band: z.looseObject({ low: z.number().min(0).max(0.5), high: z.number().min(0.5).max(1) }).optional(),
   epsilon: nonNegative.optional(),
@@ -88,6 +95,18 @@ export const batchingScorerOptionsSchema = z.looseObject({
 /** {@link evaluateModel}'s options. */
 export const evaluateOptionsSchema = z.looseObject({
   batchSize: positiveInt.optional(),
+  onProgress: fn.optional(),
+});
+
+/** {@link calibrate}'s options. */
+export const calibrateOptionsSchema = z.looseObject({
+  falseRejectTarget: rate.optional(),
+  reviewBand: rate.optional(),
+  thresholdRule: thresholdRuleSchema.optional(),
+  defects: z.union([z.string().min(1), z.array(z.unknown()).min(1), objectLike]).optional(),
+  good: z.union([z.string().min(1), z.array(z.unknown()).min(1), objectLike]).optional(),
+  batchSize: positiveInt.optional(),
+  signal: z.custom<AbortSignal>((v) => v instanceof AbortSignal, { message: 'expected an AbortSignal' }).optional(),
   onProgress: fn.optional(),
 });
 

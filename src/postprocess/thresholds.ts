@@ -11,6 +11,7 @@
 
 import { PartscanError } from '../errors.js';
 import type { NormalizationStats } from './normalize.js';
+import type { ExponentialTail } from './tail-model.js';
 
 /** Good-only rule: the q-quantile of good scores (linear interpolation between order statistics, "type 7"). */
 export interface QuantileRule {
@@ -36,8 +37,50 @@ export type GoodOnlyRule = QuantileRule | SigmaRule;
 /** A typical uncertainty band around the normalised threshold 0.5, for {@link verdict}. */
 export const DEFAULT_UNCERTAIN_BAND: VerdictBand = { low: 0.45, high: 0.55 };
 
-/** How a threshold was obtained. */
-export type ThresholdMethod = 'f1-adaptive' | 'good-sigma' | 'good-quantile' | 'manual';
+/**
+ * How a threshold was obtained: 'false-reject' = at a stated false-reject rate from the tail of
+ * out-of-sample good scores (the default, see operating-point.ts); 'f1-adaptive' = F1-best with
+ * labelled defects; 'good-sigma' / 'good-quantile' = the rules of partscan ≤ 0.1 on good scores;
+ * 'manual' = given by the user.
+ */
+export type ThresholdMethod = (typeof THRESHOLD_METHODS)[number];
+
+/** Every {@link ThresholdMethod} (for the schemas of model headers and results.json). */
+export const THRESHOLD_METHODS = ['false-reject', 'f1-adaptive', 'good-sigma', 'good-quantile', 'manual'] as const;
+
+/** A rate estimated on good parts from the tail model, with its one-sided 95 % upper bound. */
+export interface EstimatedRate {
+  /** Estimated share of good parts above the threshold. */
+  rate: number;
+  /** One-sided 95 % upper confidence bound of that share. */
+  upper95: number;
+}
+
+/**
+ * What a model's thresholds promise, and on what evidence (model format 1.3, `thresholds.operatingPoint`).
+ * Rates are estimated from out-of-sample scores of good images by the exponential tail model
+ * (tail-model.ts); the escape rate, when labelled defects were given, is counted on them.
+ */
+export interface OperatingPoint {
+  /** The false-reject rate asked for (`--false-reject`). */
+  falseRejectTarget: number;
+  /** Good scores the rates were estimated from, and how many were left out as likely defects. */
+  goodScores: { used: number; excluded: number };
+  /** The image threshold: estimated false-reject rate and the tail it comes from. */
+  image: EstimatedRate & { tail: ExponentialTail };
+  /**
+   * The pixel threshold: estimated share of good parts that show any defect region (the tail of their
+   * raw map maxima).
+   */
+  pixel: EstimatedRate & { tail: ExponentialTail };
+  /** With labelled defects: the escape rate at the image threshold with its 95 % Clopper–Pearson interval. */
+  escape?: { rate: number; lower95: number; upper95: number; defects: number };
+  /**
+   * The review band (`--review-band r`): parts scoring between `threshold` (good parts exceed it with
+   * probability r) and the image threshold are UNCERTAIN.
+   */
+  reviewBand?: { falseRejectRate: number; threshold: number };
+}
 
 /** Raw-score range seen during calibration (the normalisation span). */
 export interface ScoreRange {
@@ -74,6 +117,8 @@ export interface Thresholds {
   pixelStats: ScoreRange;
   /** Optional uncertainty band for verdicts; absent = binary decision at 0.5. */
   band?: VerdictBand;
+  /** What the thresholds promise (format ≥ 1.3; absent in older files and for manual thresholds without scores). */
+  operatingPoint?: OperatingPoint;
 }
 
 /** A part's verdict. */

@@ -11,10 +11,11 @@
  * reflection of maps smaller than the kernel included.
  */
 import * as ort from 'onnxruntime-node';
-import { collectingSink, encodeKernelModel, tensorValueInfo, OnnxDataType, type GraphSink } from '../onnx/graph.js';
+import { collectingSink, encodeKernelModel, ONNX_OPSET, tensorValueInfo, OnnxDataType, type GraphSink } from '../onnx/graph.js';
 import { gaussianBlur } from './blur.js';
 import { resizeBilinear } from './resize.js';
 import { createSession } from '../onnx/session.js';
+import type { PositionStandardization } from './standardize.js';
 
 const { FLOAT } = OnnxDataType;
 
@@ -54,9 +55,43 @@ export function upsampleBlurNodes(sink: GraphSink, input: string, output: string
   sink.node('MatMul', [`${prefix}/rows`, `${prefix}/kxT`], [output]);
 }
 
+/** Nodes of ReduceMax over all but the batch axis of `input` [N, 1, S, S] → `output` [N] (opset ≥ 18 takes the axes as an input). */
+export function reduceMaxNodes(sink: GraphSink, input: string, output: string, prefix: string): void {
+  if ((sink.opset ?? ONNX_OPSET) >= 18) {
+    sink.int64(`${prefix}/axes`, [3], [1, 2, 3]);
+    sink.node('ReduceMax', [input, `${prefix}/axes`], [output], { keepdims: 0 });
+  } else {
+    sink.node('ReduceMax', [input], [output], { axes: [1, 2, 3], keepdims: 0 });
+  }
+}
+
+/**
+ * Nodes of the standardised image score: distance grid `dist` [N, 1, gh, gw] → (dist − centre) / spread
+ * per position → upsampled and blurred like the anomaly map → its maximum per image `output` [N].
+ */
+export function standardizedScoreNodes(
+  sink: GraphSink,
+  dist: string,
+  output: string,
+  grid: { gridW: number; gridH: number },
+  size: number,
+  sigma: number,
+  standardization: PositionStandardization,
+  prefix: string,
+): void {
+  const { gridW, gridH } = grid;
+  sink.float(`${prefix}/centre`, [1, 1, gridH, gridW], standardization.centre);
+  sink.float(`${prefix}/spread`, [1, 1, gridH, gridW], standardization.spread);
+  sink.node('Sub', [dist, `${prefix}/centre`], [`${prefix}/centred`]);
+  sink.node('Div', [`${prefix}/centred`, `${prefix}/spread`], [`${prefix}/z`]);
+  upsampleBlurNodes(sink, `${prefix}/z`, `${prefix}/map`, grid, size, sigma, prefix);
+  reduceMaxNodes(sink, `${prefix}/map`, output, `${prefix}/max`);
+}
+
 /**
  * An ORT session for scoring: squared distances [N, gh·gw] → anomaly maps [N, S·S] (distance =
- * √max(0, d²), upsampled and blurred as above).
+ * √max(0, d²), upsampled and blurred as above) and, for a model with a per-position standardisation,
+ * the standardised image scores [N] ({@link standardizedScoreNodes}).
  */
 export class UpsampleBlurSession {
   private constructor(
@@ -64,10 +99,11 @@ export class UpsampleBlurSession {
     readonly gridW: number,
     readonly gridH: number,
     readonly size: number,
+    private readonly standardized: boolean,
   ) {}
 
-  /** Builds the graph for one grid and map size. */
-  static async create(gridW: number, gridH: number, size: number, sigma: number, threads: number): Promise<UpsampleBlurSession> {
+  /** Builds the graph for one grid and map size (and standardisation, if any). */
+  static async create(gridW: number, gridH: number, size: number, sigma: number, threads: number, standardization?: PositionStandardization): Promise<UpsampleBlurSession> {
     const { sink, nodes, initializers: initializer } = collectingSink();
     sink.float('zero', [], Float32Array.of(0));
     sink.int64('grid.shape', [4], [-1, 1, gridH, gridW]);
@@ -77,21 +113,59 @@ export class UpsampleBlurSession {
     sink.node('Reshape', ['dist', 'grid.shape'], ['dist.grid']);
     upsampleBlurNodes(sink, 'dist.grid', 'map.grid', { gridW, gridH }, size, sigma, 'map');
     sink.node('Reshape', ['map.grid', 'flat.shape'], ['map']);
-    const bytes = encodeKernelModel({
-      name: 'upsample-blur',
-      node: nodes,
-      initializer,
-      input: [tensorValueInfo('d2', FLOAT, ['N', gridH * gridW])],
-      output: [tensorValueInfo('map', FLOAT, ['N', size * size])],
-    });
+    const output = [tensorValueInfo('map', FLOAT, ['N', size * size])];
+    if (standardization) {
+      standardizedScoreNodes(sink, 'dist.grid', 'score', { gridW, gridH }, size, sigma, standardization, 'std');
+      output.push(tensorValueInfo('score', FLOAT, ['N']));
+    }
+    const bytes = encodeKernelModel({ name: 'upsample-blur', node: nodes, initializer, input: [tensorValueInfo('d2', FLOAT, ['N', gridH * gridW])], output });
     const session = await createSession(bytes, threads);
-    return new UpsampleBlurSession(session, gridW, gridH, size);
+    return new UpsampleBlurSession(session, gridW, gridH, size, standardization !== undefined);
   }
 
-  /** Maps of N images from their squared distances, image-major [N, gh·gw]. */
-  async run(d2: Float32Array, n: number): Promise<Float32Array> {
+  /** Maps of N images from their squared distances, image-major [N, gh·gw]; with the standardised image scores when the session has a standardisation. */
+  async run(d2: Float32Array, n: number): Promise<{ maps: Float32Array; scores?: Float32Array }> {
     const out = await this.session.run({ d2: new ort.Tensor('float32', d2, [n, this.gridH * this.gridW]) });
-    return out.map!.data as Float32Array;
+    return { maps: out.map!.data as Float32Array, ...(this.standardized ? { scores: out.score!.data as Float32Array } : {}) };
+  }
+
+  /** Releases the session. */
+  async dispose(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/**
+ * An ORT session for the maximum of the upsampled and blurred map of any grid [N, gh·gw] (e.g. distances
+ * already standardised, leave-one-out, by the fit): the image score without the anomaly map.
+ */
+export class BlurredMaxSession {
+  private constructor(
+    private readonly session: ort.InferenceSession,
+    private readonly cells: number,
+  ) {}
+
+  /** Builds the graph for one grid and map size. */
+  static async create(gridW: number, gridH: number, size: number, sigma: number, threads: number): Promise<BlurredMaxSession> {
+    const { sink, nodes, initializers: initializer } = collectingSink();
+    sink.int64('grid.shape', [4], [-1, 1, gridH, gridW]);
+    sink.node('Reshape', ['grid', 'grid.shape'], ['grid4']);
+    upsampleBlurNodes(sink, 'grid4', 'map', { gridW, gridH }, size, sigma, 'map');
+    reduceMaxNodes(sink, 'map', 'max', 'max');
+    const bytes = encodeKernelModel({
+      name: 'blurred-max',
+      node: nodes,
+      initializer,
+      input: [tensorValueInfo('grid', FLOAT, ['N', gridH * gridW])],
+      output: [tensorValueInfo('max', FLOAT, ['N'])],
+    });
+    return new BlurredMaxSession(await createSession(bytes, threads), gridH * gridW);
+  }
+
+  /** The blurred map's maximum of each of N grids, image-major [N, gh·gw]. */
+  async run(grids: Float32Array, n: number): Promise<Float32Array> {
+    const out = await this.session.run({ grid: new ort.Tensor('float32', grids.subarray(0, n * this.cells), [n, this.cells]) });
+    return out.max!.data as Float32Array;
   }
 
   /** Releases the session. */

@@ -50,6 +50,12 @@ export function throwIfCancelled(file?: string): void {
   });
 }
 
+/** Throws a typed 'CANCELLED' error when an API caller's `signal` has aborted (checked between batches). */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (!signal?.aborted) return;
+  throw new PartscanError('CANCELLED', 'Cancelled by the caller (AbortSignal).', { remedy: 'call again to produce the result' });
+}
+
 /**
  * The topmost path that does not exist yet on the way down to `p` (what `mkdir -p` + write would
  * create), or undefined when `p` exists.

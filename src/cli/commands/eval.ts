@@ -3,11 +3,11 @@
 import path from 'node:path';
 import { writeScoredRun } from '../../export/score-run.js';
 import type { VerdictQuality } from '../../metrics/verdicts.js';
-import { evaluateModel } from '../../model/evaluate.js';
+import { evaluateModel, type Evaluation } from '../../model/evaluate.js';
 import { ensureOutputDir } from '../../util/atomic-write.js';
 import { EXIT_OK, EXIT_PARTIAL } from '../exit-codes.js';
 import { fmtNum, formatTable, toJson, type CliIo } from '../format.js';
-import { formatVerdictTable } from '../format-verdicts.js';
+import { formatOperatingCurve, formatVerdictTable } from '../format-verdicts.js';
 import { loadModel } from '../load-model.js';
 import { createProgress } from '../progress.js';
 
@@ -60,6 +60,8 @@ export async function evalCommand(modelFile: string, dataset: string, f: EvalFla
   io.out(formatTable(['set', 'image AUROC', 'pixel AUROC', 'AUPRO', 'F1-max', 'good/defect'], rows) + '\n');
   const verdicts = output.verdicts as VerdictQuality | null;
   io.out(verdicts ? `\nat the model's threshold:\n${formatVerdictTable(verdicts)}\n` : '\nverdicts: none (the model has no thresholds)\n');
+  const curve = output as unknown as Pick<Evaluation['metrics'], 'operating_points' | 'shipped_operating_point'>;
+  io.out(`\noperating curve on this set (partscan calibrate --false-reject r moves the threshold):\n${formatOperatingCurve(curve.operating_points, curve.shipped_operating_point)}\n`);
   io.out(`\n${m.seconds.toFixed(1)} s${f.out ? ` — scored run in ${path.resolve(f.out)}` : ''}\n`);
   return code;
 }

@@ -13,7 +13,8 @@ import { fmtNum, formatBytes, toJson, type CliIo } from '../format.js';
 import { expandImageArgs } from '../inputs.js';
 import { createProgress } from '../progress.js';
 import { fitQueueCommand } from './worker.js';
-import type { FitFlags } from '../options.js';
+import { thresholdRuleOf, type FitFlags } from '../options.js';
+import { formatOperatingPoint } from '../format-thresholds.js';
 
 export type { FitFlags };
 
@@ -46,6 +47,10 @@ export async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promis
   if (f.threads !== undefined) opts.threads = f.threads;
   if (f.roi) opts.roi = f.roi;
   if (f.band) opts.band = f.band;
+  if (f.falseReject !== undefined) opts.falseRejectTarget = f.falseReject;
+  if (f.reviewBand !== undefined) opts.reviewBand = f.reviewBand;
+  if (f.thresholdRule) opts.thresholdRule = thresholdRuleOf(f.thresholdRule);
+  if (f.imageScore) opts.imageScore = f.imageScore;
   if (f.looMemory !== undefined) opts.contaminationMemory = f.looMemory * 2 ** 20;
   if (f.precision !== undefined) opts.precision = f.precision;
   if (f.precision === 'int8' && !f.embedBackbone) {
@@ -99,11 +104,10 @@ export async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promis
     [
       `model      ${summary.model} (${formatBytes(bytes)}${f.embedBackbone ? ', backbone embedded' : ''}${f.compact ? ', compact' : ''})`,
       `backbone   ${summary.backbone} (${summary.precision})`,
-      `images     ${summary.images} fitted, ${summary.calibrationImages} for calibration`,
+      `images     ${summary.images} fitted, ${summary.calibrationImages} scored out of sample for the thresholds`,
       `embedding  d ${summary.channels}, grid ${summary.grid.width}×${summary.grid.height}, input ${summary.imageSize} px`,
-      t
-        ? `thresholds image ${fmtNum(t.image)} (${t.method.image}), pixel ${fmtNum(t.pixel)} (${t.method.pixel})${t.band ? `, band ${t.band.low}..${t.band.high}` : ''}`
-        : 'thresholds none (no calibration images): verdicts unavailable until calibrated',
+      `image score ${h.imageScore?.kind === 'standardized' ? 'standardised per position' : 'anomaly-map maximum'}`,
+      t ? formatOperatingPoint(t) : 'thresholds none (too few good images to calibrate): verdicts unavailable until calibrated',
       `time       ${summary.seconds.toFixed(1)} s`,
     ].join('\n') + '\n',
   );

@@ -7,7 +7,8 @@ import { checkModelSections, parseModelHeader } from '../../model/header-schema.
 import { readModelFile } from '../../model/model-file.js';
 import type { ModelHeader } from '../../model/model.js';
 import { EXIT_OK } from '../exit-codes.js';
-import { fmtNum, formatBytes, toJson, type CliIo } from '../format.js';
+import { formatBytes, toJson, type CliIo } from '../format.js';
+import { formatOperatingPoint } from '../format-thresholds.js';
 
 export async function infoCommand(modelFile: string, f: { json?: boolean }, io: CliIo): Promise<number> {
   // Reads the file only: no ONNX Runtime session is created for the backbone.
@@ -37,9 +38,13 @@ export async function infoCommand(modelFile: string, f: { json?: boolean }, io: 
       `preprocess  ${p.imageSize} px${p.cropSize ? `, crop ${p.cropSize}` : ''}, ${p.kernel}`,
       `embedding   d ${h.embedding.channels} of ${h.embedding.totalChannels}, seed ${h.embedding.seed}, grid ${h.embedding.gridW}×${h.embedding.gridH}`,
       `statistics  ${h.gaussian.images} images, ε ${h.gaussian.epsilon}, ${h.gaussian.resumable ? `resumable (${h.gaussian.resumeState === 'samples' ? 'keeps the samples' : 'keeps scatter matrices'})` : 'compact'}`,
-      t
-        ? `thresholds  image ${fmtNum(t.image)} (${t.method.image}), pixel ${fmtNum(t.pixel)} (${t.method.pixel})${t.band ? `, band ${t.band.low}..${t.band.high}` : ''}`
-        : 'thresholds  none',
+      `image score ${h.imageScore?.kind === 'standardized' ? 'standardised per position (maximum of the blurred standardised distance map)' : h.imageScore ? 'anomaly-map maximum' : 'anomaly-map maximum (format < 1.3: re-fit for the per-position standardised score)'}`,
+      t ? formatOperatingPoint(t, '            ').replace(/^thresholds /, 'thresholds  ').replace(/^operating  /m, 'operating   ') : 'thresholds  none',
+      ...(h.calibration
+        ? [
+            `calibration ${h.calibration.good} good scores (${h.calibration.sources.leaveOneOut} leave-one-out, ${h.calibration.sources.heldOut} held out, ${h.calibration.sources.added} added), ${h.calibration.defect} labelled defects${h.calibration.reviewed ? `, ${h.calibration.reviewed.good + h.calibration.reviewed.defect} reviewed labels (${h.calibration.reviewed.good} good, ${h.calibration.reviewed.defect} defect)` : ''}`,
+          ]
+        : []),
       ...(h.tiling ? [`tiling      ${h.tiling.tile} px tiles, overlap ${h.tiling.overlap}`] : []),
       ...(h.roi ? [`roi         ${h.roi.width}×${h.roi.height}`] : []),
       `sections    ${info.sections.map((s) => `${s.name} ${formatBytes(s.bytes)}`).join(', ')}`,

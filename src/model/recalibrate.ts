@@ -1,0 +1,137 @@
+/**
+ * `calibrate`: moves a fitted model's operating point without refitting — a new false-reject target or
+ * review band, new good images, labelled defects — from the out-of-sample scores the model stores (its
+ * calibration pool) plus any new images scored now. Only the thresholds and the pool change: the
+ * Gaussians, the standardisation and therefore every score stay as they were.
+ */
+
+import { PartscanError, type PartscanWarning } from '../errors.js';
+import { sha256File } from '../backbone/weights-cache.js';
+import { loadDataset } from '../data/loaders.js';
+import { parseOptions } from '../options/parse.js';
+import { calibrateOptionsSchema } from '../options/schemas.js';
+import { checkThresholdOptions, selectThresholds, type ThresholdRule } from '../postprocess/operating-point.js';
+import type { Thresholds } from '../postprocess/thresholds.js';
+import type { Sample } from '../types.js';
+import { throwIfAborted } from '../util/cancellation.js';
+import { CalibrationPool, type KeyedRow } from './calibration-pool.js';
+import type { ImageSource, Model, ProgressEvent } from './model.js';
+
+/** Options of {@link calibrate}. */
+export interface CalibrateOptions {
+  /** The false-reject rate to set the image threshold at, in (0, 1) (default: the model's current target, else 0.01). */
+  falseRejectTarget?: number;
+  /** A higher false-reject rate whose threshold starts the UNCERTAIN band (default: the model's current band). */
+  reviewBand?: number;
+  /** The threshold rule (default 'false-reject'; 'f1' needs labelled defects). */
+  thresholdRule?: ThresholdRule;
+  /**
+   * Labelled defective images to add: an MVTec-style root or labelled CSV list (its defective test
+   * images), a folder or list of files that all show defects, or samples.
+   */
+  defects?: ImageSource;
+  /** New good images to add (a folder, a list, or a dataset root's good training images). */
+  good?: ImageSource;
+  /** Images per scoring batch (default: the model's). */
+  batchSize?: number;
+  /** Cancels the scoring of new images; the model is left unchanged. */
+  signal?: AbortSignal;
+  /** Progress while new images are scored. */
+  onProgress?: (e: ProgressEvent) => void;
+}
+
+/** What {@link calibrate} did. */
+export interface CalibrationResult {
+  /** The new thresholds (also set on the model). */
+  thresholds: Thresholds;
+  /** The thresholds before. */
+  previous: Thresholds | undefined;
+  /** Images scored and added to the pool now. */
+  added: { good: number; defect: number };
+  /** Caveats about the new operating point. */
+  warnings: PartscanWarning[];
+}
+
+/** The files of a defect source: a dataset's defective test images, or every file given. */
+async function defectFiles(source: ImageSource): Promise<string[]> {
+  if (typeof source === 'string') {
+    const ds = await loadDataset(source);
+    const labelled = ds.test.filter((s) => s.anomalous);
+    return (labelled.length ? labelled : ds.train).map((s) => s.path);
+  }
+  if (Array.isArray(source)) return source.map((s) => (typeof s === 'string' ? s : (s as Sample).path));
+  return source.test.filter((s) => s.anomalous).map((s) => s.path);
+}
+
+/** The files of a good source: a folder's images, a dataset's good training images, or every file given. */
+async function goodFiles(source: ImageSource): Promise<string[]> {
+  if (typeof source === 'string') return (await loadDataset(source)).train.map((s) => s.path);
+  if (Array.isArray(source)) return source.map((s) => (typeof s === 'string' ? s : (s as Sample).path));
+  return source.train.map((s) => s.path);
+}
+
+/** Scores files with the model into pool rows keyed by the sha256 of their bytes. */
+async function scoreKeyed(model: Model, files: string[], opts: CalibrateOptions, done: { n: number; total: number }): Promise<KeyedRow[]> {
+  const out: KeyedRow[] = [];
+  const bs = opts.batchSize ?? model.defaultScoreBatchSize;
+  for (let i = 0; i < files.length; i += bs) {
+    throwIfAborted(opts.signal);
+    const part = files.slice(i, i + bs);
+    const [results, keys] = await Promise.all([model.score(part, { batchSize: bs }), Promise.all(part.map((f) => sha256File(f)))]);
+    results.forEach((r, k) => {
+      let lo = Infinity;
+      for (let j = 0; j < r.anomalyMap.length; j++) if (r.anomalyMap[j]! < lo) lo = r.anomalyMap[j]!;
+      out.push({ row: [r.imageScore, r.mapMax, lo], key: keys[k]! });
+    });
+    done.n += part.length;
+    opts.onProgress?.({ stage: 'calibrate', done: done.n, total: done.total });
+  }
+  return out;
+}
+
+/**
+ * Re-picks a fitted model's thresholds (see the module comment) and sets them, with the extended
+ * calibration pool, on `model`; save the model to keep them. Throws 'OPTIONS' for invalid options
+ * (before any image is read), 'THRESHOLD' for a model that stores no calibration scores (fitted by
+ * partscan ≤ 0.1 or on fewer than 3 images: fit it again), 'CANCELLED' when `signal` aborts.
+ *
+ * @example
+ * const model = await Model.load('bottle.partscan');
+ * const r = await calibrate(model, { falseRejectTarget: 0.005, defects: 'bottle-defects/' });
+ * console.log(r.thresholds.operatingPoint?.escape);
+ * await model.save('bottle-0.5pct.partscan');
+ */
+export async function calibrate(model: Model, opts: CalibrateOptions = {}): Promise<CalibrationResult> {
+  parseOptions(calibrateOptionsSchema, opts, 'calibrate');
+  const previousOp = model.header.thresholds?.operatingPoint;
+  const target = opts.falseRejectTarget ?? previousOp?.falseRejectTarget;
+  const reviewBand = opts.reviewBand ?? (opts.falseRejectTarget === undefined ? previousOp?.reviewBand?.falseRejectRate : undefined);
+  const thresholdOptions = {
+    ...(opts.thresholdRule ? { rule: opts.thresholdRule } : {}),
+    ...(target !== undefined ? { falseRejectTarget: target } : {}),
+    ...(reviewBand !== undefined ? { reviewBand } : {}),
+  };
+  const stored = await model.calibrationScores();
+  checkThresholdOptions(thresholdOptions, opts.defects !== undefined || (stored?.defect.rows ?? 0) > 0);
+  if (!stored) {
+    throw new PartscanError('THRESHOLD', `${model.modelFile ?? 'This model'} stores no out-of-sample calibration scores (it was fitted by partscan ≤ 0.1, or on fewer than 3 good images), so its operating point cannot be moved.`, {
+      ...(model.modelFile ? { file: model.modelFile } : {}),
+      remedy: 'fit the model again with this partscan version (partscan fit), then calibrate it',
+    });
+  }
+  const good = opts.good ? await goodFiles(opts.good) : [];
+  const defects = opts.defects ? await defectFiles(opts.defects) : [];
+  if (opts.good && good.length === 0) throw new PartscanError('DATASET', 'calibrate: the good images given hold no image.', { remedy: 'point --good at a folder of good images' });
+  if (opts.defects && defects.length === 0) throw new PartscanError('DATASET', 'calibrate: the defects given hold no defective image.', { remedy: 'point --defects at an MVTec-style root, a labelled CSV, or a folder of defective images' });
+  const done = { n: 0, total: good.length + defects.length };
+  const goodRows = await scoreKeyed(model, good, opts, done);
+  const defectRows = await scoreKeyed(model, defects, opts, done);
+  throwIfAborted(opts.signal);
+  const pool = CalibrationPool.merge(stored, { good: goodRows, defect: defectRows, sources: { leaveOneOut: 0, heldOut: 0, added: goodRows.length }, excluded: 0 });
+  const sel = selectThresholds(pool.scores(), thresholdOptions);
+  sel.thresholds.operatingPoint!.goodScores.excluded = pool.excluded;
+  const previous = model.header.thresholds;
+  model.setThresholds(sel.thresholds);
+  model.setCalibrationScores(pool);
+  return { thresholds: sel.thresholds, previous, added: { good: goodRows.length, defect: defectRows.length }, warnings: sel.warnings };
+}
