@@ -26,7 +26,6 @@ export type { Region, Verdict } from './postprocess/index.js';
 // Move the operating point of a fitted model (false-reject target, review band, labelled images).
 export { calibrate } from './model/recalibrate.js';
 export type { CalibrateOptions, CalibrationResult } from './model/recalibrate.js';
-export type { OperatingPoint, Thresholds } from './postprocess/thresholds.js';
 
 // Evaluate on a labelled dataset.
 export { evaluateModel } from './model/evaluate.js';

@@ -1,8 +1,8 @@
 /**
  * Pins, through the real CLI, the flags and paths the README promises that no other test runs end to
  * end: --resume, --compact, --no-embed-backbone (+ score --weights), --calibration, --defects, --offline,
- * --roi, --band, --tile, --min-area, --max-side, export --raw; calibration outliers, NO_CALIBRATION /
- * THRESHOLDS_KEPT, an uncalibrated model's run, and `info` on a damaged section.
+ * --roi, --band, --tile, --min-area, --max-side, export --raw; calibration outliers, NO_CALIBRATION, a
+ * resumed model's recalibration, an uncalibrated model's run, and `info` on a damaged section.
  * Tiny bottle subsets (128 px, d 20) so that each fit takes seconds.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -65,49 +65,57 @@ afterAll(async () => {
   if (tmp) await fs.rm(tmp, { recursive: true, force: true });
 });
 
-describe('fit --resume, --compact, NO_CALIBRATION / THRESHOLDS_KEPT', () => {
+describe('fit --resume, --compact, NO_CALIBRATION', () => {
   it('a model resumed with more images equals one fitted on all of them at once', async () => {
-    const a = await linkFolder('resume-a', train(0, 6));
-    const b = await linkFolder('resume-b', train(6, 12));
+    const a = await linkFolder('resume-a', train(0, 2));
+    const b = await linkFolder('resume-b', train(2, 12));
     const all = await linkFolder('resume-all', train(0, 12));
+    // Two images: no leave-one-out scores, so no thresholds.
     const first = path.join(tmp, 'first.partscan');
-    const s1 = await fitJson([a, '--out', first, '--calibration-split', '0']);
-    expect(s1.images).toBe(6);
+    const s1 = await fitJson([a, '--out', first]);
+    expect(s1.images).toBe(2);
     expect(s1.thresholds).toBeNull();
     expect(codes(s1)).toContain('NO_CALIBRATION');
 
     const resumed = path.join(tmp, 'resumed.partscan');
-    const s2 = await fitJson([b, '--out', resumed, '--resume', first, '--calibration-split', '0']);
+    const s2 = await fitJson([b, '--out', resumed, '--resume', first]);
     expect(s2.images).toBe(12);
+    // The resumed model scores its 10 new images out of sample and calibrates on them.
+    expect(s2.thresholds.method.image).toBe('false-reject');
     const once = path.join(tmp, 'once.partscan');
-    await fitJson([all, '--out', once, '--calibration-split', '0']);
+    await fitJson([all, '--out', once]);
 
-    // Same Gaussians: the scores of the same images agree to float tolerance.
+    // Same Gaussians: the raw maps of the same images agree to float tolerance.
     const r1 = await scoreManifest(resumed, [goodImg, badImg], path.join(tmp, 'run-resumed'));
     const r2 = await scoreManifest(once, [goodImg, badImg], path.join(tmp, 'run-once'));
     for (let i = 0; i < 2; i++) {
-      const x = r1.manifest.results[i].imageScore as number;
-      const y = r2.manifest.results[i].imageScore as number;
+      const x = r1.manifest.results[i].mapMax as number;
+      const y = r2.manifest.results[i].mapMax as number;
       expect(Math.abs(x - y) / y).toBeLessThan(1e-4);
     }
     // Uncalibrated: every verdict UNCERTAIN, flagged in --json and on stderr.
-    expect(r1.json.uncalibrated).toBe(true);
-    expect(r1.json.counts.UNCERTAIN).toBe(2);
-    const human = await cli(['score', resumed, goodImg, '--out', path.join(tmp, 'run-human')]);
+    const r0 = await scoreManifest(first, [goodImg, badImg], path.join(tmp, 'run-first'));
+    expect(r0.json.uncalibrated).toBe(true);
+    expect(r0.json.counts.UNCERTAIN).toBe(2);
+    const human = await cli(['score', first, goodImg, '--out', path.join(tmp, 'run-human')]);
     expect(human.code, human.stderr).toBe(0);
     expect(human.stderr).toMatch(/^warning: the model has no thresholds/m);
-  });
+  }, 300_000);
 
-  it('a resumed model with no new calibration images keeps its thresholds (THRESHOLDS_KEPT)', async () => {
+  it('a resumed model recalibrates on its stored scores plus the new images, keeping its target and review band', async () => {
     const a = await linkFolder('kept-a', train(12, 24));
     const b = await linkFolder('kept-b', train(24, 27));
     const first = path.join(tmp, 'kept-first.partscan');
-    const s1 = await fitJson([a, '--out', first, '--calibration-split', '0.25']);
-    expect(s1.thresholds.image).toBeGreaterThan(0);
-    const s2 = await fitJson([b, '--out', path.join(tmp, 'kept.partscan'), '--resume', first, '--calibration-split', '0']);
-    expect(codes(s2)).toContain('THRESHOLDS_KEPT');
-    expect(s2.thresholds).toEqual(s1.thresholds);
+    const s1 = await fitJson([a, '--out', first, '--false-reject', '0.05', '--review-band', '0.2']);
+    const op1 = s1.thresholds.operatingPoint;
+    expect(op1.falseRejectTarget).toBe(0.05);
+    expect(op1.goodScores.used + op1.goodScores.excluded).toBe(12);
+    const s2 = await fitJson([b, '--out', path.join(tmp, 'kept.partscan'), '--resume', first]);
+    const op2 = s2.thresholds.operatingPoint;
     expect(s2.images).toBe(s1.images + 3);
+    expect(op2.falseRejectTarget).toBe(0.05);
+    expect(op2.reviewBand.falseRejectRate).toBe(0.2);
+    expect(op2.goodScores.used + op2.goodScores.excluded).toBe(15);
   });
 
   it('--compact drops the resume statistics: smaller, and --resume from it is refused', async () => {
@@ -145,20 +153,22 @@ describe('fit --no-embed-backbone, --calibration, --defects, --offline', () => {
     expect(Math.abs((r2.manifest.results[0].imageScore as number) - x) / x).toBeLessThan(1e-5);
   });
 
-  it('--calibration <dir> calibrates on exactly those images; an outlier among them is left out', async () => {
+  it('--calibration <dir> adds those images to the out-of-sample scores; an outlier among them is left out', async () => {
     const a = await linkFolder('calib-train', train(50, 62));
     const calibFiles = [...train(62, 70), blotted];
     const calib = await linkFolder('calib', calibFiles);
     const s = await fitJson([a, '--out', path.join(tmp, 'calib.partscan'), '--calibration', calib]);
     expect(s.images).toBe(12);
-    expect(s.calibrationImages).toBe(calibFiles.length);
+    const info = await infoJson(path.join(tmp, 'calib.partscan'));
+    expect(info.header.calibration.sources.heldOut).toBe(calibFiles.length - 1);
+    expect(s.calibrationImages + s.thresholds.operatingPoint.goodScores.excluded).toBe(12 + calibFiles.length);
     const outliers = (s.warnings as { code: string; file?: string }[]).filter((w) => w.code === 'CALIBRATION_OUTLIER');
     // The linked defect is the last calibration file.
     expect(outliers.map((w) => path.basename(w.file!))).toEqual([`${String(calibFiles.length - 1).padStart(3, '0')}-blotted.png`]);
     expect(s.thresholds.method.image).not.toBe('f1-adaptive');
   });
 
-  it('--defects <MVTec root> switches the thresholds to F1-adaptive', async () => {
+  it('--defects <MVTec root> measures the escape rate at the threshold; --threshold-rule f1 makes it F1-adaptive', async () => {
     const a = await linkFolder('defects-train', train(70, 82));
     const ds = path.join(tmp, 'defects-ds');
     for (const d of ['train/good', 'test/good', 'test/broken_large', 'ground_truth/broken_large']) await fs.mkdir(path.join(ds, d), { recursive: true });
@@ -168,7 +178,11 @@ describe('fit --no-embed-backbone, --calibration, --defects, --offline', () => {
       await fs.symlink(path.join(BOTTLE, 'ground_truth', 'broken_large', `${i}_mask.png`), path.join(ds, 'ground_truth', 'broken_large', `${i}_mask.png`));
     }
     const s = await fitJson([a, '--out', path.join(tmp, 'defects.partscan'), '--calibration-split', '0.25', '--defects', ds]);
-    expect(s.thresholds.method).toEqual({ image: 'f1-adaptive', pixel: 'f1-adaptive' });
+    expect(s.thresholds.method).toEqual({ image: 'false-reject', pixel: 'false-reject' });
+    expect(s.thresholds.operatingPoint.escape.defects).toBe(4);
+    const f1 = await fitJson([a, '--out', path.join(tmp, 'defects-f1.partscan'), '--calibration-split', '0.25', '--defects', ds, '--threshold-rule', 'f1']);
+    expect(f1.thresholds.method).toEqual({ image: 'f1-adaptive', pixel: 'f1-adaptive' });
+    expect(f1.thresholds.image).not.toBe(s.thresholds.image);
   });
 
   it('--offline with uncached registry weights fails without downloading, naming a way out', async () => {

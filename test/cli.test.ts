@@ -36,7 +36,9 @@ beforeAll(async () => {
   ]);
   expect(r.code, r.stderr).toBe(0);
   const summary = JSON.parse(r.stdout);
-  expect(summary).toMatchObject({ images: 9, calibrationImages: 3, channels: 30, grid: { width: 32, height: 32 } });
+  expect(summary).toMatchObject({ images: 9, channels: 30, grid: { width: 32, height: 32 } });
+  // Out of sample for the thresholds: the 9 fitted images (leave-one-out) and the 3 held out, less any left out as likely defects.
+  expect(summary.calibrationImages + summary.thresholds.operatingPoint.goodScores.excluded).toBe(12);
   expect(summary.thresholds.image).toBeGreaterThan(0);
 }, 180_000);
 
@@ -46,7 +48,7 @@ afterAll(async () => {
 
 describe('partscan CLI', () => {
   it('--help works for every command and --version prints the version', async () => {
-    const runs = await Promise.all(['fit', 'score', 'eval', 'report', 'info', 'demo'].map((c) => cli([c, '--help'])));
+    const runs = await Promise.all(['fit', 'score', 'eval', 'calibrate', 'report', 'info', 'demo'].map((c) => cli([c, '--help'])));
     for (const r of runs) {
       expect(r.code).toBe(0);
       expect(r.stdout).toMatch(/^Usage: partscan /);
@@ -146,7 +148,16 @@ describe('partscan CLI', () => {
     expect(v.escape_rate).toBe(v.confusion.defect.OK / 3);
     expect(v.false_reject_rate).toBe(v.confusion.good.NG / 3);
     expect(Object.keys(v.per_defect).sort()).toEqual(Object.keys(m.per_defect).sort());
+    expect(v.escape_rate_ci95[0]).toBeLessThanOrEqual(v.escape_rate);
+    expect(v.escape_rate_ci95[1]).toBeGreaterThanOrEqual(v.escape_rate);
+    // The operating curve measured on the test set, and the shipped threshold on it.
+    expect(m.operating_points.map((p: { false_reject_rate: number }) => p.false_reject_rate)).toEqual([0, 0.005, 0.01, 0.02, 0.05, 0.1]);
+    for (const p of m.operating_points) expect(Object.keys(p).sort()).toEqual(['escape_rate', 'false_reject_rate', 'measured_false_reject_rate', 'threshold']);
+    expect(m.shipped_operating_point).toMatchObject({ threshold: expect.any(Number), target_false_reject_rate: 0.01 });
+    expect(m.shipped_operating_point.false_reject_rate).toBe(v.false_reject_rate);
     const text = await cli(['eval', modelFile, path.join(tmp, 'ds')]);
+    expect(text.stdout).toMatch(/operating curve on this set/);
+    expect(text.stdout).toMatch(/^shipped \(target 1\.0 %\)\s+\S+ %/m);
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/at the model's threshold:\nverdicts\s+escape\s+false reject\s+uncertain/);
     expect(text.stdout).toMatch(/^broken_large\s+\S+%/m);

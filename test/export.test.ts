@@ -282,13 +282,13 @@ describe('results.json / results.csv', () => {
     const tricky = 'dir/we,ird "name"\n.png';
     const csv = resultsToCsv([
       result(tricky, { drift: { flag: true, score: 3.5 }, label: 'broken_large' }),
-      result('ok.png', { verdict: 'OK', normalizedScore: 0.1, imageScore: 7, regions: [] }),
+      result('ok.png', { verdict: 'OK', normalizedScore: 0.1, imageScore: 7, mapMax: 12.5, regions: [] }),
     ]);
     expect(csv.endsWith('\r\n')).toBe(true);
     const rows = parseCsv(csv);
-    expect(rows[0]).toEqual(['file', 'score', 'normalized_score', 'verdict', 'n_regions', 'regions', 'drift', 'drift_score', 'label']);
-    expect(rows[1]).toEqual([tricky, '20', '0.8', 'NG', '2', '3,4,5,6;9,9,1,2', 'true', '3.5', 'broken_large']);
-    expect(rows[2]).toEqual(['ok.png', '7', '0.1', 'OK', '0', '', '', '', '']);
+    expect(rows[0]).toEqual(['file', 'score', 'normalized_score', 'verdict', 'n_regions', 'regions', 'drift', 'drift_score', 'label', 'map_max']);
+    expect(rows[1]).toEqual([tricky, '20', '0.8', 'NG', '2', '3,4,5,6;9,9,1,2', 'true', '3.5', 'broken_large', '']);
+    expect(rows[2]).toEqual(['ok.png', '7', '0.1', 'OK', '0', '', '', '', '', '12.5']);
     expect(rows).toHaveLength(3);
   });
 

@@ -64,8 +64,9 @@ describe('calibration reference in the model file (format 1.2)', () => {
   it('stores out-of-sample good scores and drift z spreads, and reads them back', async () => {
     const ref = model.header.monitor!;
     expect(ref).toBeDefined();
-    expect(ref.sources.leaveOneOut).toBeGreaterThan(500);
-    expect(ref.sources.calibration).toBeGreaterThan(50);
+    // Every fitted image scored out of sample (leave-one-out); no calibration split by default.
+    expect(ref.sources.leaveOneOut).toBeGreaterThan(600);
+    expect(ref.sources.calibration).toBe(0);
     expect(ref.scores.length).toBe(ref.sources.leaveOneOut + ref.sources.calibration);
     // Grayscale tiles: the colour ratio never varies, so it gets no chart.
     expect(ref.driftZScale![model.header.drift!.features.indexOf('r_b_ratio')]).toBe(0);

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import path from 'node:path';
 import { fit } from '../src/model/fit.js';
-import { leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from '../src/model/contamination.js';
+import { leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from '../src/model/out-of-sample.js';
 import { keptEmbeddingBudget } from '../src/model/kept-embeddings.js';
 import { listImages } from '../src/data/loaders.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';

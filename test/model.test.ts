@@ -52,7 +52,12 @@ describe('fit and score', () => {
     expect(h.backbone.layers).toEqual(['layer1', 'layer2', 'layer3']);
     expect(h.preprocess.imageSize).toBe(128);
     expect(h.thresholds?.image).toBeGreaterThan(0);
-    expect(h.fit.calibrationImages).toBe(4);
+    // The 10 fitted images (leave-one-out) and the 4 calibration images, less those left out as likely defects.
+    expect(h.fit.calibrationImages + h.thresholds!.operatingPoint!.goodScores.excluded).toBe(14);
+    expect(h.calibration).toMatchObject({ good: h.fit.calibrationImages, defect: 0 });
+    expect(h.calibration!.sources.leaveOneOut + h.calibration!.sources.heldOut).toBe(h.fit.calibrationImages);
+    // Fewer than 20 good images: the image score is the map's maximum.
+    expect(h.imageScore).toEqual({ kind: 'max' });
   });
 
   it('scores a defect higher than a good part; map is size² with max = image score', async () => {

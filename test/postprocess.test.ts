@@ -271,22 +271,29 @@ describe('normalizeScore / normalizeMap', () => {
 });
 
 describe('upsample + blur as an ONNX graph (scoring and export)', () => {
-  it('equals the JS reference (resizeBilinear + gaussianBlur) and applies √max(0, d²)', async () => {
-    const { UpsampleBlurSession } = await import('../src/postprocess/upsample-blur-graph.js');
+  it('equals the JS reference (resizeBilinear + gaussianBlur), applies √max(0, d²), and gives the standardised image score', async () => {
+    const { BlurredMaxSession, UpsampleBlurSession } = await import('../src/postprocess/upsample-blur-graph.js');
+    const maxOf = (a: ArrayLike<number>): number => Array.prototype.reduce.call(a, (m: number, v: number) => Math.max(m, v), -Infinity) as number;
     for (const [gw, gh, S] of [
       [56, 56, 224],
       [14, 10, 64],
       [4, 3, 12], // smaller than the 33-tap kernel: periodic reflection, as the JS blur does
     ] as const) {
-      const session = await UpsampleBlurSession.create(gw, gh, S, 4, 1);
+      const P = gw * gh;
+      // A per-position standardisation: centres and (positive) spreads that vary over the grid.
+      const centre = Float32Array.from({ length: P }, (_, p) => 1 + (p % 7) / 3);
+      const spread = Float32Array.from({ length: P }, (_, p) => 0.5 + (p % 5) / 4);
+      const session = await UpsampleBlurSession.create(gw, gh, S, 4, 1, { centre, spread });
+      const maxSession = await BlurredMaxSession.create(gw, gh, S, 4, 1);
       try {
         const n = 3;
-        const d2 = new Float32Array(n * gw * gh);
+        const d2 = new Float32Array(n * P);
         for (let i = 0; i < d2.length; i++) d2[i] = ((Math.sin(i * 12.9898) * 43758.5453) % 1) * 50 - 5; // some negatives
-        const maps = await session.run(d2, n);
+        const { maps, scores } = await session.run(d2, n);
         expect(maps.length).toBe(n * S * S);
+        expect(scores!.length).toBe(n);
         for (let k = 0; k < n; k++) {
-          const g = Float32Array.from(d2.subarray(k * gw * gh, (k + 1) * gw * gh), (v) => Math.sqrt(Math.max(0, v)));
+          const g = Float32Array.from(d2.subarray(k * P, (k + 1) * P), (v) => Math.sqrt(Math.max(0, v)));
           const ref = gaussianBlur(resizeBilinear(g, gw, gh, S, S), S, S, 4);
           let maxErr = 0;
           let maxRef = 0;
@@ -295,9 +302,17 @@ describe('upsample + blur as an ONNX graph (scoring and export)', () => {
             maxRef = Math.max(maxRef, Math.abs(ref[i]!));
           }
           expect(maxErr / maxRef).toBeLessThan(1e-5);
+          // The standardised image score: max of the blurred map of (distance − centre) / spread.
+          const z = Float32Array.from(g, (v, p) => (v - centre[p]!) / spread[p]!);
+          const zRef = maxOf(gaussianBlur(resizeBilinear(z, gw, gh, S, S), S, S, 4));
+          expect(Math.abs(scores![k]! - zRef)).toBeLessThan(1e-5 * Math.max(1, Math.abs(zRef)));
+          // The blurred maximum of any grid (what the fit uses for its leave-one-out standardised scores).
+          const [viaMax] = await maxSession.run(z, 1);
+          expect(Math.abs(viaMax! - zRef)).toBeLessThan(1e-5 * Math.max(1, Math.abs(zRef)));
         }
       } finally {
         await session.dispose();
+        await maxSession.dispose();
       }
     }
   });

@@ -20,6 +20,7 @@ const ROOT_VALUES = [
   'Model',
   'ModelPool',
   'PartscanError',
+  'calibrate',
   'evaluateModel',
   'exportModelOnnx',
   'fit',
@@ -38,6 +39,8 @@ const ROOT_VALUES = [
 const ROOT_TYPES = [
   'BackboneSpec',
   'BatchingScorerOptions',
+  'CalibrateOptions',
+  'CalibrationResult',
   'Dataset',
   'DemoOptions',
   'DemoResult',

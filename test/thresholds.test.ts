@@ -8,9 +8,9 @@ import {
   pixelF1Threshold,
   pixelThresholdFromGood,
   quantileSorted,
-  selectThresholds,
   thresholdFromGood,
 } from '../src/postprocess/threshold-rules.js';
+import { selectThresholds } from '../src/postprocess/operating-point.js';
 import { imageNormalization, verdict } from '../src/postprocess/thresholds.js';
 
 /** Brute force: F1 of the rule "score > t" for every candidate t. */
@@ -241,78 +241,55 @@ describe('verdict', () => {
   });
 });
 
-describe('selectThresholds', () => {
+describe('selectThresholds with the F1 and good-only rules', () => {
   const goodScores = [10, 11, 12, 10.5, 11.5, 10, 11, 12, 10.5, 11.5];
   const goodMaps = goodScores.map((s) => Float32Array.from([s - 5, s - 4, s - 3, s]));
+  const good = { imageScores: goodScores, mapMaxima: goodScores, mapMinima: goodScores.map((s) => s - 5), pixelMaps: goodMaps };
 
-  it('uses F1-adaptive thresholds when defects (and masks) are given', () => {
+  it("'f1' uses F1-adaptive thresholds when defects (and masks) are given", () => {
     const defectScores = [20, 25, 30];
     const defectMaps = defectScores.map((s) => Float32Array.from([5, 6, s - 1, s]));
     const masks = defectScores.map(() => Uint8Array.from([0, 0, 1, 1]));
-    const { thresholds, warnings } = selectThresholds({
-      good: { imageScores: goodScores, pixelMaps: goodMaps },
-      defect: { imageScores: defectScores, pixelMaps: defectMaps, masks },
-    });
+    const { thresholds, warnings } = selectThresholds({ good, defect: { imageScores: defectScores, pixelMaps: defectMaps, masks } }, { rule: 'f1' });
     expect(thresholds.method).toEqual({ image: 'f1-adaptive', pixel: 'f1-adaptive' });
     expect(thresholds.image).toBe(16); // between 12 and 20
     expect(thresholds.pixel).toBeCloseTo((12 + 19) / 2, 6); // between good max 12 and lowest defect pixel 19
     expect(thresholds.imageStats).toEqual({ min: 10, max: 30 });
-    expect(thresholds.pixelStats).toEqual({ min: 5, max: 30 });
-    expect(warnings).toEqual([]);
+    expect(thresholds.pixelStats).toEqual({ min: 5, max: 12 });
+    expect(warnings.map((w) => w.code)).toEqual(['FEW_CALIBRATION_IMAGES']);
     expect(normalizeScore(16, imageNormalization(thresholds))).toBe(0.5);
+    expect(thresholds.operatingPoint!.escape).toMatchObject({ rate: 0, defects: 3 });
   });
 
-  it('falls back to good-only with a warning when there are no defects', () => {
-    const { thresholds, warnings } = selectThresholds({ good: { imageScores: goodScores, pixelMaps: goodMaps } });
+  it("partscan 0.1's good-only rule on image scores and map maxima, with a warning that says so", () => {
+    const { thresholds, warnings } = selectThresholds({ good }, { rule: DEFAULT_GOOD_RULE });
     expect(thresholds.method).toEqual({ image: 'good-sigma', pixel: 'good-sigma' });
     expect(thresholds.image).toBeCloseTo(thresholdFromGood(goodScores), 12);
-    expect(thresholds.pixel).toBeCloseTo(pixelThresholdFromGood(goodMaps), 6);
-    expect(warnings.map((w) => w.code)).toEqual(['THRESHOLD_GOOD_ONLY']);
-    expect(warnings[0]!.message).toMatch(/good images only/);
+    expect(thresholds.pixel).toBeCloseTo(thresholdFromGood(good.mapMaxima), 12);
+    expect(warnings.map((w) => w.code)).toContain('THRESHOLD_GOOD_ONLY');
   });
 
-  it('warns when defects come without masks, or with empty masks, and uses good-only pixel thresholds', () => {
-    const noMasks = selectThresholds({
-      good: { imageScores: goodScores, pixelMaps: goodMaps },
-      defect: { imageScores: [30] },
-    });
-    expect(noMasks.thresholds.method).toEqual({ image: 'f1-adaptive', pixel: 'good-sigma' });
-    expect(noMasks.warnings.map((w) => w.code)).toEqual(['PIXEL_THRESHOLD_GOOD_ONLY']);
-    const emptyMasks = selectThresholds({
-      good: { imageScores: goodScores, pixelMaps: goodMaps },
-      defect: { imageScores: [30], pixelMaps: [new Float32Array(4)], masks: [new Uint8Array(4)] },
-    });
-    expect(emptyMasks.thresholds.method.pixel).toBe('good-sigma');
-    expect(emptyMasks.warnings[0]!.message).toMatch(/masks .* are all empty/);
-    const mismatched = thrown(() =>
-      selectThresholds({
-        good: { imageScores: goodScores, pixelMaps: goodMaps },
-        defect: { imageScores: [30], pixelMaps: [new Float32Array(4)], masks: [] },
-      }),
-    );
-    expect(isPartscanError(mismatched, 'MASK')).toBe(true);
+  it("'f1' without masks, or with empty masks, warns and sets the pixel threshold at the false-reject target", () => {
+    const noMasks = selectThresholds({ good, defect: { imageScores: [30] } }, { rule: 'f1' });
+    expect(noMasks.thresholds.method).toEqual({ image: 'f1-adaptive', pixel: 'false-reject' });
+    expect(noMasks.warnings.map((w) => w.code)).toContain('PIXEL_THRESHOLD_GOOD_ONLY');
+    const emptyMasks = selectThresholds({ good, defect: { imageScores: [30], pixelMaps: [new Float32Array(4)], masks: [new Uint8Array(4)] } }, { rule: 'f1' });
+    expect(emptyMasks.thresholds.method.pixel).toBe('false-reject');
   });
 
   it('lets manual values win and stores the band', () => {
-    const { thresholds } = selectThresholds(
-      { good: { imageScores: goodScores, pixelMaps: goodMaps }, defect: { imageScores: [30] } },
-      { manual: { image: 14, pixel: 9 }, band: { low: 0.4, high: 0.6 } },
-    );
+    const { thresholds } = selectThresholds({ good, defect: { imageScores: [30] } }, { manual: { image: 14, pixel: 9 }, band: { low: 0.4, high: 0.6 } });
     expect(thresholds).toMatchObject({ image: 14, pixel: 9, method: { image: 'manual', pixel: 'manual' }, band: { low: 0.4, high: 0.6 } });
   });
 
-  it('warns about few good images, and refuses none', () => {
-    const few = selectThresholds({ good: { imageScores: [1, 2], pixelMaps: [Float32Array.from([1, 2])] } });
-    expect(few.warnings.map((w) => w.code)).toContain('FEW_CALIBRATION_IMAGES');
-    const none = thrown(() => selectThresholds({ good: { imageScores: [], pixelMaps: [] }, defect: { imageScores: [5] } }));
+  it('refuses no good scores, and the false-reject rule on fewer than 3', () => {
+    const none = thrown(() => selectThresholds({ good: { imageScores: [], mapMaxima: [], mapMinima: [] }, defect: { imageScores: [5] } }));
     expect(isPartscanError(none, 'THRESHOLD')).toBe(true);
-    expect(none.message).toMatch(/without good calibration images/);
-    expect(thrown(() => selectThresholds({ good: { imageScores: [1], pixelMaps: [[1]] } }, { band: { low: 0.7, high: 0.8 } })).code).toBe(
-      'OPTIONS',
-    );
-    expect(thrown(() => selectThresholds({ good: { imageScores: [1], pixelMaps: [[1]] } }, { manual: { image: Number.NaN } })).code).toBe(
-      'OPTIONS',
-    );
+    const two = thrown(() => selectThresholds({ good: { imageScores: [1, 2], mapMaxima: [1, 2], mapMinima: [0, 0] } }));
+    expect(isPartscanError(two, 'THRESHOLD')).toBe(true);
+    // F1 on two good scores works (no rates reported).
+    const f1 = selectThresholds({ good: { imageScores: [1, 2], mapMaxima: [1, 2], mapMinima: [0, 0] }, defect: { imageScores: [5] } }, { rule: 'f1' });
+    expect(f1.thresholds.operatingPoint).toBeUndefined();
   });
 });
 
@@ -324,7 +301,7 @@ describe('one precision/recall sweep for eval and calibration', () => {
       fc.property(scores, scores, fc.boolean(), (good, defect, roundScores) => {
         // Rounded scores force ties across the classes.
         const [g, d] = roundScores ? [good.map(Math.round), defect.map(Math.round)] : [good, defect];
-        const { thresholds } = selectThresholds({ good: { imageScores: g, pixelMaps: [Float32Array.of(1, 2)] }, defect: { imageScores: d } });
+        const { thresholds } = selectThresholds({ good: { imageScores: g, mapMaxima: g, mapMinima: g }, defect: { imageScores: d } }, { rule: 'f1' });
         const evalCut = f1Max([...g, ...d], [...g.map(() => 0), ...d.map(() => 1)]);
         expect(thresholds.method.image).toBe('f1-adaptive');
         expect(thresholds.image).toBe(evalCut.threshold);

@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { isPartscanError } from '../src/errors.js';
 import { verdictQuality, type VerdictItem } from '../src/metrics/verdicts.js';
+import { operatingCurve } from '../src/metrics/operating-curve.js';
 import { formatVerdictLine, formatVerdictTable } from '../src/cli/format-verdicts.js';
 import type { Verdict } from '../src/postprocess/thresholds.js';
 
@@ -95,6 +96,33 @@ describe('verdictQuality', () => {
         const perDefect = Object.values(q.per_defect).reduce((a, s) => a + s.confusion.defect.OK, 0);
         expect(perDefect).toBe(q.confusion.defect.OK);
       }),
+    );
+  });
+});
+
+describe('operatingCurve', () => {
+  it('at each rate: the lowest threshold with at most ⌊rate·N⌋ good scores above it, and the escapes there (brute force)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 30 }), { minLength: 1, maxLength: 60 }),
+        fc.array(fc.integer({ min: 0, max: 40 }), { minLength: 0, maxLength: 30 }),
+        (good, defect) => {
+          const rates = [0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5];
+          const curve = operatingCurve(good, defect, rates);
+          curve.forEach((p, i) => {
+            const allowed = Math.floor(rates[i]! * good.length + 1e-9);
+            const above = good.filter((g) => g > p.threshold).length;
+            expect(above).toBeLessThanOrEqual(allowed);
+            // Lowest such threshold among the good scores: the next lower good score would allow too many.
+            const lower = good.filter((g) => g < p.threshold);
+            if (lower.length) expect(good.filter((g) => g > Math.max(...lower)).length).toBeGreaterThan(allowed);
+            expect(p.measured_false_reject_rate).toBe(above / good.length);
+            if (defect.length) expect(p.escape_rate).toBe(defect.filter((d) => d <= p.threshold).length / defect.length);
+            else expect(p.escape_rate).toBeNaN();
+          });
+        },
+      ),
+      { seed: 22, numRuns: 300 },
     );
   });
 });

@@ -107,10 +107,11 @@ export function regularizedGammaP(a: number, x: number): number {
   return Math.max(0, 1 - Math.exp(lnFront) * h);
 }
 
-/** Inverts an increasing CDF on [lo, hi] by bisection (to double precision). */
+/** Inverts an increasing CDF on [lo, hi] by bisection, to double precision relative to the root (which may be tiny). */
 function invert(cdf: (x: number) => number, p: number, lo: number, hi: number): number {
-  for (let i = 0; i < 200 && hi - lo > 1e-15 * Math.max(1, Math.abs(hi)); i++) {
+  for (let i = 0; i < 2000; i++) {
     const mid = 0.5 * (lo + hi);
+    if (hi - lo <= 1e-15 * Math.abs(mid) || mid === lo || mid === hi) break;
     if (cdf(mid) < p) lo = mid;
     else hi = mid;
   }

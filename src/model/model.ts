@@ -378,10 +378,15 @@ export class Model {
     const resumable = m2 !== undefined || samples !== undefined;
     const backbone = embed ? await this.getBackbone() : undefined;
     const { resumeState: _r, ...gaussian } = this.header.gaussian;
+    const pool = await this.calibrationScores();
+    // The header describes exactly the sections written: the image score's standardisation, the pool.
+    const { imageScore, calibration: _c, ...rest } = this.header;
     const header: ModelHeader = {
-      ...this.header,
+      ...rest,
       backbone: { ...this.header.backbone, embedded: embed },
       gaussian: { ...gaussian, storage: STORAGE, resumable, ...(resumable ? { resumeState: m2 ? 'scatter' : 'samples' } : {}) },
+      ...(this.standardization ? { imageScore: { kind: 'standardized' as const } } : imageScore ? { imageScore: { kind: 'max' as const } } : {}),
+      ...(pool ? { calibration: pool.summary() } : {}),
     };
     const P = this.positions;
     const d = this.dim;
@@ -391,7 +396,6 @@ export class Model {
       ...encodeGaussianSections(this.inverse, { ...(m2 ? { m2 } : {}), ...(samples ? { samples } : {}) }, this.header.gaussian.images),
     ];
     if (this.roi) sections.push({ name: 'roi', data: this.roi, shape: [this.size, this.size] });
-    const pool = await this.calibrationScores();
     if (pool) sections.push(...pool.sections());
     if (this.standardization) {
       const s = new Float32Array(2 * P);

@@ -53,6 +53,7 @@ export function buildMonitorReference(input: {
   const { outlier } = scoreOutliers(pool);
   const keptLoo = loo.filter((_, i) => !outlier[i]).length;
   const scores = pool.filter((_, i) => !outlier[i]).sort((a, b) => a - b).map(float32Json);
+  if (scores.length < 5) return undefined;
   const ref: MonitorReference = {
     kind: 'partscan-monitor-reference',
     version: 1,

@@ -98,13 +98,20 @@ export const evaluateOptionsSchema = z.looseObject({
   onProgress: fn.optional(),
 });
 
+/** Images given as a folder / dataset root / list file, a non-empty list of files or samples, or a loaded Dataset. */
+const imageSource = z.union([
+  z.string().min(1),
+  z.array(z.union([z.string().min(1), z.looseObject({ path: z.string().min(1) })])).min(1),
+  z.looseObject({ train: z.array(z.unknown()), test: z.array(z.unknown()) }),
+]);
+
 /** {@link calibrate}'s options. */
 export const calibrateOptionsSchema = z.looseObject({
   falseRejectTarget: rate.optional(),
   reviewBand: rate.optional(),
   thresholdRule: thresholdRuleSchema.optional(),
-  defects: z.union([z.string().min(1), z.array(z.unknown()).min(1), objectLike]).optional(),
-  good: z.union([z.string().min(1), z.array(z.unknown()).min(1), objectLike]).optional(),
+  defects: imageSource.optional(),
+  good: imageSource.optional(),
   batchSize: positiveInt.optional(),
   signal: z.custom<AbortSignal>((v) => v instanceof AbortSignal, { message: 'expected an AbortSignal' }).optional(),
   onProgress: fn.optional(),

@@ -19,7 +19,7 @@
 
 import { PartscanError, type PartscanWarning } from '../errors.js';
 import { clopperPearson } from '../metrics/intervals.js';
-import { fitExponentialTail, tailExceedance, tailExceedanceUpper95, tailQuantile, tailSummary, type TailFit } from './tail-model.js';
+import { fitExponentialTail, MIN_TAIL_SCORES, tailExceedance, tailExceedanceUpper95, tailQuantile, tailSummary, type TailFit } from './tail-model.js';
 import { normalizeScore } from './normalize.js';
 import { describeRule, f1AdaptiveThreshold, pixelF1Threshold, thresholdFromGood } from './threshold-rules.js';
 import {
@@ -158,8 +158,8 @@ function checkOptions(cal: CalibrationScores, opts: ThresholdOptions): { target:
 }
 
 /** The image threshold by the rule; `tail` is the good scores' tail. */
-function imageThreshold(cal: CalibrationScores, rule: ThresholdRule, target: number, tail: TailFit): { value: number; method: ThresholdMethod } {
-  if (rule === 'false-reject') return { value: tailQuantile(tail, target), method: 'false-reject' };
+function imageThreshold(cal: CalibrationScores, rule: ThresholdRule, target: number, tail: TailFit | undefined): { value: number; method: ThresholdMethod } {
+  if (rule === 'false-reject') return { value: tailQuantile(tail!, target), method: 'false-reject' };
   if (rule === 'f1') {
     const good = Array.from(cal.good.imageScores);
     const bad = Array.from(cal.defect!.imageScores);
@@ -170,7 +170,7 @@ function imageThreshold(cal: CalibrationScores, rule: ThresholdRule, target: num
 }
 
 /** The pixel threshold by the rule; `tail` is the tail of the good map maxima. */
-function pixelThreshold(cal: CalibrationScores, rule: ThresholdRule, target: number, tail: TailFit, warnings: PartscanWarning[]): { value: number; method: ThresholdMethod } {
+function pixelThreshold(cal: CalibrationScores, rule: ThresholdRule, target: number, tail: TailFit | undefined, warnings: PartscanWarning[]): { value: number; method: ThresholdMethod } {
   const d = cal.defect;
   if (rule === 'f1') {
     if (d?.pixelMaps?.length && d.masks && cal.good.pixelMaps?.length && d.masks.some((m) => Array.prototype.some.call(m, (v: number) => v !== 0))) {
@@ -181,7 +181,8 @@ function pixelThreshold(cal: CalibrationScores, rule: ThresholdRule, target: num
       message: 'No ground-truth masks with defect pixels for the defective images: the pixel threshold comes from the good images (at the false-reject target).',
     });
   }
-  if (rule === 'false-reject' || rule === 'f1') return { value: tailQuantile(tail, target), method: 'false-reject' };
+  if ((rule === 'false-reject' || rule === 'f1') && tail) return { value: tailQuantile(tail, target), method: 'false-reject' };
+  if (rule === 'false-reject' || rule === 'f1') return { value: thresholdFromGood(cal.good.mapMaxima), method: 'good-sigma' };
   return { value: thresholdFromGood(cal.good.mapMaxima, rule), method: rule.kind === 'quantile' ? 'good-quantile' : 'good-sigma' };
 }
 
@@ -215,10 +216,15 @@ function escapeAt(defectScores: ArrayLike<number>, threshold: number): NonNullab
 export function selectThresholds(cal: CalibrationScores, opts: ThresholdOptions = {}): ThresholdSelection {
   const { target, rule } = checkOptions(cal, opts);
   const warnings: PartscanWarning[] = [];
-  const imageTail = fitExponentialTail(cal.good.imageScores);
-  const pixelTail = fitExponentialTail(cal.good.mapMaxima);
-  const image = opts.manual?.image !== undefined ? { value: opts.manual.image, method: 'manual' as const } : imageThreshold(cal, rule, target, imageTail);
-  const pixel = opts.manual?.pixel !== undefined ? { value: opts.manual.pixel, method: 'manual' as const } : pixelThreshold(cal, rule, target, pixelTail, warnings);
+  // The tails need a few good scores; the F1, good-only and manual rules do not (their rates then go unreported).
+  const tails = cal.good.imageScores.length >= MIN_TAIL_SCORES ? { image: fitExponentialTail(cal.good.imageScores), pixel: fitExponentialTail(cal.good.mapMaxima) } : undefined;
+  if (!tails && rule === 'false-reject' && !(opts.manual?.image !== undefined && opts.manual.pixel !== undefined)) {
+    throw new PartscanError('THRESHOLD', `Thresholds at a false-reject rate need at least ${MIN_TAIL_SCORES} out-of-sample good scores; got ${cal.good.imageScores.length}.`, {
+      remedy: 'fit on more good images (20 or more), or pass --calibration <dir>',
+    });
+  }
+  const image = opts.manual?.image !== undefined ? { value: opts.manual.image, method: 'manual' as const } : imageThreshold(cal, rule, target, tails?.image);
+  const pixel = opts.manual?.pixel !== undefined ? { value: opts.manual.pixel, method: 'manual' as const } : pixelThreshold(cal, rule, target, tails?.pixel, warnings);
   const defectScores = cal.defect?.imageScores ?? [];
   const thresholds: Thresholds = {
     image: image.value,
@@ -227,16 +233,17 @@ export function selectThresholds(cal: CalibrationScores, opts: ThresholdOptions 
     imageStats: rangeOf(cal.good.imageScores, defectScores),
     pixelStats: rangeOf(cal.good.mapMinima, cal.good.mapMaxima),
   };
+  if (opts.band) thresholds.band = { ...opts.band };
+  if (!tails) return { thresholds, warnings };
   const op: OperatingPoint = {
     falseRejectTarget: target,
     goodScores: { used: cal.good.imageScores.length, excluded: 0 },
-    image: { rate: tailExceedance(imageTail, image.value), upper95: tailExceedanceUpper95(imageTail, image.value), tail: tailSummary(imageTail) },
-    pixel: { rate: tailExceedance(pixelTail, pixel.value), upper95: tailExceedanceUpper95(pixelTail, pixel.value), tail: tailSummary(pixelTail) },
+    image: { rate: tailExceedance(tails.image, image.value), upper95: tailExceedanceUpper95(tails.image, image.value), tail: tailSummary(tails.image) },
+    pixel: { rate: tailExceedance(tails.pixel, pixel.value), upper95: tailExceedanceUpper95(tails.pixel, pixel.value), tail: tailSummary(tails.pixel) },
   };
   if (defectScores.length) op.escape = escapeAt(defectScores, image.value);
-  if (opts.band) thresholds.band = { ...opts.band };
-  else if (opts.reviewBand !== undefined) {
-    const low = tailQuantile(imageTail, opts.reviewBand);
+  if (!opts.band && opts.reviewBand !== undefined) {
+    const low = tailQuantile(tails.image, opts.reviewBand);
     op.reviewBand = { falseRejectRate: opts.reviewBand, threshold: low };
     thresholds.band = { low: Math.min(0.5, normalizeScore(low, imageNormalization(thresholds))), high: 0.5 };
   }

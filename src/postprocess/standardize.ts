@@ -33,8 +33,15 @@ export interface PositionStandardization {
   spread: Float32Array;
 }
 
-/** Fewest good images per-position quantiles are estimated from. */
-export const MIN_STANDARDIZE_IMAGES = 5;
+/** Smallest spread, in distance units (whatever the data). */
+export const MIN_SPREAD = 1e-6;
+
+/**
+ * Fewest good images per-position quantiles are estimated from: below 20, the 95th percentile of each
+ * position is its maximum or an interpolation toward it, and the standardisation adds more noise than
+ * it removes (the image score is then the map's maximum).
+ */
+export const MIN_STANDARDIZE_IMAGES = 20;
 
 /** The fitted standardisation, and every image's distances standardised out of sample. */
 export interface FittedStandardization {
@@ -75,7 +82,9 @@ export function fitStandardization(dist: Float32Array, n: number, P: number, kee
     centre[p] = sortedQuantile(sorted, p * m, m, 0.5);
     rawSpread[p] = sortedQuantile(sorted, p * m, m, STANDARDIZE_QUANTILE) - centre[p]!;
   }
-  const floor = Math.max(median(rawSpread), Number.MIN_VALUE);
+  // The absolute floor only matters when good images were identical at most positions (distances are
+  // Mahalanobis units, typically 1–100): scores stay finite.
+  const floor = Math.max(median(rawSpread), MIN_SPREAD);
   const spread = Float32Array.from(rawSpread, (s) => Math.max(s, floor));
   const standardized = new Float32Array(n * P);
   const isKept = new Uint8Array(n);

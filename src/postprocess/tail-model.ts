@@ -78,11 +78,10 @@ function zeta(t: ExponentialTail): number {
 export function tailQuantile(fit: TailFit, rate: number): number {
   if (!(rate > 0 && rate < 1)) throw new PartscanError('OPTIONS', `A false-reject rate must lie in (0, 1), got ${rate}.`, { remedy: 'use e.g. 0.01' });
   if (rate < zeta(fit)) return fit.u + fit.beta * Math.log(zeta(fit) / rate);
-  // Inside the body: the type-7 quantile of the good scores at 1 − rate.
+  // Inside the body: the lowest score with at most ⌊rate·n⌋ good scores above it (never above u, where
+  // the tail takes over), so the empirical rate there never exceeds the one asked for.
   const s = fit.sorted;
-  const pos = (s.length - 1) * (1 - rate);
-  const lo = Math.floor(pos);
-  return s[lo]! + (pos - lo) * (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!);
+  return Math.min(fit.u, s[s.length - 1 - Math.min(s.length - 1, Math.floor(rate * s.length + 1e-9))]!);
 }
 
 /** Number of sorted values strictly above t. */
