@@ -1,9 +1,9 @@
 /**
- * What storing the inverse covariances in float16 (model format 1.4) does to accuracy, on bottle,
+ * What storing the inverse covariances in float16 (model format 1.5) does to accuracy, on bottle,
  * magnetic tile and the synthetic demo parts: each is fitted once with the bundled backbone at its
  * defaults, then evaluated with the inverse as stored (float16, per-position scales) and with the fit's
  * unrounded float32 inverse. Prints one JSON object: AUROCs / AUPRO both ways, the largest relative
- * change of an image score, and the file sizes (format 1.4 vs the float32 triangles of earlier formats).
+ * change of an image score, and the file sizes (format 1.5 vs the float32 triangles of earlier formats).
  *
  *   npm run bench:float16 -- [--data DIR ...] [--backbone mobilenetv2-int8]
  */

@@ -112,4 +112,13 @@ export { CONTAMINATION_Z, CONTAMINATION_GAP, CONTAMINATION_GAP_FROM_Z, logRobust
 export type { FitJobData, ScoreJobData, ScoreJobRecord } from './queue/index.js';
 
 // Line-monitor defaults.
-export { DEFAULT_MONITOR_LAMBDA, DEFAULT_MONITOR_LIMIT, DEFAULT_MONITOR_CLIP, DEFAULT_MONITOR_ALPHA } from './monitor/line-monitor.js';
+export {
+  DEFAULT_MONITOR_LAMBDA,
+  DEFAULT_MONITOR_LIMIT,
+  DEFAULT_MONITOR_CLIP,
+  DEFAULT_MONITOR_ALPHA,
+  DEFAULT_MONITOR_MIN_SHIFT,
+  DEFAULT_MONITOR_MIN_NG_RISE,
+} from './monitor/line-monitor.js';
+export type { DriftFeature } from './monitor/line-monitor.js';
+export { ENVELOPE_NEIGHBOURS, ENVELOPE_TAIL, ENVELOPE_LOCAL_SHARE } from './monitor/envelope.js';

@@ -152,7 +152,7 @@ describe('partscan calibrate (CLI)', () => {
     expect(j.added).toEqual({ good: 0, defect: 5 });
     const info = await cli(['info', inPlace]);
     expect(info.code, info.stderr).toBe(0);
-    expect(info.stdout).toMatch(/target 2\.0 %/);
+    expect(info.stdout).toMatch(/target 2\.0%/);
     expect(info.stdout).toMatch(/escapes on 5 labelled defects/);
     const bad = await cli(['calibrate', inPlace, '--false-reject', '1.5', '--out', inPlace]);
     expect(bad.code).toBe(2);

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { cli } from './helpers/cli.js';
+import { readModelFile, writeModelFile } from '../src/model/model-file.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 
 const SIZE = 128;
@@ -222,6 +223,19 @@ describe('fit --roi, --band, --tile; score --min-area, --max-side; export --raw;
       const n = r.normalizedScore as number;
       expect(r.verdict).toBe(n >= 0.45 && n <= 0.55 ? 'UNCERTAIN' : n > 0.5 ? 'NG' : 'OK');
     }
+    // Whatever the scores, one image must land inside a band: the same model, its band widened just
+    // enough to hold the image closest to the threshold (low ≤ 0.5 ≤ high), scored again.
+    const nearest = [...manifest.results].sort((a, b) => Math.abs(a.normalizedScore - 0.5) - Math.abs(b.normalizedScore - 0.5))[0]!;
+    const n0 = nearest.normalizedScore as number;
+    const band = { low: Math.max(0, Math.min(n0, 0.5) - 0.01), high: Math.min(1, Math.max(n0, 0.5) + 0.01) };
+    const contents = await readModelFile(model);
+    const { sections: table, ...header } = contents.header;
+    (header.thresholds as Record<string, unknown>).band = band;
+    const banded = path.join(tmp, 'banded.partscan');
+    await writeModelFile(banded, header, table.map((t) => ({ name: t.name, data: contents.sections.get(t.name)!, shape: t.shape })));
+    const again = await scoreManifest(banded, [nearest.file], path.join(tmp, 'run-in-band'));
+    expect(again.manifest.results[0].verdict).toBe('UNCERTAIN');
+    expect(again.json.counts.UNCERTAIN).toBe(1);
   });
 
   it('--roi: no region and no mask pixel outside the region of interest', async () => {

@@ -9,74 +9,16 @@
  * i.e. mid-write, the worst moment; a second fit is signalled mid-computation. Needs the compiled CLI
  * (dist/, built by `npm install` / `npm run build`).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { existsSync, promises as fs, readdirSync, readFileSync, watch } from 'node:fs';
-import os from 'node:os';
+import { promises as fs, watch } from 'node:fs';
 import path from 'node:path';
-import { fit } from '../src/model/fit.js';
-import { listImages } from '../src/data/loaders.js';
-import { BOTTLE, REF_WEIGHTS, REPO } from './helpers/shared.js';
+import { REF_WEIGHTS, REPO } from './helpers/shared.js';
+import { useCliFixture } from './helpers/cli-fixture.js';
+import { alive, childrenOf, listAll } from './helpers/processes.js';
 
 const BIN = path.join(REPO, 'bin', 'partscan.js');
-let tmp: string;
-let train: string;
-let bigTrain: string;
-let modelFile: string;
-let images: string[];
-
-beforeAll(async () => {
-  if (!existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) throw new Error('the compiled CLI is missing: run `npm run build` first');
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-signals-'));
-  const all = await listImages(path.join(BOTTLE, 'train', 'good'));
-  train = path.join(tmp, 'train');
-  await fs.mkdir(train);
-  for (const f of all.slice(0, 16)) await fs.symlink(f, path.join(train, path.basename(f)));
-  // A fit that cannot finish within seconds, to be signalled mid-computation.
-  bigTrain = path.join(tmp, 'big-train');
-  await fs.mkdir(bigTrain);
-  for (const f of all.slice(0, 120)) await fs.symlink(f, path.join(bigTrain, path.basename(f)));
-  const model = await fit(all.slice(0, 6), { backbone: { backbone: 'resnet50', weights: REF_WEIGHTS }, channels: 16, imageSize: 64, calibration: all.slice(6, 8), contaminationCheck: false });
-  modelFile = path.join(tmp, 'm.partscan');
-  await model.save(modelFile); // backbone embedded: score and export need no weights
-  await model.dispose();
-  images = (await listImages(path.join(BOTTLE, 'test', 'good'))).slice(0, 20);
-}, 180_000);
-
-afterAll(async () => {
-  if (tmp) await fs.rm(tmp, { recursive: true, force: true });
-});
-
-/** Pids whose parent is `pid` (from /proc). */
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      // Field 4 of /proc/<pid>/stat is the parent pid; the command name (field 2) may hold spaces.
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(name));
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return out;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Every file and folder under `dir` (relative paths). */
-function listAll(dir: string): string[] {
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' }).sort();
-}
+const fx = useCliFixture('partscan-signals-');
 
 interface Outcome {
   code: number | null;
@@ -134,54 +76,54 @@ function expectCleanEnd(o: Outcome, signal: NodeJS.Signals): void {
 
 describe('signals to the CLI launcher (parent pid only)', () => {
   it('fit: SIGINT mid-computation ends parent and child, no model file', async () => {
-    const dir = path.join(tmp, 'fit-compute');
+    const dir = path.join(fx.tmp, 'fit-compute');
     await fs.mkdir(dir);
     const out = path.join(dir, 'model.partscan');
-    const o = await runAndSignal(['fit', bigTrain, '--out', out, '--weights', REF_WEIGHTS, '--image-size', '224', '--channels', '100'], 'SIGINT', dir, 3000);
+    const o = await runAndSignal(['fit', fx.bigTrain, '--out', out, '--weights', REF_WEIGHTS, '--image-size', '224', '--channels', '100'], 'SIGINT', dir, 3000);
     expect(o.signalledAt).toBe('timer');
     expectCleanEnd(o, 'SIGINT');
     expect(listAll(dir)).toEqual([]);
   }, 120_000);
 
   it('fit: SIGINT while the model file is being written leaves neither it nor its temp file', async () => {
-    const dir = path.join(tmp, 'fit-write');
+    const dir = path.join(fx.tmp, 'fit-write');
     await fs.mkdir(dir);
     const out = path.join(dir, 'model.partscan');
-    const o = await runAndSignal(['fit', train, '--out', out, '--weights', REF_WEIGHTS, '--image-size', '64', '--channels', '16'], 'SIGINT', dir);
+    const o = await runAndSignal(['fit', fx.train, '--out', out, '--weights', REF_WEIGHTS, '--image-size', '64', '--channels', '16'], 'SIGINT', dir);
     expectCleanEnd(o, 'SIGINT');
     expect(listAll(dir)).toEqual([]);
   }, 120_000);
 
   it('score: SIGTERM as the run folder appears removes the folder it created', async () => {
-    const parent = path.join(tmp, 'score-parent');
+    const parent = path.join(fx.tmp, 'score-parent');
     await fs.mkdir(parent);
     const out = path.join(parent, 'run');
-    const o = await runAndSignal(['score', modelFile, ...images, '--out', out], 'SIGTERM', parent, (name) => name === 'run');
+    const o = await runAndSignal(['score', fx.modelFile, ...fx.images, '--out', out], 'SIGTERM', parent, (name) => name === 'run');
     expectCleanEnd(o, 'SIGTERM');
     expect(listAll(parent)).toEqual([]);
   }, 120_000);
 
   it('score into an existing folder: SIGTERM removes only what the run added', async () => {
-    const out = path.join(tmp, 'score-existing');
+    const out = path.join(fx.tmp, 'score-existing');
     await fs.mkdir(out);
     await fs.writeFile(path.join(out, 'keep.txt'), 'not the run\'s');
-    const o = await runAndSignal(['score', modelFile, ...images, '--out', out], 'SIGTERM', out);
+    const o = await runAndSignal(['score', fx.modelFile, ...fx.images, '--out', out], 'SIGTERM', out);
     expectCleanEnd(o, 'SIGTERM');
     expect(listAll(out)).toEqual(['keep.txt']);
   }, 120_000);
 
   it('export: SIGHUP while the ONNX file is being written leaves no .onnx, .data or temp file', async () => {
-    const dir = path.join(tmp, 'export');
+    const dir = path.join(fx.tmp, 'export');
     await fs.mkdir(dir);
-    const o = await runAndSignal(['export', modelFile, '--onnx', path.join(dir, 'm.onnx')], 'SIGHUP', dir);
+    const o = await runAndSignal(['export', fx.modelFile, '--onnx', path.join(dir, 'm.onnx')], 'SIGHUP', dir);
     expectCleanEnd(o, 'SIGHUP');
     expect(listAll(dir)).toEqual([]);
   }, 120_000);
 
   it('without the relaunch (PARTSCAN_HUGE_PAGES=0) the CLI cleans up and ends by the signal itself', async () => {
-    const dir = path.join(tmp, 'direct');
+    const dir = path.join(fx.tmp, 'direct');
     await fs.mkdir(dir);
-    const p = spawn(process.execPath, [BIN, 'export', modelFile, '--onnx', path.join(dir, 'm.onnx')], {
+    const p = spawn(process.execPath, [BIN, 'export', fx.modelFile, '--onnx', path.join(dir, 'm.onnx')], {
       cwd: REPO,
       stdio: 'ignore',
       env: { ...process.env, PARTSCAN_HUGE_PAGES: '0' },

@@ -157,7 +157,7 @@ describe('partscan CLI', () => {
     expect(m.shipped_operating_point.false_reject_rate).toBe(v.false_reject_rate);
     const text = await cli(['eval', modelFile, path.join(tmp, 'ds')]);
     expect(text.stdout).toMatch(/operating curve on this set/);
-    expect(text.stdout).toMatch(/^shipped \(target 1\.0 %\)\s+\S+ %/m);
+    expect(text.stdout).toMatch(/^shipped \(target 1\.0%\)\s+\S+%/m);
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/at the model's threshold:\nverdicts\s+escape\s+false reject\s+uncertain/);
     expect(text.stdout).toMatch(/^broken_large\s+\S+%/m);

@@ -4,7 +4,10 @@
  * same suspects, the same scores within float tolerance, in the streaming and the low-rank fit.
  */
 import { describe, expect, it } from 'vitest';
+import { promises as fs } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { cli } from './helpers/cli.js';
 import { fit } from '../src/model/fit.js';
 import { leaveOneOutScores, leaveOneOutScoresFromEmbeddings } from '../src/model/out-of-sample.js';
 import { keptEmbeddingBudget } from '../src/model/kept-embeddings.js';
@@ -42,11 +45,33 @@ describe('leave-one-out without a second backbone pass', () => {
       });
       // The calibration outlier pooling saw the same leave-one-out scores: same thresholds.
       expect(relClose(kept.header.thresholds!.image, second.header.thresholds!.image, 1e-4)).toBe(true);
+
+      // The same with a statistics buffer too small for every image (1 MiB: 2 of 61 images at 400 KB):
+      // the check cannot read the buffer, so it keeps its own copy of the embeddings.
+      const before = process.env.PARTSCAN_STATS_BUFFER_MB;
+      process.env.PARTSCAN_STATS_BUFFER_MB = '1';
+      try {
+        // With a 1 KiB budget not even a copy fits: a second pass, which proves the buffer did not hold them...
+        const tooSmall = await fit(files, { ...opts, contaminationMemory: 1024 });
+        expect(tooSmall.fitWarnings!.some((w) => w.code === 'LOO_SECOND_PASS')).toBe(true);
+        await tooSmall.dispose();
+        // ...so the default budget's fit used the kept copy: no second pass, the second pass's outcome.
+        const copy = await fit(files, opts);
+        expect(copy.fitWarnings!.some((w) => w.code === 'LOO_SECOND_PASS')).toBe(false);
+        const c = copy.fitReport!.suspects;
+        expect(c.map((s) => s.file)).toEqual(b.map((s) => s.file));
+        c.forEach((s, i) => expect(relClose(s.score, b[i]!.score, 1e-4)).toBe(true));
+        expect(relClose(copy.header.thresholds!.image, second.header.thresholds!.image, 1e-4)).toBe(true);
+        await copy.dispose();
+      } finally {
+        if (before === undefined) delete process.env.PARTSCAN_STATS_BUFFER_MB;
+        else process.env.PARTSCAN_STATS_BUFFER_MB = before;
+      }
     } finally {
       await kept.dispose();
       await second.dispose();
     }
-  }, 300_000);
+  }, 600_000);
 
   it('low-rank fit: scores from its kept samples equal the second-pass scores for every image', async () => {
     const { files, calibration } = await trainingSet(30);
@@ -66,6 +91,26 @@ describe('leave-one-out without a second backbone pass', () => {
       await expect(leaveOneOutScoresFromEmbeddings(model, samples.subarray(1), files.length)).rejects.toMatchObject({ code: 'INVALID_TENSOR' });
     } finally {
       await model.dispose();
+    }
+  }, 300_000);
+
+  it('the CLI: --loo-memory 0 reports LOO_SECOND_PASS; the default budget keeps a copy instead', async () => {
+    const { files, calibration } = await trainingSet(20);
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-loo-cli-'));
+    try {
+      const calib = path.join(dir, 'calib');
+      await fs.mkdir(calib);
+      for (const f of calibration) await fs.symlink(f, path.join(calib, path.basename(f)));
+      const args = (out: string, extra: string[]) => ['fit', ...files, '--out', path.join(dir, out), '--calibration', calib, '--weights', REF_WEIGHTS, '--image-size', '64', '--channels', '30', '--json', ...extra];
+      const env = { PARTSCAN_STATS_BUFFER_MB: '0.1' };
+      const [second, kept] = [await cli(args('a.partscan', ['--loo-memory', '0']), 120_000, env), await cli(args('b.partscan', []), 120_000, env)];
+      expect(second.code, second.stderr).toBe(0);
+      expect(kept.code, kept.stderr).toBe(0);
+      const codes = (r: { stdout: string }) => (JSON.parse(r.stdout).warnings as { code: string }[]).map((w) => w.code);
+      expect(codes(second)).toContain('LOO_SECOND_PASS');
+      expect(codes(kept)).not.toContain('LOO_SECOND_PASS');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
     }
   }, 300_000);
 

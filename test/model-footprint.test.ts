@@ -1,5 +1,5 @@
 /**
- * The model's footprint on disk and in memory (format 1.4): float16 inverse covariances and scatter
+ * The model's footprint on disk and in memory (format 1.5): float16 inverse covariances and scatter
  * matrices with per-position scales, the inverse held once as stripes, sections read lazily. Scores are
  * pinned against the dense float32 path (the unrounded inverse, one dense MatMul), as the issue asks:
  * within 1e-3 relative.
@@ -86,10 +86,10 @@ async function againstDense(m: Model, unrounded: Float32Array): Promise<{ image:
   return { image, map };
 }
 
-describe('model file format 1.4: float16 inverse covariances', () => {
+describe('model file format 1.5: float16 inverse covariances', () => {
   it('stores the inverse covariances as float16 triangles with a scale per position', async () => {
     const { header, version } = await readModelFile(file, { sections: () => false });
-    expect(version).toEqual({ major: 1, minor: 4 });
+    expect(version).toEqual({ major: 1, minor: 5 });
     expect((header.gaussian as { storage: string }).storage).toBe('float16-packed');
     const P = model.positions;
     const T = packedSize(model.dim);
@@ -151,12 +151,12 @@ describe('model file format 1.4: float16 inverse covariances', () => {
     }
   });
 
-  it('an older float32 file (format 1.3 and before) still loads, scores the same and resumes from its float32 statistics', async () => {
+  it('an older float32 file (format 1.4 and before) still loads, scores the same and resumes from its float32 statistics', async () => {
     const { header, sections } = await readModelFile(file);
     const old = path.join(tmp, 'old.partscan');
     const { sections: table, ...rest } = header;
-    const h = { ...rest, formatVersion: [1, 3], gaussian: { ...(rest.gaussian as object), storage: 'float32-packed' } };
-    // The same sections, with the inverse as float32 triangles (no scales), as formats up to 1.3 wrote them.
+    const h = { ...rest, formatVersion: [1, 4], gaussian: { ...(rest.gaussian as object), storage: 'float32-packed' } };
+    // The same sections, with the inverse as float32 triangles (no scales), as formats up to 1.4 wrote them.
     await writeModelFile(
       old,
       h,

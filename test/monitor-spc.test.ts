@@ -123,7 +123,7 @@ describe('LineMonitor', () => {
     const r = loud.result();
     expect(r.alarm).toBe(true);
     expect(r.firstAlarmAt!).toBeLessThan(60);
-    expect(r.reasons[0]).toMatch(/^brightness \+1\d % over the last \d+ images vs training/);
+    expect(r.reasons[0]).toMatch(/^brightness beyond the fitted range: \d+ of the last \d+ images \(about \d+ expected\), a median \+\d+ % from the nearest training images/);
   });
 
   it('keeps at most maxPoints chart points, the most recent, while monitoring every image', () => {

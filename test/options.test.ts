@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { isPartscanError } from '../src/errors.js';
 import { fit } from '../src/model/fit.js';
+import { calibrate } from '../src/model/recalibrate.js';
 import { Model } from '../src/model/model.js';
 import { BatchingScorer } from '../src/model/batching-scorer.js';
 import { evaluateModel } from '../src/model/evaluate.js';
@@ -36,6 +37,27 @@ const entries: Array<{ entry: string; call: Call; bad: Array<[field: string, opt
       ['precision', { precision: 'fp16' }],
       ['tile.overlap', { tile: { size: 64, overlap: -1 } }],
       ['onProgress', { onProgress: 'yes' }],
+      ['falseRejectTarget', { falseRejectTarget: 0 }],
+      ['falseRejectTarget', { falseRejectTarget: 1 }],
+      ['falseRejectTarget', { falseRejectTarget: Number.NaN }],
+      ['falseRejectTarget', { falseRejectTarget: '0.01' }],
+      ['reviewBand', { reviewBand: -0.1 }],
+      ['reviewBand', { falseRejectTarget: 0.05, reviewBand: 0.01 }],
+      ['thresholdRule', { thresholdRule: 'median' }],
+      ['thresholdRule', { thresholdRule: 'f1' }], // no labelled defects
+      ['thresholdRule.k', { thresholdRule: { kind: 'sigma', k: -1 } }],
+      ['imageScore', { imageScore: 'mean' }],
+    ],
+  },
+  {
+    entry: 'calibrate',
+    call: (o) => calibrate(notAModel, o),
+    bad: [
+      ['falseRejectTarget', { falseRejectTarget: 1.5 }],
+      ['reviewBand', { reviewBand: Number.POSITIVE_INFINITY }],
+      ['defects', { defects: [] }],
+      ['good', { good: '' }],
+      ['signal', { signal: 'stop' }],
     ],
   },
   {
@@ -127,6 +149,9 @@ const entries: Array<{ entry: string; call: Call; bad: Array<[field: string, opt
     bad: [
       ['window', { window: 5 }],
       ['lambda', { lambda: 0 }],
+      ['minShift', { minShift: { brightnes: 0.1 } }],
+      ['minShift.brightness', { minShift: { brightness: -0.1 } }],
+      ['minNgRise', { minNgRise: 1 }],
     ],
   },
   {

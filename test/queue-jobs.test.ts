@@ -64,7 +64,7 @@ describe('job payloads are hostile input', () => {
   const valid: ScoreJobData = {
     model: { path: '/models/a.partscan', sha256: 'a'.repeat(64) },
     image: { path: '/images/x.png' },
-    run: { dir: '/runs/1', stem: 'x', exports: { overlay: true } },
+    run: { dir: '/runs/1', stem: 'x', exports: { overlay: true }, recordKey: 'c'.repeat(64) },
   };
 
   it('a valid payload parses; path tricks and unknown fields give a typed QUEUE error naming the field', () => {
@@ -76,6 +76,7 @@ describe('job payloads are hostile input', () => {
       [{ ...valid, model: { ...valid.model, sha256: 'xyz' } }, 'model.sha256'],
       [{ ...valid, extra: 1 }, '(payload)'],
       [{ ...valid, options: { minArea: -1 } }, 'options.minArea'],
+      [{ ...valid, run: { ...valid.run, recordKey: undefined } }, 'run.recordKey'],
       [null, '(payload)'],
     ];
     for (const [data, field] of bad) {
@@ -175,7 +176,7 @@ describe('worker (in process, real Redis)', () => {
   it('an error that may pass (an unwritable run directory) is retried a bounded number of times, then fails with its code', async () => {
     const notADir = path.join(tmp, 'a-file');
     await fs.writeFile(notADir, 'x');
-    const r = await runJob(JOB_SCORE, { model: { path: modelFile, sha256: sha }, image: { path: good[22]! }, run: { dir: notADir, stem: 'x' } }, 3);
+    const r = await runJob(JOB_SCORE, { model: { path: modelFile, sha256: sha }, image: { path: good[22]! }, run: { dir: notADir, stem: 'x', recordKey: 'c'.repeat(64) } }, 3);
     expect(r.ok).toBe(false);
     expect((r as { error: string }).error).toMatch(/^OUTPUT: .*a-file/);
     expect((r as { attemptsMade: number }).attemptsMade).toBe(3);

@@ -8,7 +8,7 @@ import { writeRunResults, type ImageResult, type RunManifest } from '../src/expo
 import { auroc } from '../src/metrics/auroc.js';
 import { rocCurve } from '../src/metrics/roc.js';
 import { verdict } from '../src/postprocess/thresholds.js';
-import { renderCharts, scoreHistogram } from '../src/report/charts.js';
+import { operatingCurveTable, renderCharts, scoreHistogram } from '../src/report/charts.js';
 import { renderReportHtml, writeReport } from '../src/report/html.js';
 import { renderControlChart } from '../src/report/control-chart.js';
 import { dot, legend, linearScale, niceTicks, polyline, type Frame } from '../src/report/svg.js';
@@ -126,6 +126,24 @@ describe('ROC curve', () => {
   });
 });
 
+describe('operating curve table', () => {
+  it('lists the measured curve with the shipped threshold (12) in place between its neighbours', () => {
+    const html = operatingCurveTable(labelledRun(), 12);
+    const rows = [...html.matchAll(/<tr( class="shipped")? data-threshold="([^"]+)"><th>([^<]+)<\/th><td>([^<]+)<\/td><td>([^<]+)<\/td>/g)].map((m) => ({ shipped: !!m[1], t: Number(m[2]), name: m[3], fr: m[4], esc: m[5] }));
+    // 4 good parts: below a rate of 25 % none may score above the threshold, so every curve row sits at the
+    // highest good score (12), and the shipped threshold 12 goes first (rows with thresholds ≤ its own follow).
+    expect(rows.map((r) => r.name)).toEqual(['shipped', 'at 0.0%', 'at 0.5%', 'at 1.0%', 'at 2.0%', 'at 5.0%', 'at 10.0%']);
+    for (const r of rows) expect(r.t).toBe(12);
+    const shipped = rows[0]!;
+    expect(shipped.shipped).toBe(true);
+    expect(shipped.fr).toBe('0.0%'); // no good part scores above 12
+    expect(shipped.esc).toBe('20.0%'); // contamination at 9.5: 1 of the 5 defects
+    // Thresholds never rise down the table.
+    rows.forEach((r, i) => i && expect(r.t).toBeLessThanOrEqual(rows[i - 1]!.t));
+    expect(renderCharts(manifestOf(labelledRun()))).toContain('operating-curve');
+  });
+});
+
 describe('SVG primitives', () => {
   it('maps scales linearly and picks round ticks', () => {
     const y = linearScale([0, 10], [200, 20]);
@@ -192,11 +210,19 @@ describe('control chart (no browser)', () => {
     expect(Number(median[5]!.split(',')[1])).toBeCloseTo(circles[4]!.y, 1);
   });
 
-  it('draws the ± control limits and one series per distinct statistic', () => {
+  it('draws the ± control limits and one series per distinct statistic (a run written before the envelope charts)', () => {
     expect(ewma!.match(/class="control-limit"/g)).toHaveLength(2);
     expect(ewma!.match(/class="score-ewma"/g)).toHaveLength(1);
     expect(ewma!.match(/class="drift-ewma"/g)).toHaveLength(1);
     expect(ewma).toContain('brightness robust z');
+  });
+
+  it('draws only the upper limit when every chart is one-sided (envelope charts), and names them', () => {
+    const [, one] = renderControlChart({ ...manifestOf([]), monitor: { ...monitor, descriptorCharts: 'envelope' } } as RunManifest).split('</svg>');
+    expect(one!.match(/class="control-limit"/g)).toHaveLength(1);
+    expect(one).toContain('brightness beyond envelope');
+    const [, median] = renderControlChart({ ...manifestOf([]), monitor: { ...monitor, descriptorCharts: 'median' } } as RunManifest).split('</svg>');
+    expect(median!.match(/class="control-limit"/g)).toHaveLength(2);
   });
 });
 

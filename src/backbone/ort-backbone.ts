@@ -6,6 +6,7 @@
 import ort from 'onnxruntime-node';
 import { BufferPool } from '../util/buffer-pool.js';
 import { BACKBONE_THREAD_CAP, createSession, defaultThreads } from '../onnx/session.js';
+import { inspectOnnxGraph } from '../onnx/graph-inspect.js';
 import { PartscanError } from '../errors.js';
 import type { Tensor4D } from '../types.js';
 import type { Backbone, BackboneIdentity } from './types.js';
@@ -55,8 +56,8 @@ export class OrtBackbone implements Backbone {
   }
 
   /**
-   * Creates the session and checks that the graph has the input and every output in
-   * `identity.layers`. Throws 'ONNX_FORMAT' when ORT cannot load the graph,
+   * Inspects the graph (src/onnx/graph-inspect.ts), creates the session and checks that the graph has
+   * the input and every output in `identity.layers`. Throws 'ONNX_FORMAT' when the graph is refused or ORT cannot load it,
    * 'ONNX_TENSOR_NOT_FOUND' when a named input/output is absent.
    */
   static async create(onnx: Uint8Array, identity: BackboneIdentity, opts: OrtBackboneOptions = {}): Promise<OrtBackbone> {
@@ -64,6 +65,8 @@ export class OrtBackbone implements Backbone {
     if (!Number.isInteger(threads) || threads < 1) {
       throw new PartscanError('OPTIONS', `intraOpNumThreads must be a positive integer, got ${threads}.`, { remedy: 'pass 1 or more' });
     }
+    // The graph may come from a model file or a user's .onnx: inspected before ONNX Runtime loads it.
+    inspectOnnxGraph(onnx, { source: `of backbone ${identity.name}` });
     let session: ort.InferenceSession;
     try {
       session = await createSession(onnx, threads);

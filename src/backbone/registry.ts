@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PartscanError } from '../errors.js';
+import { readRegularFile } from '../util/regular-file.js';
 import { OrtBackbone } from './ort-backbone.js';
 import { randomResNetWeights } from './random-weights.js';
 import {
@@ -153,7 +154,8 @@ function sha256Hex(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
 }
 
-function isOnnxPath(backbone: string): boolean {
+/** Whether a backbone spec names an .onnx file (relative or absolute) rather than a registry backbone. */
+export function isOnnxPath(backbone: string): boolean {
   return backbone.toLowerCase().endsWith('.onnx');
 }
 
@@ -316,9 +318,10 @@ async function resolveOnnxFile(file: string, spec: BackboneSpec): Promise<Resolv
   }
   let model: Uint8Array;
   try {
-    const buf = await fs.readFile(source);
+    const buf = await readRegularFile(source, (kind) => new PartscanError('ONNX_FORMAT', `ONNX backbone ${source} is ${kind}, not a file.`, { file: source, remedy: 'check the path given with --backbone' }));
     model = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   } catch (e) {
+    if (e instanceof PartscanError) throw e;
     throw new PartscanError('ONNX_FORMAT', `Cannot read ONNX backbone ${source} (${(e as NodeJS.ErrnoException).code ?? String(e)}).`, {
       file: source,
       remedy: 'check the path given with --backbone',

@@ -11,6 +11,7 @@
 import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { PartscanError } from '../errors.js';
+import { openRegular, readRegularFile } from '../util/regular-file.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 
 /** Bytes per element of every dtype the safetensors format defines. */
@@ -173,6 +174,10 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileLength: number, so
   return { entries, metadata, dataOffset: dataStart, fileLength };
 }
 
+/** The error for a weights path that names a special file (FIFO, device). */
+const notAFile = (file: string) => (kind: string) =>
+  new PartscanError('WEIGHTS_FORMAT', `Weights file ${file} is ${kind}, not a file.`, { file, remedy: 'check the path given with --weights' });
+
 /** A parsed safetensors file held in memory. */
 export class SafeTensors {
   /** Tensors by name, in header order. */
@@ -195,8 +200,9 @@ export class SafeTensors {
   static async open(file: string): Promise<SafeTensors> {
     let bytes: Buffer;
     try {
-      bytes = await fs.readFile(file);
+      bytes = await readRegularFile(file, notAFile(file));
     } catch (e) {
+      if (e instanceof PartscanError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') {
         throw new PartscanError('WEIGHTS_FORMAT', `Weights file ${file} does not exist.`, {
@@ -363,7 +369,7 @@ export async function writeSafetensors(
 export async function readSafetensorsHeader(file: string): Promise<SafetensorsHeader> {
   let handle: fs.FileHandle | undefined;
   try {
-    handle = await fs.open(file, 'r');
+    handle = (await openRegular(file, notAFile(file))).handle;
     const size = (await handle.stat()).size;
     const lengthBytes = new Uint8Array(8);
     await handle.read(lengthBytes, 0, Math.min(8, size), 0);

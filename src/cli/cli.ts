@@ -28,7 +28,7 @@ import { reportCommand } from './commands/report.js';
 import { scoreCommand, type ScoreFlags } from './commands/score.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE } from './exit-codes.js';
-import { errorLine, type CliIo } from './format.js';
+import { errorLine, terminalSafe, type CliIo } from './format.js';
 import { bandArg, intArg, listArg, rateArg, shareArg, THRESHOLD_RULE_NAMES } from './options.js';
 import { calibrateCommand, type CalibrateFlags } from './commands/calibrate.js';
 
@@ -186,7 +186,9 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
  * Runs the CLI on `argv` (as in `process.argv`: node, script, then arguments) and returns the exit
  * code instead of exiting, so it can be embedded and tested. See the module comment for conventions.
  */
-export async function runCli(argv: string[], io: CliIo = defaultIo): Promise<number> {
+export async function runCli(argv: string[], rawIo: CliIo = defaultIo): Promise<number> {
+  // Everything printed passes one filter: header fields and paths must not drive the terminal.
+  const io: CliIo = { out: (t) => rawIo.out(terminalSafe(t)), err: (t) => rawIo.err(terminalSafe(t)) };
   let code = EXIT_OK;
   const program = buildProgram(io, (c) => (code = c));
   try {

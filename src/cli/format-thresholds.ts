@@ -1,16 +1,11 @@
 /**
  * Text form of a model's thresholds and operating point (`fit`, `info`, `calibrate`): the thresholds,
- * the false-reject rate they promise with its 95 % bound, and the escape rate on labelled defects.
+ * the false-reject rate they promise with its 95% bound, and the escape rate on labelled defects.
  */
 
 import type { Thresholds } from '../postprocess/thresholds.js';
-import { fmtNum } from './format.js';
+import { fmtNum, fmtPct as pct } from './format.js';
 
-/** A rate as a percentage with enough digits for small targets (0.5 % → "0.50 %"). */
-export function pct(r: number): string {
-  if (!Number.isFinite(r)) return '-';
-  return `${(100 * r).toFixed(r > 0 && r < 0.01 ? 2 : 1)} %`;
-}
 
 /** Lines: thresholds, then what they promise (when the model records an operating point). */
 export function formatOperatingPoint(t: Thresholds, indent = '           '): string {
@@ -19,11 +14,11 @@ export function formatOperatingPoint(t: Thresholds, indent = '           '): str
   if (!op) return lines.join('\n');
   const excluded = op.goodScores.excluded ? ` (${op.goodScores.excluded} left out as likely defects)` : '';
   lines.push(
-    `operating  false rejects: target ${pct(op.falseRejectTarget)}, estimated ${pct(op.image.rate)} (95 % bound ${pct(op.image.upper95)}) from ${op.goodScores.used} out-of-sample good scores${excluded}`,
-    `${indent}good parts showing a region: estimated ${pct(op.pixel.rate)} (95 % bound ${pct(op.pixel.upper95)})`,
+    `operating  false rejects: target ${pct(op.falseRejectTarget)}, estimated ${pct(op.image.rate)} (95% bound ${pct(op.image.upper95)}) from ${op.goodScores.used} out-of-sample good scores${excluded}`,
+    `${indent}good parts showing a region: estimated ${pct(op.pixel.rate)} (95% bound ${pct(op.pixel.upper95)})`,
   );
   if (op.escape) {
-    lines.push(`${indent}escapes on ${op.escape.defects} labelled defects: ${pct(op.escape.rate)} (95 % interval ${pct(op.escape.lower95)}–${pct(op.escape.upper95)})`);
+    lines.push(`${indent}escapes on ${op.escape.defects} labelled defects: ${pct(op.escape.rate)} (95% interval ${pct(op.escape.lower95)}–${pct(op.escape.upper95)})`);
   }
   if (op.reviewBand) lines.push(`${indent}review band: UNCERTAIN from ${fmtNum(op.reviewBand.threshold)} (false-reject rate ${pct(op.reviewBand.falseRejectRate)}) to the image threshold`);
   return lines.join('\n');

@@ -6,11 +6,8 @@
 import type { VerdictCounts, VerdictQuality } from '../metrics/verdicts.js';
 import type { OperatingCurvePoint } from '../metrics/operating-curve.js';
 import type { ShippedOperatingPoint } from '../model/evaluate.js';
-import { fmtNum, formatTable } from './format.js';
+import { fmtNum, fmtPct as pct, formatTable } from './format.js';
 
-function pct(v: number): string {
-  return Number.isFinite(v) ? `${(v * 100).toFixed(1)}%` : '-';
-}
 
 function counts(c: VerdictCounts): string {
   return `${c.OK}/${c.NG}/${c.UNCERTAIN}`;

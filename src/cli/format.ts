@@ -38,6 +38,12 @@ export function fmtNum(v: number | undefined | null, digits = 3): string {
   return v === undefined || v === null || !Number.isFinite(v) ? 'n/a' : v.toFixed(digits);
 }
 
+/** A rate as a percentage, with two decimals below 1 % so small targets stay readable ("0.50%", "12.5%"); "-" when not finite. */
+export function fmtPct(r: number): string {
+  if (!Number.isFinite(r)) return '-';
+  return `${(100 * r).toFixed(r > 0 && r < 0.01 ? 2 : 1)}%`;
+}
+
 /** Byte count for people (1024-based: "12.3 MiB"). */
 export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB'];
@@ -61,6 +67,23 @@ export function errorLine(e: unknown, debug = process.env.PARTSCAN_DEBUG === '1'
   const stack = e instanceof Error && e.stack ? `\n${e.stack}` : '';
   const cause = e instanceof PartscanError && e.cause instanceof Error && e.cause.stack ? `\ncaused by: ${e.cause.stack}` : '';
   return oneLine + stack + cause;
+}
+
+/**
+ * Control characters a terminal would act on — C0 other than newline and tab (ESC starts colour,
+ * cursor and title sequences), DEL, C1 (0x9b is a one-byte CSI) — and the bidirectional overrides that
+ * reorder what is shown.
+ */
+const TERMINAL_CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Text that is safe to print: every character of {@link TERMINAL_CONTROLS} shown as a `\u00XX`
+ * escape. Model headers, file names and queue payloads are input: a backbone name holding ESC
+ * sequences must not retitle the terminal or hide a line. The escape is also JSON's, so `--json`
+ * output stays valid JSON with the same values.
+ */
+export function terminalSafe(text: string): string {
+  return text.replace(TERMINAL_CONTROLS, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** Where the CLI writes; tests may capture it. */

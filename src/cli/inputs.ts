@@ -101,6 +101,12 @@ export async function expandImageArgs(args: readonly string[]): Promise<string[]
     }
     const st = await fs.stat(arg).catch(() => undefined);
     if (!st) {
+      // A symlink that leads nowhere (dangling, or a loop) is an image that cannot be read: the
+      // scorer records it as that image's failure, the other images are scored.
+      if ((await fs.lstat(arg).catch(() => undefined))?.isSymbolicLink()) {
+        out.push(path.resolve(arg));
+        continue;
+      }
       throw new PartscanError('OPTIONS', `No such file or folder: ${arg}.`, { file: arg, remedy: 'check the path' });
     }
     if (st.isDirectory()) out.push(...(await listImages(arg)));

@@ -6,6 +6,7 @@
 import { promises as fs, type Dirent } from 'node:fs';
 import path from 'node:path';
 import { PartscanError } from '../errors.js';
+import { readRegularFile, specialFileKind } from '../util/regular-file.js';
 import type { Dataset, Sample } from '../types.js';
 
 /** File extensions (lower case, with dot) treated as images. */
@@ -245,8 +246,9 @@ function normaliseLabel(raw: string): string {
 async function loadList(file: string): Promise<Dataset> {
   let text: string;
   try {
-    text = await fs.readFile(file, 'utf8');
+    text = (await readRegularFile(file, (kind) => new PartscanError('DATASET', `List file ${file} is ${kind}, not a file.`, { file, remedy: 'give the path of a CSV list file' }))).toString('utf8');
   } catch (e) {
+    if (e instanceof PartscanError) throw e;
     throw new PartscanError('DATASET', `Cannot read list file ${file}.`, { file, remedy: 'check the path', cause: e });
   }
   let rows: { line: number; fields: string[] }[];
@@ -369,7 +371,7 @@ export async function loadDataset(root: string, opts: { format?: Dataset['format
     return loadList(abs);
   }
   if (!st.isDirectory()) {
-    throw new PartscanError('DATASET', `Dataset ${abs} is a file, not a folder or a .csv/.txt list.`, {
+    throw new PartscanError('DATASET', `Dataset ${abs} is ${specialFileKind(st) ?? 'a file'}, not a folder or a .csv/.txt list.`, {
       file: abs,
       remedy: EXPECTED_LAYOUTS,
     });

@@ -3,11 +3,11 @@
  * report reads) and `results.csv` (one row per image, for spreadsheets).
  */
 
-import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { THRESHOLD_METHODS } from '../postprocess/thresholds.js';
 import { PartscanError } from '../errors.js';
+import { readRegularFile } from '../util/regular-file.js';
 import type { Region } from '../postprocess/regions.js';
 import type { Thresholds, Verdict } from '../postprocess/thresholds.js';
 import { ensureOutputDir, writeFileAtomic } from '../util/atomic-write.js';
@@ -101,8 +101,8 @@ const regionSchema = z.object({
   meanScore: finite,
 });
 
-// Schema of an ImageResult: finite numbers only (JSON would turn NaN into null).
-const imageResultSchema = z.object({
+/** Schema of an ImageResult: finite numbers only (JSON would turn NaN into null). */
+export const imageResultSchema = z.object({
   file: z.string().min(1),
   imageScore: finite,
   mapMax: finite.optional(),
@@ -261,9 +261,9 @@ export async function readRunManifest(runDirOrFile: string): Promise<RunManifest
   const file = runDirOrFile.endsWith('.json') ? runDirOrFile : path.join(runDirOrFile, RESULTS_JSON);
   let text: string;
   try {
-    text = await fs.readFile(file, 'utf8');
+    text = (await readRegularFile(file, (kind) => new Error(`it is ${kind}`))).toString('utf8');
   } catch (e) {
-    throw new PartscanError('OPTIONS', `Cannot read the run manifest ${file}.`, {
+    throw new PartscanError('OPTIONS', `Cannot read the run manifest ${file}${e instanceof Error && !('code' in e) ? ` (${e.message})` : ''}.`, {
       file,
       remedy: 'point to a run directory written by `partscan score` (it holds results.json)',
       cause: e,

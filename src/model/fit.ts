@@ -109,6 +109,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   checkThresholdOptions(
     { ...(opts.thresholdRule ? { rule: opts.thresholdRule } : {}), ...pick(opts, 'falseRejectTarget', 'reviewBand', 'band'), ...(opts.manualThresholds ? { manual: opts.manualThresholds } : {}) },
     (opts.defects?.length ?? 0) > 0,
+    'fit',
   );
   const warnings: PartscanWarning[] = [];
   const precision = validatePrecision(opts.precision);
@@ -284,7 +285,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
         // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
         // Never larger than the samples still to come.
         const samplesLeft = Math.ceil(perImage * (fitFiles.length - done));
-        const cap = Math.max(n, Math.min(samplesLeft, Math.floor(STATS_BUFFER_BYTES / (P * d * 4))));
+        const cap = Math.max(n, Math.min(samplesLeft, Math.floor(statsBufferBytes() / (P * d * 4))));
         if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
           if (pendingEmb && pendingEmb.count > 0) {
             await flushEmbeddings(pendingEmb, acc, kernels);
@@ -446,6 +447,16 @@ async function roiAtModelSize(file: string, reference: string, size: number): Pr
  * fitting 10 000 images needs no more memory than fitting 150.
  */
 export const STATS_BUFFER_BYTES = 1024 * 1024 * 1024;
+
+/**
+ * The statistics buffer's size: {@link STATS_BUFFER_BYTES}, or `PARTSCAN_STATS_BUFFER_MB` MiB (e.g. 256
+ * on a machine short of memory; fractions allowed). A buffer that cannot hold every training image
+ * makes the leave-one-out check keep its own copy of the embeddings (within `contaminationMemory`).
+ */
+function statsBufferBytes(): number {
+  const mb = Number(process.env.PARTSCAN_STATS_BUFFER_MB);
+  return Number.isFinite(mb) && mb > 0 ? Math.floor(mb * 2 ** 20) : STATS_BUFFER_BYTES;
+}
 
 interface EmbeddingBuffer {
   data: Float32Array;

@@ -15,6 +15,7 @@ import { THRESHOLD_METHODS } from '../postprocess/thresholds.js';
 import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
 import { driftModelSchema } from '../guards/drift.js';
+import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { monitorReferenceSchema } from './monitor-reference.js';
 import { preprocessOptionsSchema } from '../preprocess/options.js';
 
@@ -81,6 +82,7 @@ const headerObject = z.looseObject({
     embedded: z.boolean(),
     inputName: z.string().min(1),
     precision: z.literal('int8').optional(),
+    graphSha256: sha256Hex.optional(),
   }),
   // The preprocessing options' own schema (one home for their ranges), without its strictness: unknown
   // keys are dropped, since these options go to preprocess(), which refuses keys it does not know.
@@ -144,7 +146,7 @@ export const modelHeaderSchema = headerObject.superRefine((h, ctx) => {
   // The sections the header describes, with the shapes it implies.
   const P = e.gridH * e.gridW;
   const d = e.channels;
-  // float16-packed (format 1.4): inverse covariances in half precision, each position scaled by a
+  // float16-packed (format 1.5): inverse covariances in half precision, each position scaled by a
   // power of two held in "invCov.scale".
   const half = h.gaussian.storage === 'float16-packed';
   const expected: Record<string, { dtype: string; shape: number[] }> = {
@@ -170,6 +172,10 @@ export const modelHeaderSchema = headerObject.superRefine((h, ctx) => {
     }
   });
   if (b.embedded && !byName.has('backbone.onnx')) issue(['backbone', 'embedded'], 'true, but the file has no "backbone.onnx" section');
+  // Scoring computes exactly these descriptors: a drift reference over others would fail every image.
+  if (h.drift && h.drift.features.join(',') !== GLOBAL_STATS_FEATURES.join(',')) {
+    issue(['drift', 'features'], `${h.drift.features.length} features; a model's drift reference has the ${GLOBAL_STATS_FEATURES.length} image statistics ${GLOBAL_STATS_FEATURES.join(', ')}`);
+  }
   if (byName.has('roi') !== (h.roi !== undefined)) issue(['roi'], h.roi ? 'described, but the file has no "roi" section' : 'the file has a "roi" section the header does not describe');
   const standardized = h.imageScore?.kind === 'standardized';
   if (byName.has('imageScore.standardize') !== standardized) {

@@ -29,6 +29,8 @@ export interface ModelHeader {
     embedded: boolean;
     /** Name of the backbone graph's image input. */
     inputName: string;
+    /** sha256 of the embedded graph (format 1.4; only when embedded): a swapped graph is refused at load. */
+    graphSha256?: string;
   };
   /** Preprocessing recipe, identical at fit and score time. */
   preprocess: PreprocessOptions;
@@ -53,7 +55,7 @@ export interface ModelHeader {
     epsilon: number;
     /**
      * How the inverse covariances are stored: packed lower triangles, in float32 ('float32-packed',
-     * formats up to 1.3) or, from format 1.4, in float16 with one power-of-two scale per position
+     * formats up to 1.4) or, from format 1.5, in float16 with one power-of-two scale per position
      * ('float16-packed': half the bytes; scores within 1e-3 relative of float32, see docs/MODEL-FILE.md).
      * The statistics for resuming are float32 either way.
      */
@@ -99,7 +101,7 @@ export interface ModelHeader {
   };
   /** Drift model of global image statistics of the fitted images (absent for tiled models). */
   drift?: DriftModel;
-  /** Line monitoring's calibration reference (format 1.2; absent in older files and uncalibrated models). */
+  /** Line monitoring's reference (format 1.2; its training-image envelope 1.4; absent in older files and uncalibrated models). */
   monitor?: MonitorReference;
   /**
    * The image score (format ≥ 1.3): 'standardized' = the maximum of the blurred per-position standardised

@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { PartscanError } from '../errors.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { openRegular } from '../util/regular-file.js';
 import { sectionTableSchema } from './header-schema.js';
+import { checkHeaderLength, checkHeaderNesting, checkReadBudget, checkSectionLayout, VERIFIED_BEFORE_ALLOCATION, verifyStreaming } from './model-file-limits.js';
 
 /**
  * The `.partscan` container: one file, self-describing, checksummed.
@@ -23,12 +25,12 @@ export const MODEL_MAGIC = 'PARTSCAN';
 /** Current container major version: readers refuse other majors. */
 export const MODEL_FORMAT_MAJOR = 1;
 /** Current container minor version: additive changes only. */
-export const MODEL_FORMAT_MINOR = 4;
+export const MODEL_FORMAT_MINOR = 5;
 
 const PREAMBLE = 48;
 const ALIGN = 64;
 
-/** Element types of binary sections ('float16': IEEE half precision, held as Uint16Array bit patterns; format 1.4). */
+/** Element types of binary sections ('float16': IEEE half precision, held as Uint16Array bit patterns; format 1.5). */
 export type SectionDtype = 'float32' | 'float64' | 'int32' | 'uint8' | 'float16';
 
 /** A typed array stored in a section (a Uint16Array holds float16 bits). */
@@ -168,31 +170,37 @@ export type SectionConsumer = (piece: Uint8Array, byteOffset: number) => void;
 const STREAM_PIECE = 4 * 1024 * 1024;
 
 /**
- * Reads and verifies a model file. Set `verify: false` to skip section checksums (faster for huge files),
- * and `sections` to read only the sections it accepts (the others are still checked to lie within the
- * file, so a truncated file is refused, but are neither read nor verified). `stream` takes chosen
- * sections piece by piece instead of holding them whole (the big inverse covariances are decoded
- * straight into their scoring form): their consumers are opened after every other section has been
- * read; each streamed section is hashed as it streams (a mismatch throws after the last piece: discard
- * what the consumer built) and left out of `sections`.
+ * Reads and verifies a model file. Set `verify: false` to skip section checksums (faster for huge files;
+ * an embedded backbone graph is verified all the same), and `sections` to read only the sections it
+ * accepts (the others are still checked to lie within the file, so a truncated file is refused, but are
+ * neither read nor verified). `check` sees the header and its section table before any section is read
+ * (and may throw): what the header implies is checked before it is allocated. The caps of
+ * model-file-limits.ts apply to every file. `stream` takes chosen sections piece by piece instead of
+ * holding them whole (the big inverse covariances are decoded straight into their scoring form): their
+ * consumers are opened after every other section has been read; each streamed section is hashed as it
+ * streams (a mismatch throws after the last piece: discard what the consumer built) and left out of
+ * `sections`.
  */
 export async function readModelFile(
   file: string,
   opts: {
     verify?: boolean;
     sections?: (name: string) => boolean;
+    check?: (header: ModelFileContents['header']) => void;
     stream?: {
       /** Whether to stream this section (instead of holding it whole). */
       takes: (info: SectionInfo) => boolean;
-      /** The consumer of a streamed section, given the sections held whole (all read by then) and the raw header. */
+      /** The consumer of a streamed section, given the sections held whole (all read by then) and the header. */
       open: (info: SectionInfo, held: ReadonlyMap<string, SectionData>, header: ModelFileContents['header']) => SectionConsumer;
     };
   } = {},
 ): Promise<ModelFileContents> {
   let handle: fs.FileHandle;
   try {
-    handle = await fs.open(file, 'r');
+    // Without blocking: a FIFO is refused below instead of waiting for a writer.
+    handle = (await openRegular(file, (kind) => formatError(file, `it is ${kind}, not a model file`, 'give the path of a .partscan file'))).handle;
   } catch (e) {
+    if (e instanceof PartscanError) throw e;
     throw new PartscanError('MODEL_FORMAT', `Cannot open model file ${file} (${(e as NodeJS.ErrnoException).code ?? e}).`, {
       file,
       remedy: 'check the path; models are written by `partscan fit --out <file>`',
@@ -221,6 +229,7 @@ export async function readModelFile(
       );
     }
     const headerLength = dv.getUint32(12, true);
+    checkHeaderLength(headerLength, file);
     if (PREAMBLE + headerLength > size) throw formatError(file, 'header extends past the end of the file (truncated)');
     const headerBytes = new Uint8Array(headerLength);
     await handle.read(headerBytes, 0, headerLength, PREAMBLE);
@@ -230,6 +239,7 @@ export async function readModelFile(
         remedy: 're-fit the model or restore it from a backup',
       });
     }
+    checkHeaderNesting(headerBytes, file);
     let header: ModelFileContents['header'];
     try {
       header = JSON.parse(new TextDecoder().decode(headerBytes));
@@ -243,66 +253,77 @@ export async function readModelFile(
       const i = table.error.issues[0]!;
       throw formatError(file, `section table entry sections${i.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${String(k)}`)).join('')}: ${i.message}`);
     }
+    checkSectionLayout(header.sections, PREAMBLE + headerLength, size, file);
+    opts.check?.(header);
+    const wanted = opts.sections ?? (() => true);
+    checkReadBudget(header.sections, wanted, file);
     const sections = new Map<string, SectionData>();
-    const checksumError = (name: string): PartscanError =>
-      new PartscanError('MODEL_CHECKSUM', `${file}: section "${name}" checksum mismatch (the file is corrupted).`, {
-        file,
-        remedy: 're-fit the model or restore it from a backup',
-      });
     const streamed: SectionInfo[] = [];
     for (const s of header.sections) {
-      if (s.offset + s.byteLength > size) throw formatError(file, `section "${s.name}" extends past the end of the file (truncated)`);
-      if (opts.sections && !opts.sections(s.name)) continue;
-      if (opts.stream?.takes(s)) streamed.push(s);
-      else sections.set(s.name, await readWhole(handle, s, file, opts.verify !== false, checksumError));
+      if (!wanted(s.name)) continue;
+      if (opts.stream?.takes(s)) {
+        streamed.push(s);
+        continue;
+      }
+      if (VERIFIED_BEFORE_ALLOCATION.includes(s.name)) await verifyStreaming(handle, s, file);
+      const data = allocate(s.dtype, s.byteLength, file);
+      const bytes = bytesOf(data);
+      for (let o = 0; o < s.byteLength; ) {
+        const n = Math.min(1 << 30, s.byteLength - o);
+        const { bytesRead } = await handle.read(bytes, o, n, s.offset + o);
+        if (bytesRead <= 0) throw formatError(file, `section "${s.name}" is truncated`);
+        o += bytesRead;
+      }
+      if (opts.verify !== false && !VERIFIED_BEFORE_ALLOCATION.includes(s.name) && sha256(pieces(bytes)) !== s.sha256) {
+        throw new PartscanError('MODEL_CHECKSUM', `${file}: section "${s.name}" checksum mismatch (the file is corrupted).`, {
+          file,
+          remedy: 're-fit the model or restore it from a backup',
+        });
+      }
+      sections.set(s.name, data);
     }
     // Streamed sections after every section held whole: a consumer may need those (e.g. scales).
-    for (const info of streamed) {
-      const consume = opts.stream!.open(info, sections, header);
-      const h = createHash('sha256');
-      const piece = new Uint8Array(Math.min(STREAM_PIECE, Math.max(8, info.byteLength)));
-      for (let o = 0; o < info.byteLength; ) {
-        const want = Math.min(piece.length, info.byteLength - o);
-        let got = 0;
-        while (got < want) {
-          const { bytesRead } = await handle.read(piece, got, want - got, info.offset + o + got);
-          if (bytesRead <= 0) throw formatError(file, `section "${info.name}" is truncated`);
-          got += bytesRead;
-        }
-        const view = piece.subarray(0, want);
-        if (opts.verify !== false) h.update(view);
-        consume(view, o);
-        o += want;
-      }
-      if (opts.verify !== false && h.digest('hex') !== info.sha256) throw checksumError(info.name);
-    }
+    for (const info of streamed) await streamSection(handle, info, opts.stream!.open(info, sections, header), file, opts.verify !== false);
     return { header, version: { major, minor }, sections };
   } finally {
     await handle.close();
   }
 }
 
-/** Reads one section whole into a typed array of its type, verifying its checksum when asked. */
-async function readWhole(
-  handle: fs.FileHandle,
-  s: SectionInfo,
-  file: string,
-  verify: boolean,
-  checksumError: (name: string) => PartscanError,
-): Promise<SectionData> {
-  const data = allocate(s.dtype, s.byteLength, file);
-  const bytes = bytesOf(data);
-  for (let o = 0; o < s.byteLength; ) {
-    const n = Math.min(1 << 30, s.byteLength - o);
-    const { bytesRead } = await handle.read(bytes, o, n, s.offset + o);
-    if (bytesRead <= 0) throw formatError(file, `section "${s.name}" is truncated`);
-    o += bytesRead;
+/** Reads one section in pieces into `consume`, hashing as it goes; a checksum mismatch throws after the last piece. */
+async function streamSection(handle: fs.FileHandle, info: SectionInfo, consume: SectionConsumer, file: string, verify: boolean): Promise<void> {
+  const h = createHash('sha256');
+  const piece = new Uint8Array(Math.min(STREAM_PIECE, Math.max(8, info.byteLength)));
+  for (let o = 0; o < info.byteLength; ) {
+    const want = Math.min(piece.length, info.byteLength - o);
+    for (let got = 0; got < want; ) {
+      const { bytesRead } = await handle.read(piece, got, want - got, info.offset + o + got);
+      if (bytesRead <= 0) throw formatError(file, `section "${info.name}" is truncated`);
+      got += bytesRead;
+    }
+    const view = piece.subarray(0, want);
+    if (verify) h.update(view);
+    consume(view, o);
+    o += want;
   }
-  if (verify && sha256(pieces(bytes)) !== s.sha256) throw checksumError(s.name);
-  return data;
+  if (verify && h.digest('hex') !== info.sha256) {
+    throw new PartscanError('MODEL_CHECKSUM', `${file}: section "${info.name}" checksum mismatch (the file is corrupted).`, {
+      file,
+      remedy: 're-fit the model or restore it from a backup',
+    });
+  }
 }
 
 function allocate(dtype: SectionDtype, byteLength: number, file: string): SectionData {
+  try {
+    return allocateTyped(dtype, byteLength, file);
+  } catch (e) {
+    if (e instanceof PartscanError) throw e;
+    throw formatError(file, `a section of ${byteLength} bytes cannot be allocated on this machine (${(e as Error).message})`, 'free memory, or re-fit a smaller model');
+  }
+}
+
+function allocateTyped(dtype: SectionDtype, byteLength: number, file: string): SectionData {
   switch (dtype) {
     case 'float32':
       return new Float32Array(byteLength / 4);

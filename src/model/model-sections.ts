@@ -10,9 +10,11 @@ import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
 import { StripedInverse } from '../stats/striped-inverse.js';
 import { fromHalfBits, fromScaledHalfRow, toScaledHalfRow } from '../util/float16.js';
-import { readModelFile, type SectionConsumer, type SectionData, type SectionInfo } from './model-file.js';
+import { readModelFile, type ModelFileContents, type SectionConsumer, type SectionData, type SectionInfo } from './model-file.js';
 import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
+import { checkEmbeddedGraph, checkHeaderSizes } from './model-file-limits.js';
 import type { ModelHeader } from './header.js';
+import { CALIBRATION_SECTIONS } from './calibration-pool.js';
 import type { PositionStandardization } from '../postprocess/standardize.js';
 
 /** Sections that only `fit --resume` needs. */
@@ -27,8 +29,14 @@ export const STANDARDIZE_SECTION = 'imageScore.standardize';
  */
 export const SCORING_SECTIONS: readonly string[] = ['channels', 'mean', 'invCov', 'invCov.scale', 'roi', 'backbone.onnx', STANDARDIZE_SECTION];
 
-/** How the inverse covariances are written (format 1.4): see {@link encodeGaussianSections}. */
+/** How the inverse covariances are written (format 1.5): see {@link encodeGaussianSections}. */
 export const STORAGE = 'float16-packed';
+
+/** Sections read only when asked for that partscan knows (resume statistics, the calibration pool). */
+export const LAZY_SECTIONS: readonly string[] = [...RESUME_SECTIONS, ...Object.values(CALIBRATION_SECTIONS)];
+
+/** The sections partscan knows; others are skipped unread (later versions may add some). */
+export const KNOWN_SECTIONS: readonly string[] = [...SCORING_SECTIONS, ...LAZY_SECTIONS];
 
 function sectionSizeError(file: string): PartscanError {
   return new PartscanError('MODEL_FORMAT', `${file}: section sizes do not match the header's grid and embedding size.`, {
@@ -103,25 +111,57 @@ function inverseDecoder(inverse: StripedInverse, info: SectionInfo, scale: Float
 }
 
 /**
- * Reads a model file's scoring sections and checks them against its header; the inverse covariances
- * are decoded while they stream. The statistics for resuming are read only when `resumeStatistics` is
- * set; every section not read is listed in `lazy`.
+ * Reads the known sections of a model file that `read` accepts (unknown sections are skipped unread;
+ * the backbone graph is read only when the header says it is embedded) after one schema has checked
+ * every header field, and the section shapes against grid and d, and the caps of model-file-limits.ts
+ * the sizes: nothing is allocated that the header does not justify. Then the section contents the
+ * header cannot describe are checked. `stream` passes sections piece by piece to a consumer
+ * (readModelFile), opened with the checked header.
+ */
+export async function readCheckedModelFile(
+  file: string,
+  opts: {
+    verify?: boolean;
+    read: (name: string) => boolean;
+    stream?: { takes: (info: SectionInfo) => boolean; open: (info: SectionInfo, held: ReadonlyMap<string, SectionData>, header: ParsedModelHeader) => SectionConsumer };
+  },
+): Promise<{ contents: ModelFileContents; header: ParsedModelHeader }> {
+  let header: ParsedModelHeader | undefined;
+  const stream = opts.stream;
+  const contents = await readModelFile(file, {
+    ...(opts.verify === undefined ? {} : { verify: opts.verify }),
+    // Called after `check`: the graph is read only when the header says it is the model's backbone.
+    sections: (name: string) =>
+      KNOWN_SECTIONS.includes(name) && opts.read(name) && (name !== 'backbone.onnx' || header?.backbone.embedded === true),
+    check: (raw) => {
+      header = parseModelHeader(raw, file);
+      checkHeaderSizes(header, file);
+    },
+    ...(stream ? { stream: { takes: stream.takes, open: (info: SectionInfo, held: ReadonlyMap<string, SectionData>) => stream.open(info, held, header!) } } : {}),
+  });
+  checkModelSections(header!, contents.sections, file);
+  const graph = contents.sections.get('backbone.onnx');
+  if (graph) checkEmbeddedGraph(header!.backbone, graph as Uint8Array, file);
+  return { contents, header: header! };
+}
+
+/**
+ * Reads a model file's scoring sections, checked ({@link readCheckedModelFile}); the inverse
+ * covariances are decoded while they stream. The statistics for resuming are read only when
+ * `resumeStatistics` is set; every section not read is listed in `lazy`.
  */
 export async function readModelParts(
   file: string,
   opts: { verify?: boolean; resumeStatistics?: boolean },
 ): Promise<{ parts: ModelParts; sections: Map<string, SectionData>; lazy: LazySections }> {
   const wanted = (name: string): boolean => SCORING_SECTIONS.includes(name) || (opts.resumeStatistics === true && RESUME_SECTIONS.includes(name));
-  let header: ModelHeader | undefined;
   let inverse: StripedInverse | undefined;
-  const contents = await readModelFile(file, {
+  const checked = await readCheckedModelFile(file, {
     ...(opts.verify === undefined ? {} : { verify: opts.verify }),
-    sections: wanted,
+    read: wanted,
     stream: {
       takes: (info) => info.name === 'invCov',
-      open: (info, held, rawHeader) => {
-        // The header is checked before a byte of the big section is decoded.
-        header = checkedHeader(rawHeader, held, file);
+      open: (info, held, header) => {
         const P = header.embedding.gridH * header.embedding.gridW;
         inverse = new StripedInverse(P, header.embedding.channels);
         const scale = held.get('invCov.scale');
@@ -130,7 +170,8 @@ export async function readModelParts(
       },
     },
   });
-  header ??= checkedHeader(contents.header, contents.sections, file);
+  const contents = checked.contents;
+  const header = checked.header as unknown as ModelHeader;
   if (!inverse) throw missing(file, 'invCov');
   const need = (name: string): SectionData => {
     const s = contents.sections.get(name);
@@ -151,15 +192,8 @@ export async function readModelParts(
   if (std) parts.standardization = { centre: std.subarray(0, P), spread: std.subarray(P, 2 * P) };
   if (parts.mean.length !== P * d || parts.channelIndices.length !== d) throw sectionSizeError(file);
   Object.assign(parts, resumeSections(contents.sections, header, file));
-  const lazy = { file, entries: contents.header.sections.filter((s) => !wanted(s.name)) };
+  const lazy = { file, entries: contents.header.sections.filter((s) => KNOWN_SECTIONS.includes(s.name) && !wanted(s.name)) };
   return { parts, sections: contents.sections, lazy };
-}
-
-/** One schema checks every field, and the section shapes against grid and d, before anything is used. */
-function checkedHeader(raw: unknown, sections: ReadonlyMap<string, SectionData>, file: string): ModelHeader {
-  const header = parseModelHeader(raw, file);
-  checkModelSections(header as ParsedModelHeader, sections, file);
-  return header as unknown as ModelHeader;
 }
 
 /**

@@ -16,6 +16,7 @@ import { parseDriftModel, type DriftModel } from '../guards/drift.js';
 import { writeModelFile } from './model-file.js';
 import { encodeGaussianSections, readLazySections, readModelParts, resumeSections, RESUME_SECTIONS, STANDARDIZE_SECTION, STORAGE, type LazySections, type ModelParts, type SectionSpec } from './model-sections.js';
 import { CALIBRATION_SECTIONS, CalibrationPool } from './calibration-pool.js';
+import { graphSha256 } from './model-file-limits.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
 import { AnomalyMapper, type MapBatch } from './anomaly-maps.js';
 import { addDrift, buildScoreResult, type ScoreOverrides } from './score-result.js';
@@ -265,7 +266,7 @@ export class Model {
     } else if (header.backbone.embedded) {
       const onnx = sections.get('backbone.onnx') as Uint8Array | undefined;
       if (!onnx) throw new PartscanError('MODEL_FORMAT', `${file}: embedded backbone section missing.`, { file, remedy: 're-fit the model' });
-      const { embedded: _e, inputName, ...identity } = header.backbone;
+      const { embedded: _e, inputName, graphSha256: _g, ...identity } = header.backbone;
       backbone = await OrtBackbone.create(onnx, identity, { ...threadOpt(opts.threads), inputName });
     }
     const model = new Model(parts, backbone, opts.threads);
@@ -379,11 +380,13 @@ export class Model {
     const backbone = embed ? await this.getBackbone() : undefined;
     const { resumeState: _r, ...gaussian } = this.header.gaussian;
     const pool = await this.calibrationScores();
-    // The header describes exactly the sections written: the image score's standardisation, the pool.
+    // The header describes exactly the sections written: the backbone graph, the image score's
+    // standardisation, the calibration pool.
     const { imageScore, calibration: _c, ...rest } = this.header;
+    const { graphSha256: _g, ...identity } = this.header.backbone;
     const header: ModelHeader = {
       ...rest,
-      backbone: { ...this.header.backbone, embedded: embed },
+      backbone: { ...identity, embedded: embed, ...(backbone ? { graphSha256: graphSha256(backbone.onnx) } : {}) },
       gaussian: { ...gaussian, storage: STORAGE, resumable, ...(resumable ? { resumeState: m2 ? 'scatter' : 'samples' } : {}) },
       ...(this.standardization ? { imageScore: { kind: 'standardized' as const } } : imageScore ? { imageScore: { kind: 'max' as const } } : {}),
       ...(pool ? { calibration: pool.summary() } : {}),

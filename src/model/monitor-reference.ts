@@ -1,7 +1,8 @@
 /**
  * What line monitoring needs to know about the fit (model format 1.2, header field `monitor`): the
- * image scores good parts get out of sample, and how widely good images' drift z vary. A monitor
- * compares a stream of production scores with these (see src/monitor/). Plain JSON, validated on read.
+ * image scores good parts get out of sample, how widely good images' drift z vary, and (format 1.4)
+ * the training images' drift z themselves, the envelope a stream is compared with. A monitor compares
+ * a stream of production scores with these (see src/monitor/). Plain JSON, validated on read.
  */
 
 import { z } from 'zod';
@@ -35,7 +36,20 @@ export interface MonitorReference {
    * Absent when the model has no drift model.
    */
   driftZScale?: number[];
+  /**
+   * The training images' drift z (format 1.4): one row per image, in the drift model's feature order,
+   * at most {@link ENVELOPE_MAX_IMAGES} (evenly spaced in fit order beyond that), 6 significant digits.
+   * The monitor's envelope charts ask whether a stream lies among these images, wherever in a varied
+   * training set (setups, lots) it comes from. Absent in older files and without a drift model.
+   */
+  envelope?: {
+    /** Drift z per training image. */
+    z: number[][];
+  };
 }
+
+/** Most training images stored for the envelope: bounds the header (about 90 bytes per image) and the monitor's start-up. */
+export const ENVELOPE_MAX_IMAGES = 2000;
 
 /**
  * Builds the reference from a fit's out-of-sample good scores and the training images' drift
@@ -68,8 +82,15 @@ export function buildMonitorReference(input: {
       const c = median(col);
       return float32Json(MAD_TO_SIGMA * median(col.map((v) => Math.abs(v - c))));
     });
+    ref.envelope = { z: evenlySpaced(zs, ENVELOPE_MAX_IMAGES).map((row) => row.map((v) => Number(v.toPrecision(6)))) };
   }
   return ref;
+}
+
+/** At most `max` items, evenly spaced (all of them when there are fewer). */
+function evenlySpaced<T>(items: readonly T[], max: number): T[] {
+  if (items.length <= max) return [...items];
+  return Array.from({ length: max }, (_, i) => items[Math.floor((i * items.length) / max)]!);
 }
 
 /** A float rounded to float32 precision, written with few digits (keeps the header small and stable). */
@@ -84,6 +105,7 @@ export const monitorReferenceSchema = z.object({
   scores: z.array(z.number().finite()).min(5),
   sources: z.object({ calibration: z.number().int().nonnegative(), leaveOneOut: z.number().int().nonnegative() }),
   driftZScale: z.array(z.number().finite().nonnegative()).optional(),
+  envelope: z.object({ z: z.array(z.array(z.number().finite())).min(5).max(ENVELOPE_MAX_IMAGES) }).optional(),
 });
 
 /**

@@ -112,7 +112,7 @@ export async function calibrate(model: Model, opts: CalibrateOptions = {}): Prom
     ...(reviewBand !== undefined ? { reviewBand } : {}),
   };
   const stored = await model.calibrationScores();
-  checkThresholdOptions(thresholdOptions, opts.defects !== undefined || (stored?.defect.rows ?? 0) > 0);
+  checkThresholdOptions(thresholdOptions, opts.defects !== undefined || (stored?.defect.rows ?? 0) > 0, 'calibrate');
   if (!stored) {
     throw new PartscanError('THRESHOLD', `${model.modelFile ?? 'This model'} stores no out-of-sample calibration scores (it was fitted by partscan ≤ 0.1, or on fewer than 3 good images), so its operating point cannot be moved.`, {
       ...(model.modelFile ? { file: model.modelFile } : {}),

@@ -1,33 +1,40 @@
 /**
  * Line monitoring: statistical process control over a stream of scored images, to catch a shift of
- * the whole population (new camera, new setup, other lighting) that no single image shows.
+ * the whole population (new camera, new setup, other lighting) that no single image shows, and to stay
+ * quiet on streams the model was fitted on, in whatever order they come.
  *
  * Fed with each {@link ScoreResult} in production order, a {@link LineMonitor} runs, against what the
- * fit saw (the model's {@link MonitorReference}, format 1.2, and its drift model):
- * - an EWMA chart of the image scores' normal scores against the good reference scores (a rank-based,
- *   distribution-free EWMA: each score becomes Φ⁻¹ of its percentile among the reference scores);
- * - one EWMA chart per drift descriptor (brightness, contrast, sharpness...) on its robust z from the
- *   drift model, divided by the spread the training images showed;
- * - a Mann–Whitney test of the last `window` image scores against the reference scores.
- * Each observation is clipped to ±`clip` before it enters an EWMA (a Huber-type robust EWMA), and a
- * normal score is bounded by the reference size: a defective part moves a chart by a bounded step, so
- * a few percent of real defects do not raise an alarm, while a shift of every image does.
- * The NG rate of the window and of the run is reported against the rate the reference scores predict;
- * it is not an alarm criterion (defects are not drift).
+ * fit saw (the model's {@link MonitorReference} and its drift model):
+ * - image-score charts ({@link ScoreCharts}): a one-sided rank-based EWMA of the scores against the
+ *   out-of-sample good scores, and a one-sided Mann–Whitney test of the last `window` scores;
+ * - one chart per drift descriptor ({@link DescriptorCharts}): the share of images beyond the training
+ *   images' envelope (format ≥ 1.4; a stream from any fitted setup, lot or shift stays inside), or, for
+ *   older files, the robust z against the training median.
+ * Every chart alarms only when its change is also large in absolute terms (`minShift`, `minNgRise`),
+ * and each observation is clipped before it enters an EWMA, so a few percent of real defects do not
+ * raise an alarm while a shift of every image does. The NG rate of the window and of the run is
+ * reported against the rate the reference predicts; it is not an alarm criterion (defects are not drift).
  */
 
 import { z } from 'zod';
+import { parseDriftModel, type DriftModel } from '../guards/drift.js';
+import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
 import { PartscanError } from '../errors.js';
 import { parseOptionsWithDefaults } from '../options/parse.js';
-import { parseDriftModel, type DriftModel } from '../guards/drift.js';
-import { median } from '../guards/robust-stats.js';
 import type { ModelHeader, ScoreResult } from '../model/model.js';
 import { parseMonitorReference, type MonitorReference } from '../model/monitor-reference.js';
-import { ewmaLimit, mannWhitney, normalScore, percentileIn } from './spc.js';
+import { DescriptorCharts, type DescriptorChartKind } from './descriptor-charts.js';
+import { slide } from './ewma-chart.js';
+import { NO_DRIFT_NOTE, NO_ENVELOPE_NOTE, NO_REFERENCE_NOTE } from './reasons.js';
+import { ScoreCharts } from './score-charts.js';
+import { ewmaLimit } from './spc.js';
+
+/** A drift descriptor's name. */
+export type DriftFeature = (typeof GLOBAL_STATS_FEATURES)[number];
 
 /** Options of {@link LineMonitor}. */
 export interface LineMonitorOptions {
-  /** Images in the rolling window (Mann–Whitney test, window median, NG rate, reasons); default 50. */
+  /** Images in the rolling window (Mann–Whitney test, window median, NG rate, reasons, floors); default 50. */
   window?: number;
   /** EWMA weight λ of the newest image; default {@link DEFAULT_MONITOR_LAMBDA}. */
   lambda?: number;
@@ -35,24 +42,57 @@ export interface LineMonitorOptions {
   limit?: number;
   /** Each standardised observation is clipped to ±clip before the EWMA; default {@link DEFAULT_MONITOR_CLIP}. */
   clip?: number;
-  /** Two-sided significance of the Mann–Whitney window test; default {@link DEFAULT_MONITOR_ALPHA}. */
+  /** One-sided significance of the Mann–Whitney window test; default {@link DEFAULT_MONITOR_ALPHA}. */
   alpha?: number;
   /** Per-image chart points kept for {@link RunMonitor.points} (the most recent; default 100 000), so a long-lived monitor stays bounded. */
   maxPoints?: number;
+  /**
+   * Practical-significance floor of the descriptor charts, per descriptor, as a fraction (0.03 = 3 %):
+   * a chart alarms only when the images beyond the envelope lie a median of at least this far from the
+   * nearest tenth of the training images (models without an envelope: when the window's median moved
+   * this far). Descriptors not given keep {@link DEFAULT_MONITOR_MIN_SHIFT}.
+   */
+  minShift?: Partial<Record<DriftFeature, number>>;
+  /**
+   * Practical-significance floor of the score charts: they alarm only when the window's median score
+   * shift would put at least this share more of good parts above the NG threshold (default
+   * {@link DEFAULT_MONITOR_MIN_NG_RISE}, one percentage point).
+   */
+  minNgRise?: number;
 }
 
 /**
  * Default EWMA weight λ: an effective memory of about 2/λ − 1 = 39 images, so one image moves a chart
- * by at most λ·clip = 0.1 while a shift of one standard deviation of every image is caught within
- * about 15–20 images.
+ * by at most λ·clip = 0.1 while a shift of every image is caught within a few dozen images.
  */
 export const DEFAULT_MONITOR_LAMBDA = 0.05;
 /** Default EWMA limit L (see docs/MONITORING.md for the measured false-alarm rate). */
 export const DEFAULT_MONITOR_LIMIT = 4;
 /** Default clip of standardised observations: a Huber-type bound on what one image (a defect) contributes. */
 export const DEFAULT_MONITOR_CLIP = 2;
-/** Default significance of the window test, small because it is repeated at every image. */
+/** Default one-sided significance of the window test, small because it is repeated at every image. */
 export const DEFAULT_MONITOR_ALPHA = 1e-5;
+/**
+ * Default practical-significance floors of the descriptor charts (docs/MONITORING.md): 3 % for
+ * brightness, contrast and the per-channel means and spreads (a few per cent of exposure is within
+ * what lines tolerate; MVTec bottle's test images differ from its training images by about 1 %),
+ * 1.5 % for the colour ratio (the drift guard's scale floor), 20 % for sharpness (it varies by about
+ * 5–20 % between good images of one setup).
+ */
+export const DEFAULT_MONITOR_MIN_SHIFT: Readonly<Record<DriftFeature, number>> = {
+  brightness: 0.03,
+  contrast: 0.03,
+  mean_r: 0.03,
+  mean_g: 0.03,
+  mean_b: 0.03,
+  std_r: 0.03,
+  std_g: 0.03,
+  std_b: 0.03,
+  r_b_ratio: 0.015,
+  sharpness: 0.2,
+};
+/** Default floor of the score charts: one percentage point more good parts above the NG threshold. */
+export const DEFAULT_MONITOR_MIN_NG_RISE = 0.01;
 
 const optionsSchema = z
   .object({
@@ -62,6 +102,8 @@ const optionsSchema = z
     clip: z.number().gt(0).finite().default(DEFAULT_MONITOR_CLIP),
     alpha: z.number().gt(0).lt(0.5).default(DEFAULT_MONITOR_ALPHA),
     maxPoints: z.number().int().min(1).default(100_000),
+    minShift: z.partialRecord(z.enum(GLOBAL_STATS_FEATURES), z.number().gte(0).finite()).default({}),
+    minNgRise: z.number().gte(0).lt(1).default(DEFAULT_MONITOR_MIN_NG_RISE),
   })
   .strict();
 
@@ -78,9 +120,9 @@ export interface MonitorPoint {
   verdict?: string;
   /** EWMA of the scores' normal scores (absent without a reference). */
   scoreEwma?: number;
-  /** EWMA of each charted drift feature's scaled robust z, in {@link RunMonitor.features} order. */
+  /** EWMA of each descriptor chart, in {@link RunMonitor.features} order (see {@link RunMonitor.descriptorCharts}). */
   driftEwma: number[];
-  /** Control limit (±) of the EWMAs at this image. */
+  /** Control limit of the EWMAs at this image (+limit for one-sided charts, ±limit for median charts). */
   ewmaLimit: number;
 }
 
@@ -90,7 +132,7 @@ export interface RunMonitor {
   alarm: boolean;
   /** 0-based input index of the image at which the first alarm was raised, else null. */
   firstAlarmAt: number | null;
-  /** Why, in plain words (at the first alarm, then new reasons as they appear). */
+  /** Why, in plain words: one line per chart that crossed its limit (at the first alarm, then as more do). */
   reasons: string[];
   /** Images monitored. */
   images: number;
@@ -100,27 +142,26 @@ export interface RunMonitor {
     run: number;
     /** NG share of the last window of images. */
     window: number;
-    /** NG share the calibration reference predicts; null without thresholds or reference. */
+    /** NG share the out-of-sample reference predicts; null without thresholds or reference. */
     expected: number | null;
   };
-  /** Whether the model had a calibration reference (format ≥ 1.2); without it only the drift charts run. */
+  /** Whether the model had a score reference (format ≥ 1.2); without it only the drift charts run. */
   reference: boolean;
-  /** Notes on what could not be monitored. */
+  /**
+   * The descriptor charts: 'envelope' (format ≥ 1.4: one-sided, share of images beyond the training
+   * images), 'median' (older files: two-sided, robust z against the training median) or 'none'.
+   */
+  descriptorCharts: DescriptorChartKind;
+  /** Notes on what could not be monitored, or only in an older way. */
   notes: string[];
   /** The settings used. */
   settings: Required<LineMonitorOptions>;
-  /** Charted drift features (features that never varied in training, and exact duplicates, are left out). */
+  /** Charted drift features (median charts leave out features that never varied in training). */
   features: string[];
   /** Raw image-score threshold, when the model has one. */
   threshold?: number;
   /** Per image, for the control chart. */
   points: MonitorPoint[];
-}
-
-interface Chart {
-  name: string;
-  ewma: number;
-  alarmed: boolean;
 }
 
 /**
@@ -136,60 +177,43 @@ interface Chart {
  */
 export class LineMonitor {
   private readonly opts: Required<LineMonitorOptions>;
-  private readonly reference: MonitorReference | undefined;
   private readonly drift: DriftModel | undefined;
   private readonly threshold: number | undefined;
-  private readonly expectedNg: number | null;
   private readonly notes: string[] = [];
-  /** Features with a chart: index into the drift model's features, and the spread to divide by. */
-  private readonly charted: { j: number; scale: number }[] = [];
-  private readonly scoreChart: Chart | undefined;
-  private readonly driftCharts: Chart[];
-  private readonly windowScores: number[] = [];
-  private readonly windowZ: number[][] = [];
+  private readonly scoreCharts: ScoreCharts | undefined;
+  private readonly descriptors: DescriptorCharts;
   private readonly windowNg: boolean[] = [];
   private readonly points: MonitorPoint[] = [];
   private readonly reasons: string[] = [];
   private firstAlarmAt: number | null = null;
-  private windowTestAlarmed = false;
   private ngRun = 0;
   private count = 0;
 
   /**
    * @param model a loaded or fitted model (or its header): its thresholds, drift model and
    *   monitoring reference are the in-control state.
-   * @param options window, EWMA weight and limit, clipping, window-test significance; invalid values
-   *   throw a typed 'OPTIONS' error naming the field.
+   * @param options window, EWMA weight and limit, clipping, window-test significance, practical
+   *   floors; invalid values throw a typed 'OPTIONS' error naming the field.
    */
   constructor(model: { header: ModelHeader; modelFile?: string | undefined } | ModelHeader, options: LineMonitorOptions = {}) {
-    this.opts = parseOptionsWithDefaults(
+    const parsed = parseOptionsWithDefaults(
       optionsSchema,
       options,
       'monitor',
-      'use window ≥ 10, 0 < lambda ≤ 1, limit > 0, clip > 0, 0 < alpha < 0.5, maxPoints ≥ 1 (integer)',
+      'use window ≥ 10, 0 < lambda ≤ 1, limit > 0, clip > 0, 0 < alpha < 0.5, maxPoints ≥ 1 (integer), minShift { descriptor: fraction ≥ 0 }, 0 ≤ minNgRise < 1',
     );
+    this.opts = { ...parsed, minShift: { ...DEFAULT_MONITOR_MIN_SHIFT, ...parsed.minShift } };
     const header = 'header' in model ? model.header : model;
     const file = 'header' in model ? model.modelFile : undefined;
-    this.reference = header.monitor ? parseMonitorReference(header.monitor, file) : undefined;
+    const reference = header.monitor ? parseMonitorReference(header.monitor, file) : undefined;
     this.drift = header.drift ? parseDriftModel(header.drift, file) : undefined;
+    checkEnvelope(reference, this.drift, file);
     this.threshold = header.thresholds?.image;
-    if (!this.reference) {
-      this.notes.push('The model has no calibration reference (model format < 1.2 or no calibration images): image scores are not monitored, only drift descriptors. Re-fit with this partscan version to monitor scores.');
-    }
-    if (!this.drift) this.notes.push('The model has no drift model (tiled or fitted on fewer than 5 images): drift descriptors are not monitored.');
-    this.expectedNg =
-      this.reference && this.threshold !== undefined
-        ? this.reference.scores.filter((s) => s > this.threshold!).length / this.reference.scores.length
-        : null;
-    this.scoreChart = this.reference ? { name: 'image score', ewma: 0, alarmed: false } : undefined;
-    if (this.drift) {
-      const zScale = this.reference?.driftZScale;
-      this.drift.features.forEach((_, j) => {
-        const scale = zScale && zScale.length === this.drift!.features.length ? zScale[j]! : 1;
-        if (scale > 1e-6) this.charted.push({ j, scale });
-      });
-    }
-    this.driftCharts = this.charted.map(({ j }) => ({ name: this.drift!.features[j]!, ewma: 0, alarmed: false }));
+    this.scoreCharts = reference ? new ScoreCharts(reference, this.threshold, this.opts) : undefined;
+    this.descriptors = new DescriptorCharts(this.drift, reference, { ...this.opts, minShift: this.opts.minShift as Record<string, number> });
+    if (!reference) this.notes.push(NO_REFERENCE_NOTE);
+    if (!this.drift) this.notes.push(NO_DRIFT_NOTE);
+    else if (this.descriptors.kind === 'median') this.notes.push(NO_ENVELOPE_NOTE);
   }
 
   /**
@@ -202,55 +226,23 @@ export class LineMonitor {
   push(r: MonitorInput, index: number = this.count): void {
     if (!Number.isFinite(r.imageScore)) return;
     this.count++;
-    const { window, lambda, clip, limit } = this.opts;
-    const limitNow = ewmaLimit(lambda, limit, this.count);
-    const slide = <T>(buf: T[], v: T): void => {
-      buf.push(v);
-      if (buf.length > window) buf.shift();
-    };
+    const limitNow = ewmaLimit(this.opts.lambda, this.opts.limit, this.count);
     const ng = r.verdict === 'NG';
     if (ng) this.ngRun++;
-    slide(this.windowNg, ng);
-    slide(this.windowScores, r.imageScore);
-    const clipped = (x: number): number => Math.max(-clip, Math.min(clip, x));
+    slide(this.windowNg, ng, this.opts.window);
     const point: MonitorPoint = { index, score: r.imageScore, driftEwma: [], ewmaLimit: limitNow, ...(r.verdict ? { verdict: r.verdict } : {}) };
     const fresh: string[] = [];
-    if (this.scoreChart) {
-      const u = clipped(normalScore(this.reference!.scores, r.imageScore));
-      this.scoreChart.ewma = lambda * u + (1 - lambda) * this.scoreChart.ewma;
-      point.scoreEwma = this.scoreChart.ewma;
-      if (!this.scoreChart.alarmed && Math.abs(this.scoreChart.ewma) > limitNow) {
-        this.scoreChart.alarmed = true;
-        fresh.push(this.scoreReason(`EWMA of score ranks ${this.scoreChart.ewma.toFixed(2)} beyond ±${limitNow.toFixed(2)}`));
-      }
+    if (this.scoreCharts) {
+      fresh.push(...this.scoreCharts.push(r.imageScore, limitNow));
+      point.scoreEwma = this.scoreCharts.chart.ewma;
     }
     const zs = r.drift?.z;
     if (this.drift && zs && zs.length === this.drift.features.length) {
-      slide(this.windowZ, zs);
-      this.charted.forEach(({ j, scale }, c) => {
-        const chart = this.driftCharts[c]!;
-        chart.ewma = lambda * clipped(zs[j]! / scale) + (1 - lambda) * chart.ewma;
-        point.driftEwma.push(chart.ewma);
-        if (!chart.alarmed && Math.abs(chart.ewma) > limitNow) {
-          chart.alarmed = true;
-          // Features that are exact copies (grayscale images: brightness = mean_r = mean_g = mean_b) say it once.
-          const twin = this.charted.findIndex((o, k) => k < c && this.driftCharts[k]!.alarmed && this.driftCharts[k]!.ewma === chart.ewma);
-          if (twin < 0) fresh.push(this.driftReason(j, `EWMA of robust z ${chart.ewma.toFixed(2)} beyond ±${limitNow.toFixed(2)}`));
-        }
-      });
-    }
-    if (this.reference && !this.windowTestAlarmed && this.windowScores.length >= Math.ceil(window / 2)) {
-      const t = mannWhitney(this.reference.scores, this.windowScores);
-      if (t.p < this.opts.alpha) {
-        this.windowTestAlarmed = true;
-        fresh.push(this.scoreReason(`Mann–Whitney test of the last ${this.windowScores.length} vs calibration: p = ${t.p.toExponential(1)}`));
-      }
+      fresh.push(...this.descriptors.push(zs, limitNow));
+      point.driftEwma = this.descriptors.ewmas();
     }
     if (fresh.length) {
-      if (this.firstAlarmAt === null) {
-        this.firstAlarmAt = index;
-        fresh.push(this.ngLine());
-      }
+      this.firstAlarmAt ??= index;
       this.reasons.push(...fresh.map((s) => `${s} (image ${index})`));
     }
     this.points.push(point);
@@ -319,44 +311,29 @@ export class LineMonitor {
       ngRate: {
         run: this.count ? this.ngRun / this.count : 0,
         window: this.windowNg.length ? wNg / this.windowNg.length : 0,
-        expected: this.expectedNg,
+        expected: this.scoreCharts?.expectedNg ?? null,
       },
-      reference: this.reference !== undefined,
+      reference: this.scoreCharts !== undefined,
+      descriptorCharts: this.descriptors.kind,
       notes: [...this.notes],
-      settings: { ...this.opts },
-      features: this.driftCharts.map((c) => c.name),
+      settings: { ...this.opts, minShift: { ...this.opts.minShift } },
+      features: this.descriptors.charts.map((c) => c.name),
       ...(this.threshold !== undefined ? { threshold: this.threshold } : {}),
       points: this.points.slice(-this.opts.maxPoints).map((p) => ({ ...p, driftEwma: [...p.driftEwma] })),
     };
   }
-
-  private scoreReason(how: string): string {
-    const m = median(this.windowScores);
-    const pct = Math.round(percentileIn(this.reference!.scores, m) * 100);
-    const dir = pct >= 50 ? 'up' : 'down';
-    return `image scores shifted ${dir}: median of the last ${this.windowScores.length} images at the ${ordinal(pct)} percentile of calibration (${how})`;
-  }
-
-  private driftReason(j: number, how: string): string {
-    const drift = this.drift!;
-    const zMed = median(this.windowZ.map((row) => row[j]!));
-    const delta = zMed * drift.scale[j]!;
-    const change = drift.transform[j] === 'log' ? `${signed(Math.expm1(delta) * 100, 0)} %` : signed(delta, 3);
-    return `${drift.features[j]} ${change} over the last ${this.windowZ.length} images vs training (${how})`;
-  }
-
-  private ngLine(): string {
-    const r = this.result().ngRate;
-    const pct = (x: number): string => `${(x * 100).toFixed(1)} %`;
-    return `NG rate ${pct(r.window)} over the last ${this.windowNg.length} images${r.expected !== null ? ` (expected ${pct(r.expected)})` : ''}`;
-  }
 }
 
-function signed(x: number, digits: number): string {
-  return `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(digits)}`;
-}
-
-function ordinal(n: number): string {
-  const s = n % 100 >= 11 && n % 100 <= 13 ? 'th' : (['th', 'st', 'nd', 'rd'][n % 10] ?? 'th');
-  return `${n}${s}`;
+/** Throws 'MODEL_FORMAT' when the envelope does not fit the drift model it must be read with. */
+function checkEnvelope(reference: MonitorReference | undefined, drift: DriftModel | undefined, file: string | undefined): void {
+  const rows = reference?.envelope?.z;
+  if (!rows) return;
+  const width = drift?.features.length;
+  if (width === undefined || rows.some((row) => row.length !== width)) {
+    throw new PartscanError(
+      'MODEL_FORMAT',
+      `Invalid monitor reference in the model header: monitor.envelope.z rows must have one value per drift feature (${width ?? 'no drift model'}).`,
+      { ...(file !== undefined ? { file } : {}), remedy: 're-fit the model, or remove the header field "monitor.envelope"' },
+    );
+  }
 }

@@ -40,20 +40,22 @@ export function normalUpperTail(x: number): number {
   return x >= 0 ? erfc / 2 : 1 - erfc / 2;
 }
 
+/** Index of the first value of ascending `sorted` that is ≥ x (`strict`) or > x. */
+function searchBound(sorted: readonly number[], x: number, strict: boolean): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (strict ? sorted[mid]! < x : sorted[mid]! <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** Number of values in ascending `sorted` below x and equal to x (binary searches). */
 export function rankIn(sorted: readonly number[], x: number): { below: number; equal: number } {
-  const bound = (strict: boolean): number => {
-    let lo = 0;
-    let hi = sorted.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (strict ? sorted[mid]! < x : sorted[mid]! <= x) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  };
-  const below = bound(true);
-  return { below, equal: bound(false) - below };
+  const below = searchBound(sorted, x, true);
+  return { below, equal: searchBound(sorted, x, false) - below };
 }
 
 /**

@@ -154,3 +154,36 @@ export const demoOptionsSchema = z.looseObject({
   onProgress: fn.optional(),
   onStep: fn.optional(),
 });
+
+// Queue producers (src/queue/producer.ts): checked before Redis is contacted or a folder created. The
+// job payloads they build are then checked against the workers' own schemas (src/queue/jobs.ts).
+const queueConnection = {
+  redis: z.string().min(1),
+  queue: z.string().regex(/^[\w.-]{1,100}$/, 'must be letters, digits, ".", "-" or "_"').optional(),
+  attempts: z.int().min(1).max(100).optional(),
+  idleTimeoutMs: z.number().int().min(1).optional(),
+};
+
+/** {@link scoreOnQueue}'s arguments and options (model file, inputs and run folder included). */
+export const queueScoreOptionsSchema = z.looseObject({
+  ...queueConnection,
+  modelFile: z.string().min(1),
+  inputs: z.array(z.string().min(1)),
+  outDir: z.string().min(1),
+  model: objectLike.optional(),
+  minArea: z.int().min(0).optional(),
+  exports: z.looseObject({ overlay: z.boolean().optional(), heatmap: z.boolean().optional(), mask: z.boolean().optional(), original: z.boolean().optional() }).optional(),
+  maxSide: z.int().min(16).optional(),
+  modelPath: z.string().optional(),
+  onProgress: fn.optional(),
+});
+
+/** {@link fitOnQueue}'s arguments and options (the fit options themselves are checked as a worker checks the job). */
+export const queueFitOptionsSchema = z.looseObject({
+  ...queueConnection,
+  data: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]),
+  out: z.string().min(1),
+  options: objectLike.optional(),
+  onState: fn.optional(),
+  onProgress: fn.optional(),
+});

@@ -96,10 +96,10 @@ export interface ThresholdSelection {
 /** Good images below which the tail extrapolates so far that the thresholds are rough. */
 export const FEW_GOOD_IMAGES = 20;
 
-/** Throws 'OPTIONS' unless `rate` is a number in (0, 1); `field` names the option. */
-export function checkRate(rate: number, field: string): void {
+/** Throws 'OPTIONS' unless `rate` is a number in (0, 1); `field` names the option of `entry`. */
+export function checkRate(rate: number, field: string, entry = 'selectThresholds'): void {
   if (!(typeof rate === 'number' && rate > 0 && rate < 1)) {
-    throw new PartscanError('OPTIONS', `${field} must be a rate in (0, 1), got ${String(rate)}.`, { remedy: 'use e.g. 0.01 for 1 %' });
+    throw new PartscanError('OPTIONS', `Invalid ${entry} option ${field}: must be a rate in (0, 1), got ${String(rate)}.`, { remedy: 'use e.g. 0.01 for 1 %' });
   }
 }
 
@@ -118,13 +118,13 @@ function checkScores(values: ArrayLike<number>, what: string): void {
  * a band in range, finite manual thresholds, and labelled defects for the F1 rule. Throws 'OPTIONS'
  * naming the option. Returns the target and rule with their defaults.
  */
-export function checkThresholdOptions(opts: ThresholdOptions, hasDefects: boolean): { target: number; rule: ThresholdRule } {
+export function checkThresholdOptions(opts: ThresholdOptions, hasDefects: boolean, entry = 'selectThresholds'): { target: number; rule: ThresholdRule } {
   const target = opts.falseRejectTarget ?? DEFAULT_FALSE_REJECT_TARGET;
-  checkRate(target, 'falseRejectTarget');
+  checkRate(target, 'falseRejectTarget', entry);
   if (opts.reviewBand !== undefined) {
-    checkRate(opts.reviewBand, 'reviewBand');
+    checkRate(opts.reviewBand, 'reviewBand', entry);
     if (!(opts.reviewBand > target)) {
-      throw new PartscanError('OPTIONS', `reviewBand (${opts.reviewBand}) must be a higher false-reject rate than the target (${target}).`, {
+      throw new PartscanError('OPTIONS', `Invalid ${entry} option reviewBand: ${opts.reviewBand} must be a higher false-reject rate than the target ${target}.`, {
         remedy: 'e.g. --false-reject 0.01 --review-band 0.05: parts between the 5 % and the 1 % thresholds are UNCERTAIN',
       });
     }
@@ -132,12 +132,12 @@ export function checkThresholdOptions(opts: ThresholdOptions, hasDefects: boolea
   if (opts.band) validateBand(opts.band);
   for (const [which, v] of Object.entries(opts.manual ?? {})) {
     if (v !== undefined && !Number.isFinite(v)) {
-      throw new PartscanError('OPTIONS', `The manual ${which} threshold must be a finite number, got ${v}.`, { remedy: `pass a raw ${which} score, or leave it out to calibrate` });
+      throw new PartscanError('OPTIONS', `Invalid ${entry} option manual.${which}: the manual threshold must be a finite number, got ${v}.`, { remedy: `pass a raw ${which} score, or leave it out to calibrate` });
     }
   }
   const rule = opts.rule ?? 'false-reject';
   if (rule === 'f1' && !hasDefects && opts.manual?.image === undefined) {
-    throw new PartscanError('OPTIONS', 'The F1 threshold rule needs labelled defective images; none were given.', {
+    throw new PartscanError('OPTIONS', `Invalid ${entry} option thresholdRule: 'f1' needs labelled defective images; none were given.`, {
       remedy: 'pass --defects <root or csv>, or use the default false-reject rule',
     });
   }

@@ -6,6 +6,7 @@
 import { promises as fs } from 'node:fs';
 import sharp, { type Metadata } from 'sharp';
 import { PartscanError } from '../errors.js';
+import { readRegularFile } from '../util/regular-file.js';
 import type { ImageInfo } from '../types.js';
 import { DEFAULT_MAX_PIXELS } from './options.js';
 
@@ -46,17 +47,25 @@ export async function readImageBytes(source: string | Buffer | Uint8Array): Prom
   }
   let data: Buffer;
   try {
-    data = await fs.readFile(source);
+    data = await readRegularFile(source, (kind) =>
+      new PartscanError('IMAGE_DECODE', `Cannot read image ${source}: it is ${kind}, not an image file.`, {
+        file: source,
+        remedy: 'give the path of an image file; special files are never opened for reading',
+      }),
+    );
   } catch (e) {
+    if (e instanceof PartscanError) throw e;
     const code = (e as NodeJS.ErrnoException).code;
     const why =
       code === 'ENOENT'
         ? 'the file does not exist'
         : code === 'EISDIR'
           ? 'the path is a directory, not an image file'
-          : code === 'EACCES' || code === 'EPERM'
-            ? 'the file is not readable (permission denied)'
-            : `the file could not be read (${code ?? String(e)})`;
+          : code === 'ELOOP'
+            ? 'the path is a loop of symbolic links'
+            : code === 'EACCES' || code === 'EPERM'
+              ? 'the file is not readable (permission denied)'
+              : `the file could not be read (${code ?? String(e)})`;
     throw new PartscanError('IMAGE_DECODE', `Cannot read image ${source}: ${why}.`, {
       file: source,
       remedy: code === 'ENOENT' ? 'check the path (relative paths are resolved from the current directory)' : 'check the path and its permissions',

@@ -264,6 +264,15 @@ export interface TileBox {
 }
 
 /**
+ * Most tiles one image may make: each is one backbone input, and all of an image's tiles are held at
+ * once. A 100 MP image in 512 px tiles at the default overlap (1/8) makes about 500.
+ */
+export const MAX_TILES_PER_IMAGE = 4096;
+
+/** Most float32 values of one image's tiles together (2 GiB). */
+const MAX_TILE_TENSOR_ELEMENTS = 2 ** 29;
+
+/**
  * Tiles covering a `width`×`height` image with `tile`-pixel squares overlapping by at least `overlap`
  * pixels. The last tile of a row/column is aligned to the image edge so the whole image is covered with
  * equal-size tiles; an image smaller than a tile gets one tile of its own size.
@@ -274,9 +283,16 @@ export function tileLayout(width: number, height: number, tile: number, overlap:
       remedy: 'use a tile of at least 16 px and 0 ≤ overlap < tile',
     });
   }
+  const step = tile - overlap;
+  const count = (n: number) => (n <= tile ? 1 : Math.ceil((n - tile) / step) + 1);
+  const tiles = count(width) * count(height);
+  if (tiles > MAX_TILES_PER_IMAGE) {
+    throw new PartscanError('IMAGE_TOO_LARGE', `A ${width}×${height} image makes ${tiles} tiles of ${tile} px at overlap ${overlap}, more than the ${MAX_TILES_PER_IMAGE} partscan scores per image.`, {
+      remedy: 'downscale the image, or fit with larger tiles or a smaller overlap (--tile, --tile-overlap)',
+    });
+  }
   const starts = (n: number): number[] => {
     if (n <= tile) return [0];
-    const step = tile - overlap;
     const out: number[] = [];
     for (let s = 0; s + tile < n; s += step) out.push(s);
     out.push(n - tile);
@@ -316,6 +332,11 @@ export async function preprocessTiles(
   const boxes = tileLayout(full.width, full.height, tile, overlap);
   const S = o.imageSize;
   const per = 3 * S * S;
+  if (per * boxes.length > MAX_TILE_TENSOR_ELEMENTS) {
+    throw new PartscanError('IMAGE_TOO_LARGE', `A ${full.width}×${full.height} image makes ${boxes.length} tiles of ${S}×${S} px: ${((per * boxes.length * 4) / 2 ** 30).toFixed(1)} GiB of network input, more than the ${MAX_TILE_TENSOR_ELEMENTS / 2 ** 28} GiB partscan holds per image.`, {
+      remedy: 'downscale the image, or fit with larger tiles, a smaller overlap or a smaller --image-size',
+    });
+  }
   const tensor = new Float32Array(per * boxes.length);
   await Promise.all(
     boxes.map(async (b, i) => {

@@ -76,6 +76,8 @@ export const scoreJobSchema = z.strictObject({
         })
         .default({}),
       maxSide: z.int().min(16).max(16384).optional(),
+      /** This job's key for signing its result record (HMAC of the job id under the producer's run secret; see records.ts). */
+      recordKey: z.string().regex(/^[0-9a-f]{64}$/, { message: 'must be 64 lowercase hex digits' }),
     })
     .optional(),
 });

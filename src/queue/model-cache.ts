@@ -6,8 +6,9 @@
  */
 
 import { createHash } from 'node:crypto';
-import { createReadStream, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import { PartscanError } from '../errors.js';
+import { openRegular } from '../util/regular-file.js';
 import { BatchingScorer } from '../model/batching-scorer.js';
 import type { Model } from '../model/model.js';
 import { ModelPool } from '../model/model-pool.js';
@@ -32,10 +33,15 @@ export interface ModelCacheOptions {
   maxBatch?: number;
 }
 
-/** sha256 of a whole file, streamed. */
+/** sha256 of a whole regular file, streamed; a special file (FIFO, /dev/zero) is refused with a 'QUEUE' error before it is read. */
 export async function fileSha256(file: string): Promise<string> {
+  const { handle } = await openRegular(file, (kind) => new PartscanError('QUEUE', `${file} is ${kind}, not a model file.`, { file, remedy: 'name a .partscan file' }));
   const h = createHash('sha256');
-  for await (const chunk of createReadStream(file)) h.update(chunk as Buffer);
+  try {
+    for await (const chunk of handle.createReadStream({ autoClose: false })) h.update(chunk as Buffer);
+  } finally {
+    await handle.close();
+  }
   return h.digest('hex');
 }
 
@@ -116,6 +122,7 @@ export class ModelCache {
     try {
       actual = await cachedFileSha256(file);
     } catch (e) {
+      if (e instanceof PartscanError) throw e;
       throw new PartscanError('QUEUE', `Model file ${file} is not readable on this worker.`, {
         file,
         cause: e,

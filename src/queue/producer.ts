@@ -24,13 +24,18 @@ import {
   JOB_FIT,
   JOB_SCORE,
   RECORDS_DIR,
+  fitJobSchema,
+  scoreJobSchema,
   type FitJobData,
   type FitJobResult,
   type ScoreJobData,
   type ScoreJobRecord,
 } from './jobs.js';
 import { cachedFileSha256 } from './model-cache.js';
-import { connectRedis, waitForRedis } from './redis.js';
+import { readRecord, recordKey } from './records.js';
+import { checkRedisUrl, connectRedis, waitForRedis } from './redis.js';
+import { parseOptions } from '../options/parse.js';
+import { queueFitOptionsSchema, queueScoreOptionsSchema } from '../options/schemas.js';
 
 /** Options shared by the producer functions. */
 export interface QueueConnectionOptions {
@@ -85,24 +90,29 @@ export async function scoreOnQueue(
   outDir: string,
   opts: QueueScoreOptions,
 ): Promise<ScoredRunManifest> {
-  await ensureOutputDir(outDir);
+  // Everything the caller gave is checked before Redis is contacted or a folder created.
+  parseOptions(queueScoreOptionsSchema, { modelFile, inputs, outDir, ...opts }, 'scoreOnQueue');
+  checkRedisUrl(opts.redis);
   const modelAbs = path.resolve(modelFile);
   const dir = path.resolve(outDir);
-  const sha256 = await cachedFileSha256(modelAbs);
   const runId = randomBytes(6).toString('hex');
+  // Kept here: each job gets only its own key, derived from it, to sign its result record.
+  const runSecret = randomBytes(32);
+  const keys = inputs.map((_, i) => recordKey(runSecret, `${runId}.${i}`));
+  const stems = uniqueStems(inputs);
+  const payload = (i: number, sha256: string): ScoreJobData => ({
+    model: { path: modelAbs, sha256 },
+    image: { path: path.resolve(inputs[i]!) },
+    file: inputs[i]!,
+    options: opts.minArea !== undefined ? { minArea: opts.minArea } : {},
+    run: { dir, stem: stems[i]!, exports: opts.exports ?? {}, ...(opts.maxSide !== undefined ? { maxSide: opts.maxSide } : {}), recordKey: keys[i]! },
+  });
+  if (inputs.length) parseOptions(scoreJobSchema, payload(0, '0'.repeat(64)), 'scoreOnQueue');
+  await ensureOutputDir(outDir);
+  const sha256 = await cachedFileSha256(modelAbs);
   const records = path.join(dir, RECORDS_DIR);
   await fs.mkdir(records, { recursive: true });
-  const stems = uniqueStems(inputs);
-  const jobs = inputs.map((file, i) => {
-    const data: ScoreJobData = {
-      model: { path: modelAbs, sha256 },
-      image: { path: path.resolve(file) },
-      file,
-      options: opts.minArea !== undefined ? { minArea: opts.minArea } : {},
-      run: { dir, stem: stems[i]!, exports: opts.exports ?? {}, ...(opts.maxSide !== undefined ? { maxSide: opts.maxSide } : {}) },
-    };
-    return { name: JOB_SCORE, data, opts: jobOptions(`${runId}.${i}`, opts.attempts) };
-  });
+  const jobs = inputs.map((_, i) => ({ name: JOB_SCORE, data: payload(i, sha256), opts: jobOptions(`${runId}.${i}`, opts.attempts) }));
   const connection = connectRedis(opts.redis);
   const queue = new Queue(opts.queue ?? DEFAULT_QUEUE_NAME, { connection: connection as never });
   queue.on('error', () => undefined);
@@ -133,8 +143,8 @@ export async function scoreOnQueue(
         if (i === undefined) continue;
         const file = path.join(records, name);
         if (!done.has(i) && !failed.has(i)) {
-          const rec = await readRecord(file);
-          if (!rec) continue;
+          // A record that is garbled, forged or another job's fails this image only.
+          const rec = await readRecord(file, `${runId}.${i}`, keys[i]!).catch((e: PartscanError) => ({ failure: { file: '', code: e.code, message: e.message } }) as ScoreJobRecord);
           if (rec.failure) failed.set(i, { ...rec.failure, file: inputs[i]! });
           else done.set(i, rec);
         }
@@ -221,11 +231,15 @@ export interface QueueFitOptions extends QueueConnectionOptions {
  * });
  */
 export async function fitOnQueue(data: string | string[], out: string, opts: QueueFitOptions): Promise<FitJobResult> {
+  // Checked as a worker would check the job, before Redis is contacted.
+  parseOptions(queueFitOptionsSchema, { data, out, ...opts }, 'fitOnQueue');
+  checkRedisUrl(opts.redis);
   const payload: FitJobData = {
     data: Array.isArray(data) ? data.map((f) => path.resolve(f)) : path.resolve(data),
     out: path.resolve(out),
     options: opts.options ?? {},
   };
+  parseOptions(fitJobSchema, payload, 'fitOnQueue');
   const connection = connectRedis(opts.redis);
   const queue = new Queue(opts.queue ?? DEFAULT_QUEUE_NAME, { connection: connection as never });
   queue.on('error', () => undefined);
@@ -287,15 +301,6 @@ function indexOf(name: string, runId: string, suffix: string): number | undefine
   if (!name.startsWith(`${runId}.`) || !name.endsWith(suffix)) return undefined;
   const n = name.slice(runId.length + 1, name.length - suffix.length);
   return /^\d{1,9}$/.test(n) ? Number(n) : undefined;
-}
-
-async function readRecord(file: string): Promise<ScoreJobRecord | undefined> {
-  try {
-    const rec = JSON.parse(await fs.readFile(file, 'utf8')) as ScoreJobRecord;
-    return rec && typeof rec === 'object' && (rec.result || rec.failure) ? rec : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** A worker's error message ("IMAGE_DECODE: …" for typed errors) as a manifest failure. */

@@ -14,13 +14,7 @@ import { PartscanError } from '../errors.js';
  * restart. Throws a typed 'QUEUE' error for a malformed URL.
  */
 export function connectRedis(url: string): Redis {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw badUrl(url);
-  }
-  if ((u.protocol !== 'redis:' && u.protocol !== 'rediss:') || !u.hostname) throw badUrl(url);
+  checkRedisUrl(url);
   const client = new Redis(url, {
     maxRetriesPerRequest: null,
     retryStrategy: (times) => Math.min(100 * times, 2000),
@@ -30,6 +24,17 @@ export function connectRedis(url: string): Redis {
   // Connection errors are retried by the client; without a listener Node would print each one.
   client.on('error', () => undefined);
   return client;
+}
+
+/** Throws a typed 'QUEUE' error unless `url` is a redis:// or rediss:// URL with a host (nothing is contacted). */
+export function checkRedisUrl(url: string): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw badUrl(url);
+  }
+  if ((u.protocol !== 'redis:' && u.protocol !== 'rediss:') || !u.hostname) throw badUrl(url);
 }
 
 /** Waits until `client` is connected, or throws a typed 'QUEUE' error after `timeoutMs`. */

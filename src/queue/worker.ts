@@ -20,18 +20,21 @@ import { exportScoredImage, failureOf, isImageError } from '../export/score-run.
 import { fit } from '../model/fit.js';
 import type { FitOptions, ScoreInput } from '../model/model.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { isOnnxPath } from '../backbone/registry.js';
 import {
   DEFAULT_QUEUE_NAME,
   JOB_FIT,
   JOB_ID_PATTERN,
   JOB_SCORE,
+  RECORDS_DIR,
   fitJobSchema,
   parseJob,
-  recordFile,
   scoreJobSchema,
   type FitJobResult,
   type ScoreJobRecord,
 } from './jobs.js';
+import { realRoots, resolveJobPaths } from './job-paths.js';
+import { signRecord } from './records.js';
 import { DEFAULT_MODEL_CACHE_BYTES, ModelCache, fileSha256 } from './model-cache.js';
 import { connectRedis, waitForRedis } from './redis.js';
 
@@ -116,11 +119,11 @@ export async function startWorker(opts: WorkerOptions): Promise<PartscanWorker> 
     ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
     ...(opts.maxBatch !== undefined ? { maxBatch: opts.maxBatch } : {}),
   });
-  const roots = opts.allowedRoots?.map((r) => path.resolve(r));
+  const roots = await realRoots(opts.allowedRoots);
   const processor = async (job: Job): Promise<ScoreJobRecord | FitJobResult> => {
     const t0 = performance.now();
     try {
-      const out = job.name === JOB_FIT ? await runFitJob(job, roots) : await runScoreJob(job, cache, roots);
+      const out = await processJob(job, cache, roots);
       opts.onJob?.({ id: job.id ?? '?', name: job.name, ok: true, ms: performance.now() - t0 });
       return out;
     } catch (e) {
@@ -186,7 +189,7 @@ async function quit(c: Redis): Promise<void> {
   await c.quit().catch(() => c.disconnect());
 }
 
-function jobIdOf(job: Job): string {
+function jobIdOf(job: WorkerJob): string {
   const id = job.id ?? '';
   if (!JOB_ID_PATTERN.test(id)) {
     throw new PartscanError('QUEUE', `Job id "${id.slice(0, 60)}" is not a plain name.`, { remedy: 'use job ids of letters, digits, ".", "-" and "_"' });
@@ -194,35 +197,39 @@ function jobIdOf(job: Job): string {
   return id;
 }
 
-/** Throws a 'QUEUE' error when a path lies outside every allowed root. */
-function checkRoots(jobId: string, roots: string[] | undefined, paths: (string | undefined)[]): void {
-  if (!roots) return;
-  for (const p of paths) {
-    if (p === undefined) continue;
-    const abs = path.resolve(p);
-    if (!roots.some((r) => abs === r || abs.startsWith(r.endsWith(path.sep) ? r : r + path.sep))) {
-      throw new PartscanError('QUEUE', `Job ${jobId} names ${abs}, outside the folders this worker serves.`, {
-        remedy: 'put models, images and runs under a folder given to the worker with --allow-root',
-      });
-    }
-  }
+/** The job the worker takes, as far as processing it needs. */
+export type WorkerJob = Pick<Job, 'id' | 'name' | 'data' | 'updateProgress'>;
+
+/**
+ * Runs one job as a worker does (validation, path resolution and roots, then the score or fit),
+ * without the queue around it: the worker's processor, and the payload fuzz test. Throws what the job
+ * fails with (typed errors for everything a payload can cause).
+ */
+export async function processJob(job: WorkerJob, cache: ModelCache, roots: string[] | undefined): Promise<ScoreJobRecord | FitJobResult> {
+  return job.name === JOB_FIT ? runFitJob(job, roots) : runScoreJob(job, cache, roots);
 }
 
-async function runScoreJob(job: Job, cache: ModelCache, roots: string[] | undefined): Promise<ScoreJobRecord> {
+async function runScoreJob(job: WorkerJob, cache: ModelCache, roots: string[] | undefined): Promise<ScoreJobRecord> {
   if (job.name !== JOB_SCORE) {
     throw new PartscanError('QUEUE', `Job ${job.id} has unknown name "${String(job.name).slice(0, 40)}".`, { remedy: `enqueue "${JOB_SCORE}" or "${JOB_FIT}" jobs` });
   }
   const jobId = jobIdOf(job);
   const data = parseJob(scoreJobSchema, job.data, jobId);
-  checkRoots(jobId, roots, [data.model.path, 'path' in data.image ? data.image.path : undefined, data.run?.dir]);
-  const input: ScoreInput = 'path' in data.image ? data.image.path : Buffer.from(data.image.bytes, 'base64');
+  // The job works on the real paths it was checked on, not on the strings it sent.
+  const p = await resolveJobPaths(jobId, roots, {
+    model: data.model.path,
+    image: 'path' in data.image ? data.image.path : undefined,
+    run: data.run?.dir,
+    records: data.run ? path.join(data.run.dir, RECORDS_DIR) : undefined,
+  });
+  const input: ScoreInput = p.image ?? Buffer.from((data.image as { bytes: string }).bytes, 'base64');
   const file = data.file ?? ('path' in data.image ? data.image.path : '<buffer>');
   if (data.run && !('path' in data.image) && Object.values({ overlay: true, heatmap: true, mask: true, original: true, ...data.run.exports }).some(Boolean)) {
     throw new PartscanError('QUEUE', `Job ${jobId}: exports need the image by path, not inline bytes.`, {
       remedy: 'send the image by path on shared storage, or set run.exports to false for all kinds',
     });
   }
-  const held = await cache.acquire(data.model.path, data.model.sha256);
+  const held = await cache.acquire(p.model!, data.model.sha256);
   let record: ScoreJobRecord;
   try {
     try {
@@ -230,7 +237,7 @@ async function runScoreJob(job: Job, cache: ModelCache, roots: string[] | undefi
       const exported = await exportScoredImage(
         held.model,
         r,
-        data.run?.dir ?? '',
+        p.run ?? '',
         data.run?.stem ?? 'image',
         data.run
           ? { exports: data.run.exports, ...(data.run.maxSide !== undefined ? { maxSide: data.run.maxSide } : {}) }
@@ -246,25 +253,32 @@ async function runScoreJob(job: Job, cache: ModelCache, roots: string[] | undefi
   } finally {
     held.release();
   }
-  if (data.run) await writeFileAtomic(recordFile(data.run.dir, jobId), JSON.stringify(record));
+  if (data.run) await writeFileAtomic(path.join(p.records!, `${jobId}.json`), signRecord(record, data.run.recordKey));
   return record;
 }
 
-async function runFitJob(job: Job, roots: string[] | undefined): Promise<FitJobResult> {
+async function runFitJob(job: WorkerJob, roots: string[] | undefined): Promise<FitJobResult> {
   const jobId = jobIdOf(job);
   const data = parseJob(fitJobSchema, job.data, jobId);
   const o = data.options;
-  const backboneFile = o.backbone !== undefined && path.isAbsolute(o.backbone) ? o.backbone : undefined;
-  checkRoots(jobId, roots, [...(Array.isArray(data.data) ? data.data : [data.data]), data.out, o.weights, o.calibration, o.roi, backboneFile]);
+  // A backbone .onnx file, relative or absolute, is checked like every path.
+  const backboneFile = o.backbone !== undefined && isOnnxPath(o.backbone) ? o.backbone : undefined;
+  const dataPaths = Array.isArray(data.data) ? data.data : [data.data];
+  const named: Record<string, string | undefined> = { out: data.out, weights: o.weights, calibration: o.calibration, roi: o.roi, backbone: backboneFile };
+  dataPaths.forEach((f, i) => (named[`data${i}`] = f));
+  const p = await resolveJobPaths(jobId, roots, named);
   const t0 = performance.now();
   const backbone: BackboneSpec = {};
-  if (o.backbone !== undefined) backbone.backbone = o.backbone;
+  if (o.backbone !== undefined) backbone.backbone = p.backbone ?? o.backbone;
   if (o.layers) backbone.layers = o.layers;
-  if (o.weights) backbone.weights = o.weights;
+  if (p.weights) backbone.weights = p.weights;
   const fo: FitOptions = { backbone };
-  for (const k of ['channels', 'imageSize', 'seed', 'calibrationSplit', 'calibration', 'batchSize', 'roi', 'band', 'tile'] as const) {
+  for (const k of ['channels', 'imageSize', 'seed', 'calibrationSplit', 'batchSize', 'band', 'tile'] as const) {
     if (o[k] !== undefined) (fo as Record<string, unknown>)[k] = o[k];
   }
+  if (p.calibration) fo.calibration = p.calibration;
+  if (p.roi) fo.roi = p.roi;
+  const source = Array.isArray(data.data) ? dataPaths.map((_, i) => p[`data${i}`]!) : p.data0!;
   // The producer shows the fit's progress: forwarded to the job, at most twice a second.
   let last = 0;
   fo.onProgress = (e) => {
@@ -273,15 +287,15 @@ async function runFitJob(job: Job, roots: string[] | undefined): Promise<FitJobR
     last = now;
     void job.updateProgress({ stage: e.stage, done: e.done, total: e.total }).catch(() => undefined);
   };
-  const model = await fit(data.data, fo);
+  const model = await fit(source, fo);
   try {
-    await model.save(data.out, { embedBackbone: o.embedBackbone ?? true, resumable: !o.compact });
+    await model.save(p.out!, { embedBackbone: o.embedBackbone ?? true, resumable: !o.compact });
   } finally {
     await model.dispose();
   }
   return {
     model: data.out,
-    sha256: await fileSha256(data.out),
+    sha256: await fileSha256(p.out!),
     images: model.header.gaussian.images,
     calibrationImages: model.header.fit.calibrationImages,
     warnings: (model.fitWarnings ?? []).map((w) => w.message),

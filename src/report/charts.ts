@@ -8,6 +8,7 @@ import type { ImageResult, RunManifest } from '../export/results.js';
 import { auroc } from '../metrics/auroc.js';
 import { rocCurve } from '../metrics/roc.js';
 import { verdictQuality, type VerdictCounts, type VerdictSetQuality } from '../metrics/verdicts.js';
+import { operatingCurve } from '../metrics/operating-curve.js';
 import { escapeHtml } from './escape.js';
 import { axes, bar, legend, linearScale, niceStep, niceTicks, plotBox, polyline, svgRoot, vline, type Frame } from './svg.js';
 
@@ -174,6 +175,28 @@ ${rows.join('\n')}
 <p class="muted small">Escape: defective parts judged OK. False reject: good parts judged NG. UNCERTAIN parts go to a person.</p>`;
 }
 
+/**
+ * The operating curve measured on the labelled run — the escape rate at false-reject rates 0 … 10 % —
+ * with the shipped threshold's own row placed where its threshold falls.
+ */
+export function operatingCurveTable(results: readonly ImageResult[], threshold: number): string {
+  const good = results.filter((r) => r.label === GOOD).map((r) => r.imageScore);
+  const bad = results.filter((r) => r.label !== GOOD).map((r) => r.imageScore);
+  const row = (name: string, fr: number, esc: number, t: number, cls = ''): string =>
+    `<tr${cls ? ` class="${cls}"` : ''} data-threshold="${t}"><th>${name}</th><td>${pct(fr)}</td><td>${pct(esc)}</td><td>${t.toPrecision(4)}</td></tr>`;
+  const rows = operatingCurve(good, bad).map((p) => ({ t: p.threshold, html: row(`at ${pct(p.false_reject_rate)}`, p.measured_false_reject_rate, p.escape_rate, p.threshold) }));
+  const shipped = row('shipped', good.filter((s) => s > threshold).length / good.length, bad.filter((s) => !(s > threshold)).length / bad.length, threshold, 'shipped');
+  const at = rows.findIndex((r) => !(r.t > threshold));
+  const html = rows.map((r) => r.html);
+  html.splice(at < 0 ? html.length : at, 0, shipped);
+  return `<table class="verdict-table operating-curve">
+<thead><tr><th>operating point</th><th>false reject</th><th>escape</th><th>threshold</th></tr></thead>
+<tbody>
+${html.join('\n')}
+</tbody></table>
+<p class="muted small">Measured on this run. <code>partscan calibrate --false-reject r</code> moves the threshold without refitting.</p>`;
+}
+
 /** CSS for the chart section (added to the report's stylesheet). */
 export const CHART_CSS = `
 .charts { display:flex; flex-wrap:wrap; gap:16px; margin-top:14px; align-items:flex-start; }
@@ -182,6 +205,7 @@ export const CHART_CSS = `
 table.verdict-table { border-collapse:collapse; font-size:12.5px; font-variant-numeric:tabular-nums; }
 table.verdict-table th, table.verdict-table td { padding:3px 10px; border-bottom:1px solid var(--line); text-align:right; }
 table.verdict-table th:first-child { text-align:left; }
+table.operating-curve tr.shipped { font-weight:600; background:#fff8c5; }
 `;
 
 /**
@@ -199,5 +223,8 @@ export function renderCharts(manifest: RunManifest): string {
   const hasDefect = results.some((r) => r.label !== undefined && r.label !== GOOD);
   if (withLabels && hasGood && hasDefect) boxes.push(`<figure class="chart-box"><figcaption>ROC</figcaption>${rocSvg(results)}</figure>`);
   if (withLabels) boxes.push(`<figure class="chart-box"><figcaption>Verdicts per defect type</figcaption>${verdictTable(results)}</figure>`);
+  if (withLabels && hasGood && hasDefect) {
+    boxes.push(`<figure class="chart-box"><figcaption>Operating curve</figcaption>${operatingCurveTable(results, manifest.model.thresholds.image)}</figure>`);
+  }
   return `<section class="charts" aria-label="Charts">\n${boxes.join('\n')}\n</section>`;
 }

@@ -20,6 +20,8 @@ const monitorSchema = z.object({
   images: z.number().int().nonnegative(),
   ngRate: z.object({ run: finite, window: finite, expected: finite.nullable() }),
   reference: z.boolean(),
+  // Absent in runs written before the envelope charts: their descriptor charts were two-sided.
+  descriptorCharts: z.enum(['envelope', 'median', 'none']).optional(),
   notes: z.array(z.string()),
   settings: z.object({ window: finite, lambda: finite, limit: finite, clip: finite, alpha: finite }),
   features: z.array(z.string()),
@@ -87,8 +89,10 @@ function scoreChart(m: Monitor): string {
   return chartSvg('Image scores in input order', svg + thr + dots + medians + alarmMarker(m, x) + legend(FRAME, items, 'right'));
 }
 
-/** Chart of the EWMA statistics (score ranks, drift descriptors) with their ± control limits. */
+/** Chart of the EWMA statistics (score ranks, drift descriptors) with their control limits (+ only when every chart is one-sided). */
 function ewmaChart(m: Monitor): string {
+  const twoSided = (m.descriptorCharts ?? 'median') === 'median' && m.features.length > 0;
+  const envelope = m.descriptorCharts === 'envelope';
   const pts = m.points;
   const xMax = pts.length ? pts[pts.length - 1]!.index : 1;
   let bound = 0;
@@ -100,9 +104,9 @@ function ewmaChart(m: Monitor): string {
   const idx = pts.map((p) => p.index);
   const limits =
     polyline(x, y, idx, pts.map((p) => p.ewmaLimit), ALARM, { ...LIMIT_STROKE, class: 'control-limit' }) +
-    polyline(x, y, idx, pts.map((p) => -p.ewmaLimit), ALARM, { ...LIMIT_STROKE, class: 'control-limit' });
+    (twoSided ? polyline(x, y, idx, pts.map((p) => -p.ewmaLimit), ALARM, { ...LIMIT_STROKE, class: 'control-limit' }) : '');
   const series: string[] = [];
-  const items: LegendEntry[] = [{ label: 'control limits', color: ALARM, line: { dashed: '4 3' } }];
+  const items: LegendEntry[] = [{ label: twoSided ? 'control limits' : 'control limit', color: ALARM, line: { dashed: '4 3' } }];
   const ranked = pts.filter((p) => p.scoreEwma !== undefined);
   if (ranked.length) {
     series.push(polyline(x, y, ranked.map((p) => p.index), ranked.map((p) => p.scoreEwma!), '#111', { width: 2.2, class: 'score-ewma' }));
@@ -117,7 +121,7 @@ function ewmaChart(m: Monitor): string {
     const colour = SERIES_COLOURS[shown.length % SERIES_COLOURS.length]!;
     const has = pts.filter((p) => p.driftEwma.length > j);
     series.push(polyline(x, y, has.map((p) => p.index), has.map((p) => p.driftEwma[j]!), colour, { width: 1.6, class: 'drift-ewma' }));
-    items.push({ label: `${name} robust z`, color: colour, line: {} });
+    items.push({ label: envelope ? `${name} beyond envelope` : `${name} robust z`, color: colour, line: {} });
   });
   return chartSvg('EWMA control chart: image score ranks and drift descriptors', svg + limits + series.join('') + alarmMarker(m, x) + legend(FRAME, items.slice(0, 12), 'right'));
 }
@@ -145,7 +149,8 @@ export function renderControlChart(manifest: RunManifest): string {
   const reasons = m.reasons.length ? `<ul class="warnings">${m.reasons.map((r) => `<li>${esc(r)}</li>`).join('')}</ul>` : '';
   const notes = m.notes.length ? `<ul class="muted small">${m.notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>` : '';
   const ng = `NG rate ${pct(m.ngRate.run)} over the run, ${pct(m.ngRate.window)} over the last ${Math.min(m.images, s.window)} images${m.ngRate.expected !== null ? `; expected ${pct(m.ngRate.expected)} from calibration` : ''}.`;
-  const how = `EWMA λ = ${s.lambda}, limits ±${s.limit}σ (exact, start-up included), observations clipped at ±${s.clip}; Mann–Whitney window test of the last ${s.window} scores, α = ${s.alpha}.`;
+  const sides = m.descriptorCharts === undefined ? `limits ±${s.limit}σ` : `limit +${s.limit}σ (score and envelope charts; ±${s.limit}σ for charts against the training median)`;
+  const how = `EWMA λ = ${s.lambda}, ${sides}, exact with start-up; observations clipped at ±${s.clip}; Mann–Whitney window test of the last ${s.window} scores, α = ${s.alpha}. A chart alarms only when the change is also large enough to matter.`;
   const charts = m.points.length ? scoreChart(m) + ewmaChart(m) : '';
   return `<section class="monitor" aria-label="Line monitoring">
 <h2>Line monitoring</h2>

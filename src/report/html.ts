@@ -13,6 +13,7 @@ import { reportOptionsSchema } from '../options/schemas.js';
 import { readRunManifest, type ImageResult, type RunManifest } from '../export/results.js';
 import type { Thresholds, Verdict } from '../postprocess/thresholds.js';
 import { ensureOutputDir, writeFileAtomic } from '../util/atomic-write.js';
+import { readRegularFile } from '../util/regular-file.js';
 import { CHART_CSS, renderCharts } from './charts.js';
 import { renderControlChart } from './control-chart.js';
 import { escapeHtml } from './escape.js';
@@ -97,9 +98,23 @@ function describeDecision(t: Thresholds): string {
     : 'binary: NG above 0.5, else OK';
 }
 
+/** Rows for what the thresholds promise (the operating point recorded at fit or calibrate). */
+function renderOperatingPoint(t: Thresholds): string {
+  const op = t.operatingPoint;
+  if (!op) return '';
+  const p = (r: number): string => `${(100 * r).toFixed(r > 0 && r < 0.01 ? 2 : 1)} %`;
+  return [
+    `<tr class="operating-point" data-target="${op.falseRejectTarget}"><th>False-reject target</th><td>${p(op.falseRejectTarget)}: estimated ${p(op.image.rate)} <span class="muted">(95 % bound ${p(op.image.upper95)}, from ${op.goodScores.used} out-of-sample good scores)</span></td></tr>`,
+    `<tr><th>Good parts showing a region</th><td>estimated ${p(op.pixel.rate)} <span class="muted">(95 % bound ${p(op.pixel.upper95)})</span></td></tr>`,
+    ...(op.escape ? [`<tr><th>Escapes on labelled defects</th><td>${p(op.escape.rate)} <span class="muted">(95 % interval ${p(op.escape.lower95)}–${p(op.escape.upper95)}, ${op.escape.defects} defects)</span></td></tr>`] : []),
+    ...(op.reviewBand ? [`<tr><th>Review band</th><td>UNCERTAIN from ${fmt(op.reviewBand.threshold)} <span class="muted">(false-reject rate ${p(op.reviewBand.falseRejectRate)})</span> to the image threshold</td></tr>`] : []),
+  ].join('\n');
+}
+
 function renderThresholds(t: Thresholds): string {
   return `<table class="kv">
 <tr><th>Image threshold</th><td>${fmt(t.image)} <span class="muted">(${escapeHtml(t.method.image)})</span></td></tr>
+${renderOperatingPoint(t)}
 <tr><th>Pixel threshold</th><td>${fmt(t.pixel)} <span class="muted">(${escapeHtml(t.method.pixel)})</span></td></tr>
 <tr><th>Image score span</th><td>${fmt(t.imageStats.min)} … ${fmt(t.imageStats.max)}</td></tr>
 <tr><th>Pixel score span</th><td>${fmt(t.pixelStats.min)} … ${fmt(t.pixelStats.max)}</td></tr>
@@ -346,6 +361,16 @@ function insideRun(runDir: string, rel: string): string | null {
   return back.startsWith('..') || path.isAbsolute(back) ? null : abs;
 }
 
+/**
+ * Where an output really is, through symlinks: its real path when that lies inside the run folder's
+ * own real path, 'outside' when a symlink leads out of it (never followed), undefined when missing.
+ */
+async function realInsideRun(realRunDir: string, abs: string): Promise<string | 'outside' | undefined> {
+  const real = await fs.realpath(abs).catch(() => undefined);
+  if (real === undefined) return undefined;
+  return insideRun(realRunDir, path.relative(realRunDir, real)) === null ? 'outside' : real;
+}
+
 /** A relative URL from the report's folder to `abs`, each segment percent-encoded. */
 function relativeUrl(fromDir: string, abs: string): string {
   return path.relative(fromDir, abs).split(path.sep).map(encodeURIComponent).join('/');
@@ -355,7 +380,8 @@ function relativeUrl(fromDir: string, abs: string): string {
  * Reads `runDir/results.json`, writes the QA report (default `runDir/report.html`) atomically and
  * returns its path. Images listed in each result's `outputs` are inlined as data: URIs while their
  * files total at most `inlineBudgetBytes`, else linked relatively; a missing file, a path leaving the
- * run folder or a format browsers cannot show is displayed as a placeholder saying so.
+ * run folder (by name, or through a symlink: never followed out) or a format browsers cannot show is
+ * displayed as a placeholder saying so.
  *
  * @example
  * await scoreToRunDir(model, files, 'runs/0042');
@@ -366,6 +392,7 @@ export async function writeReport(runDir: string, opts: ReportOptions = {}): Pro
   const manifest = await readRunManifest(runDir);
   const out = path.resolve(opts.out ?? path.join(runDir, 'report.html'));
   const budget = opts.inlineBudgetBytes ?? DEFAULT_INLINE_BUDGET;
+  const realRunDir = await fs.realpath(runDir).catch(() => path.resolve(runDir));
 
   type Found = { abs: string; size: number; mime: string };
   const found: Partial<Record<ImageKind, Found | { missing: string }>>[] = [];
@@ -375,18 +402,20 @@ export async function writeReport(runDir: string, opts: ReportOptions = {}): Pro
     for (const [kind] of IMAGE_KINDS) {
       const rel = r.outputs?.[kind];
       if (rel === undefined) continue;
-      const abs = insideRun(runDir, rel);
+      const lexical = insideRun(runDir, rel);
+      const real = lexical ? await realInsideRun(realRunDir, lexical) : 'outside';
       const mime = MIME[path.extname(rel).toLowerCase()];
-      if (!abs) {
+      if (real === 'outside') {
         slots[kind] = { missing: 'path outside the run folder' };
       } else if (!mime) {
         slots[kind] = { missing: `${path.extname(rel) || 'this format'} cannot be shown in a browser` };
       } else {
-        const st = await fs.stat(abs).catch(() => undefined);
+        // The real path is what is read or linked: a symlink cannot be swapped in behind the check's back by name.
+        const st = real ? await fs.stat(real).catch(() => undefined) : undefined;
         if (!st?.isFile()) {
           slots[kind] = { missing: 'file missing' };
         } else {
-          slots[kind] = { abs, size: st.size, mime };
+          slots[kind] = { abs: real!, size: st.size, mime };
           totalBytes += st.size;
         }
       }
@@ -402,7 +431,7 @@ export async function writeReport(runDir: string, opts: ReportOptions = {}): Pro
       const slot = slots[kind];
       if (!slot) continue;
       if ('missing' in slot) resolved[kind] = slot;
-      else if (inline) resolved[kind] = { src: `data:${slot.mime};base64,${(await fs.readFile(slot.abs)).toString('base64')}` };
+      else if (inline) resolved[kind] = { src: `data:${slot.mime};base64,${(await readRegularFile(slot.abs, () => new Error('not a regular file'))).toString('base64')}` };
       else resolved[kind] = { src: relativeUrl(path.dirname(out), slot.abs) };
     }
     images.push(resolved);

@@ -127,6 +127,30 @@ function onSignal(signal: NodeJS.Signals): void {
 }
 
 /**
+ * Ends this process as soon as its parent ends, whatever ended the parent (SIGKILL included): for a
+ * process started with an IPC channel (`stdio: [..., 'ipc']`), whose closing the kernel guarantees when
+ * the parent goes. The running command is cancelled as by a signal — temp files in flight and the
+ * outputs it created are removed, nothing more is renamed into place — and the process then kills
+ * itself (SIGKILL: no handler, no queue job, no timer runs after it). The channel does not keep the
+ * process alive by itself.
+ */
+export function endWithParent(): void {
+  const channel = process.channel;
+  if (!channel) return;
+  channel.unref();
+  process.once('disconnect', () => {
+    cancelledBy = 'SIGKILL';
+    try {
+      cleanUp(outputs);
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 200);
+      cleanUp(outputs);
+    } finally {
+      process.kill(process.pid, 'SIGKILL');
+    }
+  });
+}
+
+/**
  * Runs one command so that SIGINT, SIGTERM or SIGHUP cancel it cleanly: temp files in flight and the
  * outputs it created under `outputs` (files or folders; missing parent folders included; new entries of
  * a folder that already existed) are removed, and the process then ends by the same signal. Files that

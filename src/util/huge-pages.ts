@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
+import { endWithParent } from './cancellation.js';
 
 /**
  * Transparent huge pages for the process's large buffers (Linux with glibc).
@@ -26,6 +27,12 @@ export const HUGE_PAGES_TUNABLE = 'glibc.malloc.hugetlb=1';
  * exercise the relaunch on any Linux with glibc).
  */
 export const HUGE_PAGES_ENV = 'PARTSCAN_HUGE_PAGES';
+
+/**
+ * Set in the relaunched child's environment: its IPC channel (fd 3) leads to the launching parent, and
+ * the child ends as soon as that channel closes (see {@link relaunchWithHugePages}).
+ */
+export const PARENT_CHANNEL_ENV = 'PARTSCAN_PARENT_CHANNEL';
 
 /** True when this process was started with glibc's huge-page tunable. */
 export function hugePagesEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -57,7 +64,7 @@ export function hugePagesEnvironment(env: NodeJS.ProcessEnv = process.env): Node
   if (!isGlibcLinux()) return undefined;
   const tunables = env.GLIBC_TUNABLES ? `${env.GLIBC_TUNABLES}:${HUGE_PAGES_TUNABLE}` : HUGE_PAGES_TUNABLE;
   // The marker stops a second relaunch even if glibc drops the variable (e.g. for setuid binaries).
-  return { ...env, GLIBC_TUNABLES: tunables, [HUGE_PAGES_ENV]: '0' };
+  return { ...env, GLIBC_TUNABLES: tunables, [HUGE_PAGES_ENV]: '0', [PARENT_CHANNEL_ENV]: '1' };
 }
 
 /**
@@ -71,8 +78,20 @@ export function hugePagesEnvironment(env: NodeJS.ProcessEnv = process.env): Node
  * The parent ends the way the child ended: with its exit code, or, when the child was ended by a signal,
  * by re-raising that signal on itself (a shell then reports 128 + n, and a parent program sees the
  * signal), so the relaunch is invisible to whoever started the command.
+ *
+ * SIGKILL cannot be forwarded, so the child does not rely on signals to learn that its parent is gone:
+ * the two are joined by an IPC channel, which the kernel closes when the parent ends, however it ends.
+ * In the child (this same call, made first thing), the channel's 'disconnect' ends the process at once:
+ * the command is cancelled as by a signal (its temp files and the outputs it created are removed,
+ * nothing more is renamed into place) and the process kills itself, so an orphan never goes on
+ * fitting, scoring or taking queue jobs.
  */
 export function relaunchWithHugePages(): Promise<void> {
+  if (process.env[PARENT_CHANNEL_ENV] === '1') {
+    // The relaunched child: not passed on to processes it starts.
+    delete process.env[PARENT_CHANNEL_ENV];
+    if (process.channel) endWithParent();
+  }
   const env = hugePagesEnvironment();
   if (!env) return Promise.resolve();
   return relaunch(env);
@@ -82,7 +101,8 @@ export function relaunchWithHugePages(): Promise<void> {
 function relaunch(env: NodeJS.ProcessEnv): Promise<void> {
   let child: ChildProcess;
   try {
-    child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: 'inherit' });
+    // fd 3 is the IPC channel: it closes when this process ends, even by SIGKILL, and the child then ends too.
+    child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: ['inherit', 'inherit', 'inherit', 'ipc'] });
   } catch {
     return Promise.resolve(); // could not spawn: run here, without huge pages
   }

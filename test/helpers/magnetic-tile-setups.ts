@@ -1,7 +1,7 @@
 /**
- * The magnetic-tile capture-setup split of issue 18 (line monitoring), shared by its tests and
+ * The magnetic-tile capture-setup split of line monitoring (issues 18 and 23), shared by its tests and
  * bench/monitor.ts. File names carry the setup (`exp0` … `exp6`):
- * - fit: train/good of exp1–5 (672 images; the fit holds out its default 10 % for calibration);
+ * - fit: train/good of exp1–5 (672 images);
  * - same-setup good stream: test/good of exp1–5 (121 images);
  * - new-setup good stream: exp6 good images of train/good and test/good (127 + 31 = 158);
  * - same-setup defects: every defect image of exp1–5 under test/ (323).
@@ -27,7 +27,8 @@ export function monitorFitOptions(): FitOptions {
 
 const DEFECT_KINDS = ['blowhole', 'break', 'crack', 'fray', 'uneven'];
 
-function setupOf(file: string): number {
+/** The capture setup a file name carries (exp1 → 1), or -1. */
+export function setupOf(file: string): number {
   const m = /exp(\d)/.exec(path.basename(file));
   return m ? Number(m[1]) : -1;
 }
@@ -51,6 +52,15 @@ export function magneticTileSetups(): { fit: string[]; sameGood: string[]; newGo
     newGood: [...trainGood, ...testGood].filter((f) => setupOf(f) === 6),
     sameDefects: DEFECT_KINDS.flatMap((k) => list(`test/${k}`)).filter(same),
   };
+}
+
+/**
+ * The files in blocks of their capture setup, as a line that runs one setup at a time: exp1 first
+ * (or the highest setup first with `reverse`), file-name order within a block.
+ */
+export function setupBlocks(files: readonly string[], reverse = false): string[] {
+  const setups = [...new Set(files.map(setupOf))].sort((a, b) => (reverse ? b - a : a - b));
+  return setups.flatMap((s) => files.filter((f) => setupOf(f) === s).sort());
 }
 
 /** A seeded permutation (Fisher–Yates), for production orders that are reproducible. */

@@ -54,15 +54,16 @@ async function waitForPort(port: number, timeoutMs = 15_000): Promise<void> {
 /**
  * @param opts.appendfsync 'always' (default: a crash loses nothing, what the fault tests need) or
  *   'everysec' (the production setting, for benchmarks).
+ * @param opts.persist false: no append-only file, so a restart comes back empty (jobs lost).
  */
-export async function startRedis(opts: { appendfsync?: 'always' | 'everysec' } = {}): Promise<TestRedis> {
+export async function startRedis(opts: { appendfsync?: 'always' | 'everysec'; persist?: boolean } = {}): Promise<TestRedis> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-redis-'));
   const port = await freePort();
   let proc: ChildProcess | undefined;
   const launch = async () => {
     proc = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', opts.appendfsync ?? 'always', '--save', '', '--protected-mode', 'no'],
+      ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', opts.persist === false ? 'no' : 'yes', '--appendfsync', opts.appendfsync ?? 'always', '--save', '', '--protected-mode', 'no'],
       { stdio: 'ignore' },
     );
     await waitForPort(port);

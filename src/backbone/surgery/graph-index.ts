@@ -9,6 +9,7 @@ import type { onnx as OnnxTypes } from 'onnx-proto';
 
 import { PartscanError } from '../../errors.js';
 import { ONNX_TYPE_NAMES, OnnxDataType as ELEM } from '../../onnx/graph.js';
+import { inspectOnnxGraph } from '../../onnx/graph-inspect.js';
 import type { IntermediateTensorInfo, OnnxSurgeryOptions } from './types.js';
 
 const { onnx } = onnxProto;
@@ -128,6 +129,8 @@ export function decodeModel(bytes: Uint8Array, source: string): ModelProto {
       remedy: 'check that the file is a complete .onnx export (not truncated, not a different format)',
     });
   }
+  // Before anything runs it (probes, sessions): external data, sub-graphs, other domains, sizes.
+  inspectOnnxGraph(bytes, { source });
   return model;
 }
 

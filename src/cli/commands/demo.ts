@@ -2,7 +2,7 @@
 
 import { runDemo } from '../../demo.js';
 import { EXIT_OK } from '../exit-codes.js';
-import { fmtNum, toJson, type CliIo } from '../format.js';
+import { fmtNum, fmtPct as pct, toJson, type CliIo } from '../format.js';
 import { formatVerdictLine } from '../format-verdicts.js';
 import { createProgress } from '../progress.js';
 
@@ -33,6 +33,9 @@ export async function demoCommand(f: { dir: string; json?: boolean; cacheDir?: s
       `partscan demo — ${result.backboneNote} — ${result.seconds.toFixed(1)} s`,
       `image AUROC ${fmtNum(m.image_auroc)}  pixel AUROC ${fmtNum(m.pixel_auroc)}  AUPRO ${fmtNum(m.aupro)}  F1-max ${fmtNum(m.image_f1_max)}  (${m.n_good} good, ${m.n_defect} defective)`,
       ...(m.verdicts ? [formatVerdictLine(m.verdicts)] : []),
+      ...(m.shipped_operating_point?.target_false_reject_rate != null
+        ? [`threshold at a ${pct(m.shipped_operating_point.target_false_reject_rate)} false-reject target, from the training images scored out of sample (docs/THRESHOLDS.md)`]
+        : []),
       `model   ${result.modelPath}`,
       `report  ${result.reportPath}`,
     ].join('\n') + '\n',

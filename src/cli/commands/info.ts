@@ -3,8 +3,7 @@
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
 import { BACKBONES } from '../../backbone/registry.js';
-import { checkModelSections, parseModelHeader } from '../../model/header-schema.js';
-import { readModelFile } from '../../model/model-file.js';
+import { readCheckedModelFile } from '../../model/model-sections.js';
 import type { ModelHeader } from '../../model/model.js';
 import { EXIT_OK } from '../exit-codes.js';
 import { formatBytes, toJson, type CliIo } from '../format.js';
@@ -12,9 +11,8 @@ import { formatOperatingPoint } from '../format-thresholds.js';
 
 export async function infoCommand(modelFile: string, f: { json?: boolean }, io: CliIo): Promise<number> {
   // Reads the file only: no ONNX Runtime session is created for the backbone.
-  const contents = await readModelFile(modelFile);
-  const parsed = parseModelHeader(contents.header, modelFile);
-  checkModelSections(parsed, contents.sections, modelFile);
+  // Every known section is read and verified (the statistics for resuming too); unknown ones are listed, not read.
+  const { header: parsed } = await readCheckedModelFile(modelFile, { read: () => true });
   const { sections, ...header } = parsed;
   const bytes = (await fs.stat(modelFile)).size;
   const info = {
