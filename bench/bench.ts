@@ -29,7 +29,7 @@ import { BatchingScorer } from '../src/model/batching-scorer.js';
 import { evaluateModel } from '../src/model/evaluate.js';
 import { loadDataset } from '../src/data/loaders.js';
 import { hugePagesEnabled, relaunchWithHugePages } from '../src/util/huge-pages.js';
-import type { FitOptions } from '../src/model/model.js';
+import type { FitOptions } from '../src/model/fit-options.js';
 import { backboneFloor, bundledDefaultRun, cpuInfo, defaultCliRuns, footprintRun, referenceRun, startupBreakdown } from './default-path.js';
 
 const { values } = parseArgs({

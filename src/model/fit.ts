@@ -29,6 +29,7 @@ import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
 import { validatePrecision } from '../backbone/quantize.js';
 import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibrate.js';
 import { calibrateFit } from './fit-calibration.js';
+import type { FitOptions } from './fit-options.js';
 import { checkThresholdOptions } from '../postprocess/operating-point.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
 import { applyStored, encodePacked, STORAGE } from './model-sections.js';
@@ -41,7 +42,6 @@ import {
   Model,
   PARTSCAN_VERSION,
   threadOpt,
-  type FitOptions,
   type FitReport,
   type ImageSource,
   type ModelHeader,
