@@ -4,10 +4,12 @@
  * `partscan eval --json` — for three operating points:
  * - `default`: leave-one-out calibration, standardised image score, 1 % false-reject target;
  * - `maxScore`: the same with `--image-score max` (the raw map maximum as the image score);
- * - `legacy`: partscan 0.1's rule (`--calibration-split 0.1 --threshold-rule sigma --image-score max`).
+ * - `sigmaRule`: partscan 0.1's rule, max(mean + 3σ, worst good score), with its 10 % split and the map
+ *   maximum (`--calibration-split 0.1 --threshold-rule sigma --image-score max`), applied to the same
+ *   out-of-sample pool (partscan 0.1 itself used the 10 % split alone: docs/THRESHOLDS.md has its figures).
  * Prints one JSON object.
  *
- *   node --import tsx bench/verdicts.ts [--sets bottle,tile,demo] [--variants default,maxScore,legacy]
+ *   node --import tsx bench/verdicts.ts [--sets bottle,tile,demo] [--variants default,maxScore,sigmaRule]
  */
 
 import { execFile } from 'node:child_process';
@@ -27,7 +29,7 @@ const BIN = path.join(REPO, 'bin', 'partscan.js');
 const VARIANTS: Record<string, string[]> = {
   default: [],
   maxScore: ['--image-score', 'max'],
-  legacy: ['--calibration-split', '0.1', '--threshold-rule', 'sigma', '--image-score', 'max'],
+  sigmaRule: ['--calibration-split', '0.1', '--threshold-rule', 'sigma', '--image-score', 'max'],
 };
 
 const { values } = parseArgs({ options: { sets: { type: 'string', default: 'bottle,tile,demo' }, variants: { type: 'string', default: Object.keys(VARIANTS).join(',') } } });

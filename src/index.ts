@@ -15,8 +15,12 @@
 // Fit, load, score.
 export { fit } from './model/fit.js';
 export { Model } from './model/model.js';
-export type { FitOptions, FitReport, ImageSource, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './model/model.js';
+export type { FitReport, ImageSource, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './model/model.js';
+export type { FitOptions } from './model/fit-options.js';
 export { BatchingScorer, type BatchingScorerOptions } from './model/batching-scorer.js';
+// Many part types in one process: loaded models within a memory budget (changeover).
+export { ModelPool } from './model/model-pool.js';
+export type { ModelPoolOptions, PooledModel } from './model/model-pool.js';
 export type { BackboneSpec } from './backbone/registry.js';
 export type { Region, Verdict } from './postprocess/index.js';
 

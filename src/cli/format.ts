@@ -41,7 +41,7 @@ export function fmtNum(v: number | undefined | null, digits = 3): string {
 /** A rate as a percentage, with two decimals below 1 % so small targets stay readable ("0.50%", "12.5%"); "-" when not finite. */
 export function fmtPct(r: number): string {
   if (!Number.isFinite(r)) return '-';
-  return `${(100 * r).toFixed(r > 0 && r < 0.01 ? 2 : 1)}%`;
+  return `${(100 * r).toFixed(r > 0 && r < 0.00995 ? 2 : 1)}%`;
 }
 
 /** Byte count for people (1024-based: "12.3 MiB"). */

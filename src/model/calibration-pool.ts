@@ -8,7 +8,7 @@
  * idempotent: an image given again (the same defects at a second `calibrate`, a part relabelled in
  * review) replaces its row instead of counting twice. The flags make the header's summary exact after
  * such replacements, and tell `fit --resume --review` which good images are already in the Gaussians
- * (the training images' leave-one-out rows). Files before format 1.5 have no flags: their rows' sources
+ * (the training images' leave-one-out rows). Files before format 1.6 have no flags: their rows' sources
  * are read from the order the rows were written in (training images, held-out, added).
  */
 
@@ -142,7 +142,7 @@ function replace(r: Rows, drop: ReadonlySet<string>, add: Rows): Rows {
 }
 
 /**
- * Flags of a pool written before format 1.5 (no flag sections): the rows' sources from the order they
+ * Flags of a pool written before format 1.6 (no flag sections): the rows' sources from the order they
  * were written in — leave-one-out rows first, then held-out, then added (fit writes its rows in that
  * order and calibrate appends) — exact unless a later calibrate replaced rows; none reviewed.
  */
@@ -304,7 +304,7 @@ export class CalibrationPool {
     const good = read(CALIBRATION_SECTIONS.good, CALIBRATION_SECTIONS.goodKeys, CALIBRATION_SECTIONS.goodFlags, summary.good, summary.sources);
     const defect = read(CALIBRATION_SECTIONS.defect, CALIBRATION_SECTIONS.defectKeys, CALIBRATION_SECTIONS.defectFlags, summary.defect);
     const pool = new CalibrationPool(good, defect, summary.excluded);
-    // With flags (format ≥ 1.5) the header's counts are the flags' counts; a header edited apart from its sections is refused.
+    // With flags (format ≥ 1.6) the header's counts are the flags' counts; a header edited apart from its sections is refused.
     const flagged = sections.has(CALIBRATION_SECTIONS.goodFlags) || sections.has(CALIBRATION_SECTIONS.defectFlags);
     const counts = (c: CalibrationSummary): number[] => [c.sources.leaveOneOut, c.sources.heldOut, c.sources.added, c.reviewed?.good ?? 0, c.reviewed?.defect ?? 0];
     if (flagged && counts(pool.summary()).join() !== counts(summary).join()) {

@@ -288,6 +288,18 @@ function chooseThresholds(
   warnings: PartscanWarning[],
 ): Thresholds | undefined {
   const o = input.options;
+  const manual = o.manualThresholds;
+  if (pool.good.rows < MIN_TAIL_SCORES && manual?.image !== undefined && manual.pixel !== undefined) {
+    // Manual thresholds need no scores; without any, the normalisation is a step at each threshold.
+    return {
+      image: manual.image,
+      pixel: manual.pixel,
+      method: { image: 'manual', pixel: 'manual' },
+      imageStats: { min: manual.image, max: manual.image },
+      pixelStats: { min: manual.pixel, max: manual.pixel },
+      ...(o.band ? { band: { ...o.band } } : {}),
+    };
+  }
   if (pool.good.rows < MIN_TAIL_SCORES) {
     warnings.push({
       code: 'NO_CALIBRATION',

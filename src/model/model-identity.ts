@@ -6,7 +6,8 @@
  * of this model's run may reuse the scores the run recorded.
  *
  * What it covers (docs/REVIEW.md): the sha256 of the bytes of the channel choice, the per-position
- * means, the inverse covariances, the image score's standardisation and the region of interest, plus
+ * means, the inverse covariances (as scoring holds them: stripes of the values decoded from the file's
+ * float16), the image score's standardisation and the region of interest, plus
  * the header fields that shape a score — the backbone's identity (name, weights sha256, layers,
  * strides, channels, seed, precision), preprocessing, embedding, ε, post-processing, tiling and the
  * image-score kind. What it leaves out: thresholds, the calibration pool, the drift and monitor
@@ -21,10 +22,12 @@ import type { Model } from './model.js';
 /** Version tag hashed first: a different definition gives different digests. */
 export const MODEL_IDENTITY_VERSION = 'partscan-scoring-identity/1';
 
-/** The sha256 (hex) of a typed array's bytes (as the model file stores them). */
-function bytesSha256(a: ArrayBufferView | undefined): string | null {
-  if (!a) return null;
-  return createHash('sha256').update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength)).digest('hex');
+/** The sha256 (hex) of typed arrays' bytes, one after the other. */
+function bytesSha256(...arrays: (ArrayBufferView | undefined)[]): string | null {
+  if (arrays.some((a) => !a)) return null;
+  const h = createHash('sha256');
+  for (const a of arrays) h.update(new Uint8Array(a!.buffer, a!.byteOffset, a!.byteLength));
+  return h.digest('hex');
 }
 
 /** JSON with object keys sorted at every level and undefined members left out: one text per value. */
@@ -48,12 +51,12 @@ interface Cached {
 const cache = new WeakMap<Model, Cached>();
 
 function partsOf(model: Model): unknown[] {
-  return [model.channelIndices, model.mean, model.invCovPacked, model.standardization, model.roi, model.header.imageScore?.kind, model.header.tiling];
+  return [model.channelIndices, model.mean, model.inverse, model.inverse.revision, model.standardization, model.roi, model.header.imageScore?.kind, model.header.tiling];
 }
 
 /**
  * The model's scoring identity (see the module comment): a sha256 in lowercase hex. Hashes the model's
- * arrays once per model object (about 150 MB for the bundled backbone at its defaults: a tenth of a
+ * arrays once per model object (about 160 MB for the bundled backbone at its defaults: a tenth of a
  * second on an idle machine) and caches the digest.
  *
  * @example
@@ -79,7 +82,9 @@ export function modelScoringSha256(model: Model): string {
     sections: {
       channels: bytesSha256(model.channelIndices),
       mean: bytesSha256(model.mean),
-      invCov: bytesSha256(model.invCovPacked),
+      // As scoring holds them: the stripes of the float32 values decoded from the stored float16 (a fit
+      // holds the same values, decoded from what it saves).
+      inverseStripes: bytesSha256(...model.inverse.data),
       standardizeCentre: bytesSha256(std?.centre),
       standardizeSpread: bytesSha256(std?.spread),
       roi: bytesSha256(model.roi),

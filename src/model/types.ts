@@ -2,7 +2,7 @@
  * The public data types of scoring and fitting: what goes in (image sources, score inputs, options) and
  * what comes out (results, fit reports, progress). They live apart from the Model class so that the
  * modules that build results (score-result.ts, tiles.ts) need not import the model back.
- * FitOptions stays in model.ts: its `resume` field names the Model class itself.
+ * FitOptions is in fit-options.ts: its `resume` field names the Model class itself.
  */
 
 import type { PartscanWarning } from '../errors.js';

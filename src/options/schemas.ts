@@ -68,6 +68,15 @@ export const loadOptionsSchema = z.looseObject({
   threads: z.int().min(0).optional(),
   verify: z.boolean().optional(),
   resumeStatistics: z.boolean().optional(),
+  warmUp: z.boolean().optional(),
+});
+
+/** {@link ModelPool}'s options. */
+export const modelPoolOptionsSchema = z.looseObject({
+  maxBytes: z.number().int().min(1).optional(),
+  threads: z.int().min(0).optional(),
+  warmUp: z.boolean().optional(),
+  onEvict: fn.optional(),
 });
 
 /** {@link Model.save}'s options. */

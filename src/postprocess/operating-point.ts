@@ -255,13 +255,13 @@ export function selectThresholds(cal: CalibrationScores, opts: ThresholdOptions 
 /** Caveats about an operating point: few good images, a bound far above the target. */
 function operatingPointWarnings(op: OperatingPoint, rule: ThresholdRule): PartscanWarning[] {
   const out: PartscanWarning[] = [];
-  const pct = (r: number): string => `${(100 * r).toFixed(r < 0.01 ? 2 : 1)} %`;
+  const pct = (r: number): string => `${(100 * r).toFixed(r > 0 && r < 0.00995 ? 2 : 1)}%`;
   if (op.goodScores.used < FEW_GOOD_IMAGES || op.image.upper95 > 3 * op.falseRejectTarget) {
     out.push({
       code: 'FEW_CALIBRATION_IMAGES',
       message:
         `The false-reject rate at the image threshold is estimated at ${pct(op.image.rate)} from ${op.goodScores.used} good images, ` +
-        `but could be as high as ${pct(op.image.upper95)} (95 % bound): fit on more good images (hundreds for a target of ${pct(op.falseRejectTarget)}).`,
+        `but could be as high as ${pct(op.image.upper95)} (95% bound): fit on more good images (hundreds for a target of ${pct(op.falseRejectTarget)}).`,
     });
   }
   if (typeof rule === 'object') {

@@ -10,16 +10,10 @@
  * good-only floor (the "strictly above" convention of thresholds.ts).
  */
 
-import { PartscanError, type PartscanWarning } from '../errors.js';
+import { PartscanError } from '../errors.js';
+import { sortedQuantile } from '../guards/robust-stats.js';
 import { bestF1Cut, type F1Cut } from '../metrics/pr-sweep.js';
-import {
-  type GoodOnlyRule,
-  type ScoreRange,
-  type ThresholdMethod,
-  type Thresholds,
-  type VerdictBand,
-  validateBand,
-} from './thresholds.js';
+import type { GoodOnlyRule } from './thresholds.js';
 
 /**
  * Default good-only rule: **max(mean + 3σ, worst good score)**.
@@ -65,12 +59,8 @@ function checkRule(rule: GoodOnlyRule): void {
 
 /** The q-quantile of ascending-sorted values, interpolating linearly between order statistics (R type 7, NumPy's default). */
 export function quantileSorted(sortedAsc: ArrayLike<number>, q: number): number {
-  const n = sortedAsc.length;
-  if (n === 0) throw new PartscanError('THRESHOLD', 'Cannot take a quantile of no values.');
-  const pos = (n - 1) * Math.min(Math.max(q, 0), 1);
-  const lo = Math.floor(pos);
-  const hi = Math.min(lo + 1, n - 1);
-  return sortedAsc[lo]! + (pos - lo) * (sortedAsc[hi]! - sortedAsc[lo]!);
+  if (sortedAsc.length === 0) throw new PartscanError('THRESHOLD', 'Cannot take a quantile of no values.');
+  return sortedQuantile(sortedAsc, 0, sortedAsc.length, q);
 }
 
 /** Running mean / variance / extremes (Welford), numerically stable over millions of pixels. */

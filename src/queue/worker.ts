@@ -18,7 +18,8 @@ import { PartscanError } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
 import { exportScoredImage, failureOf, isImageError } from '../export/score-run.js';
 import { fit } from '../model/fit.js';
-import type { FitOptions, ScoreInput } from '../model/model.js';
+import type { ScoreInput } from '../model/model.js';
+import type { FitOptions } from '../model/fit-options.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
 import { isOnnxPath } from '../backbone/registry.js';
 import {

@@ -103,11 +103,11 @@ function describeDecision(t: Thresholds): string {
 function renderOperatingPoint(t: Thresholds): string {
   const op = t.operatingPoint;
   if (!op) return '';
-  const p = (r: number): string => `${(100 * r).toFixed(r > 0 && r < 0.01 ? 2 : 1)} %`;
+  const p = (r: number): string => `${(100 * r).toFixed(r > 0 && r < 0.00995 ? 2 : 1)}%`;
   return [
-    `<tr class="operating-point" data-target="${op.falseRejectTarget}"><th>False-reject target</th><td>${p(op.falseRejectTarget)}: estimated ${p(op.image.rate)} <span class="muted">(95 % bound ${p(op.image.upper95)}, from ${op.goodScores.used} out-of-sample good scores)</span></td></tr>`,
-    `<tr><th>Good parts showing a region</th><td>estimated ${p(op.pixel.rate)} <span class="muted">(95 % bound ${p(op.pixel.upper95)})</span></td></tr>`,
-    ...(op.escape ? [`<tr><th>Escapes on labelled defects</th><td>${p(op.escape.rate)} <span class="muted">(95 % interval ${p(op.escape.lower95)}–${p(op.escape.upper95)}, ${op.escape.defects} defects)</span></td></tr>`] : []),
+    `<tr class="operating-point" data-target="${op.falseRejectTarget}"><th>False-reject target</th><td>${p(op.falseRejectTarget)}: estimated ${p(op.image.rate)} <span class="muted">(95% bound ${p(op.image.upper95)}, from ${op.goodScores.used} out-of-sample good scores)</span></td></tr>`,
+    `<tr><th>Good parts showing a region</th><td>estimated ${p(op.pixel.rate)} <span class="muted">(95% bound ${p(op.pixel.upper95)})</span></td></tr>`,
+    ...(op.escape ? [`<tr><th>Escapes on labelled defects</th><td>${p(op.escape.rate)} <span class="muted">(95% interval ${p(op.escape.lower95)}–${p(op.escape.upper95)}, ${op.escape.defects} defects)</span></td></tr>`] : []),
     ...(op.reviewBand ? [`<tr><th>Review band</th><td>UNCERTAIN from ${fmt(op.reviewBand.threshold)} <span class="muted">(false-reject rate ${p(op.reviewBand.falseRejectRate)})</span> to the image threshold</td></tr>`] : []),
   ].join('\n');
 }

@@ -11,7 +11,7 @@
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import type { BackboneSpec } from '../../src/backbone/registry.js';
-import type { FitOptions } from '../../src/model/model.js';
+import type { FitOptions } from '../../src/model/fit-options.js';
 import { createSeededRng } from '../../src/util/prng.js';
 import { MAGNETIC_TILE } from './shared.js';
 
