@@ -3,7 +3,7 @@
  *
  *   npm run bench -- [--data ../shared/datasets/mvtec_bottle] [--backbone resnet50|mobilenetv2-int8] [--channels 100] [--image-size 224]
  *                    [--batch 16] [--score-batch N (default: the model's, 8 … 32 by d)] [--threads N] [--latency-samples 20] [--out model.partscan]
- *                    [--no-huge-pages] [--no-cli] [--no-reference] [--precision P]
+ *                    [--no-huge-pages] [--no-cli] [--no-reference] [--no-bundled] [--precision P]
  *
  * Figures: fit images/s, score ms/image (batch 1 and batched), p50/p95 single-image latency through the
  * public API (one call at a time, and every test image as a concurrent request through a
@@ -11,7 +11,10 @@
  * so speed is never bought with accuracy. Beside them (bench/default-path.ts): the default CLI fit and
  * eval as a user runs them (spawned; guards, leave-one-out check, calibration split), eval split into
  * scoring and metrics, the backbone-only floor, the PyTorch reference's fit and score times with the
- * same data and settings (when /usr/bin/python3 has torch), the CPU's ISA flags, and the ratios.
+ * same data and settings (when /usr/bin/python3 has torch), the CPU's ISA flags, and the ratios; the
+ * footprint of the bench's model in a fresh process (RSS per model, cold start to the first verdict,
+ * changeover between part types in a ModelPool) and the bundled backbone at its defaults (CLI fit and
+ * eval against its backbone floor, file sizes, footprint).
  * `--precision P` is passed to both fits (`partscan fit --precision P`, `fit({ precision })`) for
  * backbones with a choice of precision.
  */
@@ -27,7 +30,7 @@ import { evaluateModel } from '../src/model/evaluate.js';
 import { loadDataset } from '../src/data/loaders.js';
 import { hugePagesEnabled, relaunchWithHugePages } from '../src/util/huge-pages.js';
 import type { FitOptions } from '../src/model/fit-options.js';
-import { backboneFloor, cpuInfo, defaultCliRuns, referenceRun, startupBreakdown } from './default-path.js';
+import { backboneFloor, bundledDefaultRun, cpuInfo, defaultCliRuns, footprintRun, referenceRun, startupBreakdown } from './default-path.js';
 
 const { values } = parseArgs({
   options: {
@@ -50,6 +53,8 @@ const { values } = parseArgs({
     // Leave out the spawned default CLI fit/eval, or the PyTorch reference (both take minutes).
     'no-cli': { type: 'boolean', default: false },
     'no-reference': { type: 'boolean', default: false },
+    // Leave out the bundled backbone's default fit/eval against its floor, and its footprint.
+    'no-bundled': { type: 'boolean', default: false },
   },
 });
 if (!values['no-huge-pages']) await relaunchWithHugePages();
@@ -141,6 +146,14 @@ async function main(): Promise<void> {
     : await defaultCliRuns({ data: values.data!, backboneArgs, channels, imageSize, modelFile: cliModel, fitArgs: ['--precision', values.precision!] });
   await fs.rm(cliModel, { force: true });
   const startup = await startupBreakdown(modelFile, testFiles[0]!);
+  // This bench's own model in a fresh process: RSS per model, cold start, changeover.
+  const footprint = await footprintRun(modelFile, testFiles[0]!);
+  // The footprint case: the bundled backbone at its defaults (d=152, 224 px), fitted as a user does.
+  const bundledModel = path.join(os.tmpdir(), `partscan-bench-bundled-${process.pid}.partscan`);
+  const bundledDefault = values['no-bundled']
+    ? { skipped: '--no-bundled' }
+    : await bundledDefaultRun({ data: values.data!, trainFiles: ds.train.map((s) => s.path), testFiles, modelFile: bundledModel });
+  await fs.rm(bundledModel, { force: true });
   const reference = values['no-reference']
     ? { skipped: '--no-reference' }
     : resnetFixture
@@ -179,6 +192,8 @@ async function main(): Promise<void> {
     },
     memory: { startRssMB: mb(rss0), peakRssAfterFitMB: mb(rssAfterFit), peakRssMB: mb(rssAfterScoring), peakRssWithStartupProbeMB: mb(process.resourceUsage().maxRSS) },
     modelBytes,
+    footprint,
+    bundledDefault,
     accuracy: { imageAuroc: ev.metrics.imageAuroc, pixelAuroc: ev.metrics.pixelAuroc, aupro: ev.metrics.aupro },
     defaultCli: cliRuns,
     startup,
@@ -189,6 +204,7 @@ async function main(): Promise<void> {
       bareFitToReferenceFit: ratio(fitSeconds, reference.fit_s),
       batchedScoreToReferenceScore: ratio(batchedMs, refScoreMs),
       batchedScoreToBackboneFloor: ratio(batchedMs, floor?.msPerImage),
+      bundledDefaultFitToBackboneFloor: (bundledDefault as { fitToFloor?: number }).fitToFloor ?? null,
     },
     // Against the reference run with the same glibc huge-pages tunable partscan's launcher sets for itself.
     ratiosToReferenceWithHugePages: {

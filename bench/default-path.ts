@@ -5,11 +5,12 @@
  * PyTorch reference (../shared/reference/padim_ref.py) when its Python has torch, and the CPU's ISA.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Backbone } from '../src/backbone/types.js';
+import { loadBackbone } from '../src/backbone/registry.js';
 import { preprocessBatch } from '../src/preprocess/preprocess.js';
 import { defaultPreprocessOptions } from '../src/preprocess/options.js';
 import { HUGE_PAGES_TUNABLE } from '../src/util/huge-pages.js';
@@ -202,5 +203,71 @@ export async function startupBreakdown(modelFile: string, image: string): Promis
     firstImageSeconds: s((t2 - t1) / 1000),
     steadyImageSeconds: s((t3 - t2) / 1000),
     startToFirstImageSeconds: s(version.seconds + (t2 - t0) / 1000),
+  };
+}
+
+/**
+ * A model's footprint and start-up as a user's process sees them, measured in a fresh Node process
+ * (bench/footprint-probe.mjs, over dist/ when current): RSS of one loaded model, cold start from
+ * Model.load to the first verdict (and with warm-up at load), RSS per further model in a ModelPool and
+ * the changeover latency; plus the file's size.
+ */
+export async function footprintRun(modelFile: string, image: string, copies = 3): Promise<Record<string, unknown>> {
+  const cli = cliCommand();
+  const probe = path.join(REPO, 'bench', 'footprint-probe.mjs');
+  const argv =
+    cli.kind === 'dist'
+      ? [process.execPath, '--expose-gc', probe, path.join(REPO, 'dist', 'index.js')]
+      : [process.execPath, '--expose-gc', '--import', 'tsx', probe, path.join(REPO, 'src', 'index.ts')];
+  const run = await timeCommand([...argv, modelFile, image, String(copies)]);
+  if (run.code !== 0) return { skipped: `footprint probe failed (${run.code}): ${run.stderr.slice(-800)}` };
+  return { runtime: cli.kind, fileMB: +(statSync(modelFile).size / 2 ** 20).toFixed(1), ...(lastJson(run.stdout) ?? {}) };
+}
+
+/**
+ * The bundled backbone at its defaults (`partscan fit <data> --backbone mobilenetv2-int8`: d=152,
+ * 224 px; guards and leave-one-out on), as a user runs it, against its floor: the backbone alone over
+ * the same training images (preprocessed beforehand, fit batch 16). Then `partscan eval`, and the
+ * model's footprint ({@link footprintRun}) and compact size.
+ */
+export async function bundledDefaultRun(o: { data: string; trainFiles: string[]; testFiles: string[]; modelFile: string }): Promise<Record<string, unknown>> {
+  const cli = cliCommand();
+  const name = 'mobilenetv2-int8';
+  const fitRun = await timeCommand([...cli.argv, 'fit', o.data, '--backbone', name, '-o', o.modelFile, '--json']);
+  if (fitRun.code !== 0) return { skipped: `partscan fit failed (${fitRun.code}): ${fitRun.stderr.slice(-800)}` };
+  const fitJson = lastJson(fitRun.stdout) ?? {};
+  const evalRun = await timeCommand([...cli.argv, 'eval', o.modelFile, o.data, '--json']);
+  const evalJson = evalRun.code === 0 ? (lastJson(evalRun.stdout) ?? {}) : {};
+  const backbone = await loadBackbone({ backbone: name });
+  const fitFloor = await backboneFloor({ backbone, files: o.trainFiles, imageSize: 224, batch: 16 });
+  const evalFloor = await backboneFloor({ backbone, files: o.testFiles, imageSize: 224, batch: 8 });
+  await backbone.dispose();
+  const fitFloorSeconds = (fitFloor.msPerImage * o.trainFiles.length) / 1000;
+  const evalFloorSeconds = (evalFloor.msPerImage * o.testFiles.length) / 1000;
+  const footprint = await footprintRun(o.modelFile, o.testFiles[0]!);
+  const { Model } = await import('../src/model/model.js');
+  const compactFile = `${o.modelFile}.compact`;
+  const m = await Model.load(o.modelFile);
+  await m.save(compactFile, { resumable: false });
+  await m.dispose();
+  const compactMB = +(statSync(compactFile).size / 2 ** 20).toFixed(1);
+  rmSync(compactFile, { force: true });
+  const warnings = Array.isArray(fitJson.warnings) ? (fitJson.warnings as { code?: string }[]) : [];
+  return {
+    cli: cli.kind,
+    fitSeconds: +fitRun.seconds.toFixed(2),
+    fitFloorSeconds: +fitFloorSeconds.toFixed(2),
+    fitToFloor: +(fitRun.seconds / fitFloorSeconds).toFixed(2),
+    evalSeconds: +evalRun.seconds.toFixed(2),
+    evalFloorSeconds: +evalFloorSeconds.toFixed(2),
+    evalToFloor: +(evalRun.seconds / evalFloorSeconds).toFixed(2),
+    backboneMsPerImage: { fitBatch16: fitFloor.msPerImage, scoreBatch8: evalFloor.msPerImage },
+    fitImages: fitJson.images ?? null,
+    fitSuspects: Array.isArray(fitJson.suspects) ? fitJson.suspects.length : null,
+    fitWarningCodes: [...new Set(warnings.map((w) => w.code))],
+    evalImageAuroc: evalJson.imageAuroc ?? null,
+    evalPixelAuroc: evalJson.pixelAuroc ?? null,
+    compactFileMB: compactMB,
+    footprint,
   };
 }

@@ -21,7 +21,14 @@ export type { ContaminationSuspect, OutOfSampleGrids } from './model/out-of-samp
 export { fitStandardization, STANDARDIZE_QUANTILE } from './postprocess/standardize.js';
 export type { FittedStandardization, PositionStandardization } from './postprocess/standardize.js';
 export { CalibrationPool } from './model/calibration-pool.js';
-export type { CalibrationSources, CalibrationSummary } from './model/calibration-pool.js';
+export type { CalibrationSource, CalibrationSources, CalibrationSummary, KeyedRow, PoolEntry } from './model/calibration-pool.js';
+export { MODEL_IDENTITY_VERSION, modelScoringSha256 } from './model/model-identity.js';
+
+// QA review files (review.json): format, schema, reading, the image files they name.
+export { parseReview, readReviewFile, REVIEW_FORMAT, REVIEW_LIMITS, reviewFileSchema, reviewItemSchema } from './review/review-file.js';
+export type { ReviewItem, ReviewLabel, ReviewedPart } from './review/review-file.js';
+export { resolveReviewImages } from './review/review-images.js';
+export type { ResolvedReviewItem } from './review/review-images.js';
 export type { MonitorReference } from './model/monitor-reference.js';
 
 // Errors and shared types.

@@ -30,7 +30,8 @@ export type PartscanErrorCode =
   | 'OPTIONS' // invalid options
   | 'CANCELLED' // cancelled by an AbortSignal (API) or by SIGINT, SIGTERM, SIGHUP (CLI)
   | 'QUEUE' // job queue: Redis unreachable, malformed job, job failed on a worker, bullmq/ioredis not installed
-  | 'THRESHOLD';
+  | 'THRESHOLD'
+  | 'REVIEW'; // a QA review file (review.json) that is malformed, too large, of another model, or names files outside the allowed roots or missing
 
 /** Optional details of a {@link PartscanError}, given to its constructor. */
 export interface PartscanErrorInit {

@@ -19,12 +19,20 @@ export type { FitReport, ImageSource, ModelHeader, ProgressEvent, ScoreInput, Sc
 export type { FitOptions } from './model/fit-options.js';
 export type { RawFrame } from './preprocess/raw-frame.js';
 export { BatchingScorer, type BatchingScorerOptions } from './model/batching-scorer.js';
+// Many part types in one process: loaded models within a memory budget (changeover).
+export { ModelPool } from './model/model-pool.js';
+export type { ModelPoolOptions, PooledModel } from './model/model-pool.js';
 export type { BackboneSpec } from './backbone/registry.js';
 export type { Region, Verdict } from './postprocess/index.js';
 
 // Move the operating point of a fitted model (false-reject target, review band, labelled images).
 export { calibrate } from './model/recalibrate.js';
 export type { CalibrateOptions, CalibrationResult } from './model/recalibrate.js';
+
+// QA review: labels given in the report (review.json) join a model (calibrate / fit with `review`).
+export { buildReview } from './review/review-file.js';
+export type { ReviewFile } from './review/review-file.js';
+export type { ReviewJoinSummary } from './model/types.js';
 
 // Evaluate on a labelled dataset.
 export { evaluateModel } from './model/evaluate.js';

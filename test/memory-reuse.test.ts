@@ -94,6 +94,26 @@ describe('gatherEmbedding into a reused buffer', () => {
     expect(gatherEmbedding(maps, sources, into).data).toEqual(fresh);
     expect(() => gatherEmbedding(maps, sources, new Float32Array(fresh.length - 1))).toThrow(RangeError);
   });
+
+  it('writes a batch into rows of a larger [P, capacity, d] buffer (the statistics buffer of a fit), leaving the other rows', () => {
+    const maps: Tensor4D[] = [
+      { data: Float32Array.from({ length: 2 * 8 * 8 * 8 }, (_, i) => i), dims: [2, 8, 8, 8] },
+      { data: Float32Array.from({ length: 2 * 16 * 4 * 4 }, (_, i) => -i), dims: [2, 16, 4, 4] },
+    ];
+    const sources = channelSources(selectChannels(24, 10, 5), [8, 16]);
+    const fresh = gatherEmbedding(maps, sources).data; // [P=64, 2, 10]
+    const [P, d, capacity, offset] = [64, 10, 5, 3];
+    const buffer = new Float32Array(P * capacity * d).fill(7);
+    gatherEmbedding(maps, sources, buffer, { capacity, offset });
+    for (let p = 0; p < P; p++) {
+      for (let r = 0; r < capacity; r++) {
+        const row = buffer.subarray((p * capacity + r) * d, (p * capacity + r + 1) * d);
+        if (r >= offset) expect(row).toEqual(fresh.subarray((p * 2 + r - offset) * d, (p * 2 + r - offset + 1) * d));
+        else expect(row.every((v) => v === 7)).toBe(true);
+      }
+    }
+    expect(() => gatherEmbedding(maps, sources, buffer, { capacity, offset: 4 })).toThrow(RangeError);
+  });
 });
 
 describe('huge pages', () => {

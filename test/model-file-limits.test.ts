@@ -162,7 +162,10 @@ describe('hostile model files', () => {
     await writeRawModel(file, header, sections);
     const real = (await readModelFile(file, { sections: () => false })).header.sections.find((s) => s.name === 'mean')!;
     file = next();
-    await writeRawModel(file, header, sections, { phantoms: [{ name: 'over', dtype: 'uint8', shape: [64], offset: real.offset + 64, byteLength: 64 }] });
+    // Into the middle of `mean`: the phantom's own table entry lengthens the header, which moves the
+    // real sections by up to a few hundred bytes.
+    const middle = real.offset + Math.floor(real.byteLength / 128) * 64;
+    await writeRawModel(file, header, sections, { phantoms: [{ name: 'over', dtype: 'uint8', shape: [64], offset: middle, byteLength: 64 }] });
     expectRefused(await attempt(file), 'MODEL_FORMAT', /overlap/);
     file = next();
     await writeRawModel(file, header, sections, { phantoms: [{ name: 'inside', dtype: 'uint8', shape: [8], offset: 8, byteLength: 8 }] });

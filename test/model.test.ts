@@ -6,6 +6,7 @@ import { fit } from '../src/model/fit.js';
 import { Model } from '../src/model/model.js';
 import { isPartscanError } from '../src/errors.js';
 import { readModelFile } from '../src/model/model-file.js';
+import { inverseStripeInputs } from '../src/model/scoring-graph.js';
 import { preprocessBatch } from '../src/preprocess/preprocess.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 import { listImages } from '../src/data/loaders.js';
@@ -84,7 +85,8 @@ describe('fit and score', () => {
     expect(fusedPath).toHaveBeenCalledTimes(1);
     fusedPath.mockRestore();
     const session = (await (model as unknown as { fusedScoring(): Promise<{ inputNames: readonly string[] } | undefined> }).fusedScoring())!;
-    expect(session.inputNames).toEqual([model.header.backbone.inputName]);
+    // The image, then the inverse-covariance stripes, fed at every run from the model's one copy.
+    expect(session.inputNames).toEqual([model.header.backbone.inputName, ...inverseStripeInputs(model)]);
     for (let i = 0; i < 2; i++) {
       let worst = 0;
       let max = 0;

@@ -1,6 +1,7 @@
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import fc from 'fast-check';
 import { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit, packedSize, unpackSymmetric } from '../src/stats/gaussian-stats.js';
+import { StripedInverse } from '../src/stats/striped-inverse.js';
 import { StatsKernels } from '../src/stats/ort-kernels.js';
 import { gatherEmbedding, selectChannels, channelSources } from '../src/embedding/embedding.js';
 import type { Tensor4D } from '../src/types.js';
@@ -107,7 +108,7 @@ describe('streaming Gaussian statistics', () => {
         // The kernel centres on the mean itself: feed x = μ + Δ with a non-zero μ.
         const mu = Float32Array.from({ length: P * D }, (_, k) => Math.round(10 * Math.cos(k)) / 4);
         const x = Float32Array.from(diff, (v, k) => v + mu[Math.floor(k / (2 * D)) * D + (k % D)]!);
-        const d2 = await kernels.mahalanobisSquared(x, mu, full, P, 2);
+        const d2 = await kernels.mahalanobisSquared(x, mu, StripedInverse.fromPacked(inv, P, D), 0, P, 2);
         for (let p = 0; p < P; p++) {
           expect(Math.abs(d2[p * 2]!)).toBeLessThan(1e-9);
           expect(d2[p * 2 + 1]!).toBeGreaterThan(0);

@@ -33,7 +33,7 @@ import { scoreCommand, type ScoreFlags } from './commands/score.js';
 import { registerWorkerCommand } from './commands/worker.js';
 import { EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE } from './exit-codes.js';
 import { errorJson, errorLine, terminalSafe, toJson, type CliIo } from './format.js';
-import { bandArg, intArg, listArg, rateArg, shareArg, THRESHOLD_RULE_NAMES } from './options.js';
+import { bandArg, collectArg, intArg, listArg, rateArg, shareArg, THRESHOLD_RULE_NAMES } from './options.js';
 import { calibrateCommand, type CalibrateFlags } from './commands/calibrate.js';
 
 export type { CliIo };
@@ -64,7 +64,7 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
   program
     .command('fit')
     .description('fit a model on good images (a folder, an MVTec-style dataset root, a CSV list, or several images/globs)')
-    .argument('<data...>', 'dataset root, folder, list file, or image files / folders / quoted globs')
+    .argument('[data...]', 'dataset root, folder, list file, or image files / folders / quoted globs (optional with --resume --review)')
     .requiredOption('-o, --out <file>', 'model file to write (e.g. model.partscan)')
     .addOption(new Option('--backbone <name>', `backbone: ${Object.keys(BACKBONES).join(', ')}, or an .onnx file`))
     .option('--layers <a,b,c>', 'feature layers (required for .onnx backbones)', listArg)
@@ -80,6 +80,8 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .addOption(new Option('--threshold-rule <rule>', 'false-reject (default), f1 (needs --defects), or sigma (max(mean + 3σ, max), as partscan 0.1)').choices([...THRESHOLD_RULE_NAMES]))
     .addOption(new Option('--image-score <kind>', 'standardized (default: per-position standardised map maximum) or max (raw map maximum)').choices(['standardized', 'max']))
     .option('--resume <model>', 'continue from a resumable model, adding these images')
+    .option('--review <review.json>', "with --resume: a QA review of a run the model scored; its good parts join the statistics, its defects the thresholds")
+    .option('--image-root <dir>', 'folder the reviewed images must lie in (repeatable; default: the working directory)', collectArg)
     .option('--batch-size <n>', 'images per backbone batch (default 16)', intArg('--batch-size', 1))
     .option('--threads <n>', 'ONNX Runtime threads', intArg('--threads', 1))
     .option('--no-embed-backbone', 'do not store the backbone graph in the model (smaller; needs the weights at score time)')
@@ -129,7 +131,7 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
 
   program
     .command('calibrate')
-    .description("move a fitted model's operating point without refitting: a false-reject target, review band, new good images or labelled defects")
+    .description("move a fitted model's operating point without refitting: a false-reject target, review band, new good images, labelled defects or a QA review")
     .argument('<model>', 'model file (fitted by this partscan version: it stores its out-of-sample scores)')
     .requiredOption('-o, --out <file>', 'model file to write (may be the same file; written atomically)')
     .option('--false-reject <rate>', "false-reject rate the image threshold is set at (default: the model's)", rateArg('--false-reject'))
@@ -137,6 +139,8 @@ function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
     .addOption(new Option('--threshold-rule <rule>', 'false-reject (default), f1 (needs defects), or sigma').choices([...THRESHOLD_RULE_NAMES]))
     .option('--defects <root-or-csv>', 'labelled defective images to add: an MVTec-style root, a labelled CSV list, or a folder of defective images')
     .option('--good <dir>', 'good images to add (scored out of sample)')
+    .option('--review <review.json>', "a QA review exported from the report of a run this model scored: its parts join the thresholds as good or defective")
+    .option('--image-root <dir>', 'folder the reviewed images must lie in (repeatable; default: the working directory)', collectArg)
     .option('--batch-size <n>', 'images per scoring batch', intArg('--batch-size', 1))
     .option('--threads <n>', 'ONNX Runtime threads', intArg('--threads', 1))
     .option('--weights <file>', 'backbone safetensors, for a model saved with --no-embed-backbone')

@@ -4,6 +4,7 @@
  */
 
 import type { Thresholds } from '../postprocess/thresholds.js';
+import type { ReviewJoinSummary } from '../model/types.js';
 import { fmtNum, fmtPct as pct } from './format.js';
 
 
@@ -22,4 +23,15 @@ export function formatOperatingPoint(t: Thresholds, indent = '           '): str
   }
   if (op.reviewBand) lines.push(`${indent}review band: UNCERTAIN from ${fmtNum(op.reviewBand.threshold)} (false-reject rate ${pct(op.reviewBand.falseRejectRate)}) to the image threshold`);
   return lines.join('\n');
+}
+
+/** One line: what a QA review brought (`calibrate --review`, `fit --resume --review`). */
+export function formatReviewJoin(r: ReviewJoinSummary): string {
+  const how = [
+    r.fitted ? `${r.fitted} good added to the statistics` : '',
+    r.recorded ? `${r.recorded} with the run's recorded scores` : '',
+    r.scored ? `${r.scored} scored now` : '',
+    r.inPool ? `${r.inPool} already in the calibration pool` : '',
+  ].filter(Boolean);
+  return `review     ${r.good + r.defect} reviewed parts (${r.good} good, ${r.defect} defect)${how.length ? `: ${how.join(', ')}` : ''}`;
 }

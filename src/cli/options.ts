@@ -38,6 +38,11 @@ export function thresholdRuleOf(name: (typeof THRESHOLD_RULE_NAMES)[number]): Th
   return name === 'sigma' ? DEFAULT_GOOD_RULE : name;
 }
 
+/** A repeatable flag's values, in the order given. */
+export function collectArg(v: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), v];
+}
+
 export function listArg(v: string): string[] {
   const items = v.split(',').map((s) => s.trim()).filter(Boolean);
   if (items.length === 0) throw new InvalidArgumentError('expects a comma-separated list.');
@@ -65,6 +70,8 @@ export interface FitFlags {
   calibration?: string;
   defects?: string;
   resume?: string;
+  review?: string;
+  imageRoot?: string[];
   batchSize?: number;
   threads?: number;
   embedBackbone: boolean;

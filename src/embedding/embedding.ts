@@ -47,6 +47,11 @@ export function gatherEmbedding(
   sources: readonly ChannelSource[],
   /** Where to write (P·N·d floats, e.g. a pooled buffer); a new array when omitted. */
   into?: Float32Array,
+  /**
+   * Rows of a larger position-major buffer [P, capacity, d] to write (`into` required): the batch goes
+   * to rows [offset, offset + N) of every position, e.g. straight into the fit's statistics buffer.
+   */
+  rows?: { capacity: number; offset: number },
 ): {
   /** The embedding, position-major [P, N, d]. */
   data: Float32Array;
@@ -62,7 +67,11 @@ export function gatherEmbedding(
   const [batch, , gridH, gridW] = first.dims;
   const d = sources.length;
   const P = gridH * gridW;
-  if (into && into.length !== P * batch * d) throw new RangeError(`embedding buffer has ${into.length} floats, ${P * batch * d} needed`);
+  const capacity = rows?.capacity ?? batch;
+  const offset = rows?.offset ?? 0;
+  if (offset < 0 || offset + batch > capacity) throw new RangeError(`rows ${offset}..${offset + batch} outside a buffer of ${capacity}`);
+  if (into && into.length !== P * capacity * d) throw new RangeError(`embedding buffer has ${into.length} floats, ${P * capacity * d} needed`);
+  if (rows && !into) throw new RangeError('rows need a buffer to write into');
   const out = into ?? new Float32Array(P * batch * d);
   // Per-layer nearest-neighbour row/column lookup tables.
   const rowMaps = maps.map((m) => Int32Array.from({ length: gridH }, (_, y) => Math.min(m.dims[2] - 1, Math.floor((y * m.dims[2]) / gridH))));
@@ -82,10 +91,10 @@ export function gatherEmbedding(
     });
     return { j: Int32Array.from(js), offset: Int32Array.from(offsets), imageStride: m.dims[1] * m.dims[2] * m.dims[3], data: m.data, W: m.dims[3] };
   });
-  const rowStride = batch * d;
+  const rowStride = capacity * d;
   for (let n = 0; n < batch; n++) {
     for (let y = 0; y < gridH; y++) {
-      const rowOut = (y * gridW * batch + n) * d;
+      const rowOut = (y * gridW * capacity + offset + n) * d;
       for (let l = 0; l < groups.length; l++) {
         const g = groups[l]!;
         const cols = colMaps[l]!;

@@ -28,6 +28,8 @@ export interface ImageResult {
   imageScore: number;
   /** The raw anomaly map's maximum (Mahalanobis distance; what the pixel threshold cuts). Absent in runs of partscan ≤ 0.1. */
   mapMax?: number;
+  /** The raw anomaly map's minimum (what a reviewed part brings to the pixel normalisation span; docs/REVIEW.md). Absent in older runs. */
+  mapMin?: number;
   /** Normalised image score, 0..1 (0.5 = threshold). */
   normalizedScore: number;
   /** The decision. */
@@ -80,6 +82,11 @@ export interface RunManifest {
     thresholds: Thresholds;
     /** Backbone name, for display. */
     backbone?: string;
+    /**
+     * The model's scoring identity (model/model-identity.ts): what a QA review of this run is checked
+     * against. Absent in runs of older versions.
+     */
+    sha256?: string;
   };
   /** One entry per scored image. */
   results: ImageResult[];
@@ -136,6 +143,7 @@ const imageResultShape = {
   imageScore: finite.describe('raw image score (what the threshold applies to)'),
   mapMax: finite.optional().describe('the anomaly map maximum, when the image score is another statistic'),
   normalizedScore: finite.describe('normalised image score, 0..1, threshold at 0.5 (docs: normalisation)'),
+  mapMin: finite.optional().describe("the raw anomaly map's minimum (a reviewed part's contribution to the pixel normalisation span)"),
   verdict: z.enum(['OK', 'NG', 'UNCERTAIN']),
   regions: z.array(regionSchema).describe('defect regions, highest peak first'),
   drift: z.strictObject({ flag: z.boolean(), score: finite, z: z.array(finite).optional() }).optional(),
@@ -167,6 +175,7 @@ const manifestShape = {
     path: z.string(),
     thresholds: thresholdsSchema,
     backbone: z.string().optional(),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/, 'expected a sha256 in lowercase hex').optional(),
   }),
   warnings: z.array(z.string()).optional(),
 };

@@ -12,6 +12,7 @@ import { parseOptions } from '../options/parse.js';
 import { scoreRunOptionsSchema, writeScoredRunOptionsSchema } from '../options/schemas.js';
 import type { Model, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from '../model/model.js';
 import { PARTSCAN_VERSION } from '../model/model.js';
+import { modelScoringSha256 } from '../model/model-identity.js';
 import type { Thresholds } from '../postprocess/thresholds.js';
 import { ensureOutputDir } from '../util/atomic-write.js';
 import { writeHeatmap16Png, writeImagePng, writeMaskPng, writeOverlayPng } from './images.js';
@@ -276,10 +277,13 @@ export async function exportScoredImage(
       outputs.original = file('original');
     }
   }
+  let mapMin = Infinity;
+  for (let i = 0; i < r.anomalyMap.length; i++) if (r.anomalyMap[i]! < mapMin) mapMin = r.anomalyMap[i]!;
   const result: ImageResult = {
     file: r.source,
     imageScore: r.imageScore,
     mapMax: r.mapMax,
+    ...(Number.isFinite(mapMin) ? { mapMin } : {}),
     // Uncalibrated placeholder; buildManifest replaces it with the run-relative value.
     normalizedScore: calibrated ? r.normalizedScore! : 0.5,
     verdict: calibrated ? r.verdict! : 'UNCERTAIN',
@@ -331,7 +335,7 @@ export function buildManifest(
     createdBy: 'partscan',
     version: PARTSCAN_VERSION,
     createdAt: new Date().toISOString(),
-    model: { path: modelPath ?? model.modelFile ?? '<memory>', thresholds, backbone: model.header.backbone.name },
+    model: { path: modelPath ?? model.modelFile ?? '<memory>', thresholds, backbone: model.header.backbone.name, sha256: modelScoringSha256(model) },
     results,
     failures,
   };

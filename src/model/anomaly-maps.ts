@@ -10,13 +10,12 @@ import * as ort from 'onnxruntime-node';
 import { PartscanError } from '../errors.js';
 import type { Backbone } from '../backbone/types.js';
 import { channelSources, gatherEmbedding, type ChannelSource } from '../embedding/embedding.js';
-import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { StatsKernels, positionsPerChunk } from '../stats/ort-kernels.js';
 import { createSession, defaultThreads } from '../onnx/session.js';
 import { UpsampleBlurSession } from '../postprocess/upsample-blur-graph.js';
 import type { Tensor4D } from '../types.js';
-import { inlineScoringGraph, type ScoringGraphModel } from './scoring-graph.js';
+import { inlineScoringGraph, inverseStripeInputs, type ScoringGraphModel } from './scoring-graph.js';
 import type { MapBatch } from './types.js';
 
 /** The scoring sessions and buffers of one model, created on first use and released by {@link dispose}. */
@@ -28,7 +27,8 @@ export class AnomalyMapper {
   private upsampleBlurPromise: Promise<UpsampleBlurSession> | undefined;
   /** The means in float32, as the scoring kernel takes them (made on first score). */
   private mean32: Float32Array | undefined;
-  private fullInversePromise: Promise<Float32Array[]> | undefined;
+  /** The stripe inputs of the single scoring session (views of the model's stripes, made once). */
+  private inverseFeeds: Record<string, ort.Tensor> | undefined;
   private fusedScoringPromise: Promise<ort.InferenceSession | undefined> | undefined;
 
   constructor(
@@ -48,25 +48,6 @@ export class AnomalyMapper {
     const { size, standardization } = this.model;
     this.upsampleBlurPromise ??= UpsampleBlurSession.create(gridW, gridH, size, this.model.header.postprocess.blurSigma, this.threads ?? defaultThreads(), standardization);
     return this.upsampleBlurPromise;
-  }
-
-  /** Full (unpacked) inverse covariances in position chunks, expanded once on first score. */
-  private fullInverses(): Promise<Float32Array[]> {
-    this.fullInversePromise ??= Promise.resolve().then(() => {
-      const P = this.model.positions;
-      const d = this.model.dim;
-      const tri = packedSize(d);
-      const chunk = positionsPerChunk(d, P);
-      const out: Float32Array[] = [];
-      for (let p0 = 0; p0 < P; p0 += chunk) {
-        const pc = Math.min(chunk, P - p0);
-        const full = new Float32Array(pc * d * d);
-        for (let q = 0; q < pc; q++) unpackSymmetric(this.model.invCovPacked, (p0 + q) * tri, d, full, q * d * d);
-        out.push(full);
-      }
-      return out;
-    });
-    return this.fullInversePromise;
   }
 
   /** Raw anomaly maps of a preprocessed batch, session by session through the given backbone. */
@@ -120,8 +101,15 @@ export class AnomalyMapper {
   async fusedMaps(session: ort.InferenceSession, batch: Tensor4D): Promise<MapBatch> {
     const [n] = batch.dims;
     const SS = this.model.size * this.model.size;
+    this.inverseFeeds ??= Object.fromEntries(
+      inverseStripeInputs(this.model).map((name, a) => {
+        const s = this.model.inverse.positionRange(0, this.model.positions)[a]!;
+        return [name, new ort.Tensor('float32', s.data, s.dims)];
+      }),
+    );
     const standardized = this.model.standardization !== undefined;
-    const out = await session.run({ input: new ort.Tensor('float32', batch.data.subarray(0, n * 3 * SS), [...batch.dims]) }, standardized ? ['anomaly_map', 'image_score'] : ['anomaly_map']);
+    const input = new ort.Tensor('float32', batch.data.subarray(0, n * 3 * SS), [...batch.dims]);
+    const out = await session.run({ input, ...this.inverseFeeds }, standardized ? ['anomaly_map', 'image_score'] : ['anomaly_map']);
     const maps = perImage(out.anomaly_map!.data as Float32Array, n, SS);
     return standardized ? { maps, imageScores: out.image_score!.data as Float32Array } : { maps };
   }
@@ -150,14 +138,14 @@ export class AnomalyMapper {
     const d = this.model.dim;
     this.mean32 ??= Float32Array.from(this.model.mean);
     const mean = this.mean32;
-    const [kernels, inverses] = await Promise.all([this.kernels(), this.fullInverses()]);
+    const kernels = await this.kernels();
     const out = new Float32Array(P * n);
-    let p0 = 0;
-    for (const inv of inverses) {
-      const pc = inv.length / (d * d);
-      const r = await kernels.mahalanobisSquared(emb.subarray(p0 * n * d, (p0 + pc) * n * d), mean.subarray(p0 * d, (p0 + pc) * d), inv, pc, n);
+    // Position chunks bound ORT's intermediates ([chunk, N, d] each) whatever the number of images.
+    const chunk = positionsPerChunk(d, P);
+    for (let p0 = 0; p0 < P; p0 += chunk) {
+      const pc = Math.min(chunk, P - p0);
+      const r = await kernels.mahalanobisSquared(emb.subarray(p0 * n * d, (p0 + pc) * n * d), mean.subarray(p0 * d, (p0 + pc) * d), this.model.inverse, p0, pc, n);
       out.set(r, p0 * n);
-      p0 += pc;
     }
     return out;
   }

@@ -15,7 +15,7 @@ import { BlurredMaxSession } from '../postprocess/upsample-blur-graph.js';
 import { defaultThreads } from '../onnx/session.js';
 import type { Thresholds } from '../postprocess/thresholds.js';
 import type { Sample } from '../types.js';
-import { CalibrationPool, type CalibrationSources, type KeyedRow } from './calibration-pool.js';
+import { CalibrationPool, type CalibrationSource, type CalibrationSources, type KeyedRow } from './calibration-pool.js';
 import { sha256File } from '../backbone/weights-cache.js';
 import { contaminationSuspects, outOfSampleByBackbone, outOfSampleFromEmbeddings, perImageMax, perImageMin, type OutOfSampleGrids } from './out-of-sample.js';
 import type { FitReport, Model, ProgressEvent } from './model.js';
@@ -40,6 +40,12 @@ export interface FitCalibrationInput {
   defects: Sample[];
   /** The model resumed from, whose calibration pool and operating point carry over. */
   resumed?: Model;
+  /**
+   * What a QA review brings (fit --resume --review, model/review-join.ts): rows of the resumed pool
+   * relabelled by the review, merged first, and the keys of every reviewed image, so that the rows this
+   * fit adds for them (reviewed-good images fitted, reviewed defects scored) are flagged as reviewed.
+   */
+  review?: { relabelled: { good: KeyedRow[]; defect: KeyedRow[] }; keys: ReadonlySet<string> };
   /** The fit's options that concern calibration. */
   options: {
     contaminationCheck?: boolean;
@@ -75,11 +81,10 @@ export async function calibrateFit(model: Model, input: FitCalibrationInput, war
   const training = await trainingScores(model, input, warnings, report);
   const heldOut = await heldOutScores(model, input, training, warnings);
   const defect = await defectScores(model, input);
-  const hashes = new FileHashes(input.fileHashes);
-  const pool = CalibrationPool.merge(input.resumed ? await input.resumed.calibrationScores() : undefined, {
+  const hashes = new FileHashes(input.fileHashes, input.review?.keys);
+  const pool = CalibrationPool.merge(await resumedPool(input), {
     good: await hashes.keyed(kept(input.fitFiles, training, heldOut)),
     defect: defect ? await hashes.keyed(defect.rows.map((row, i) => ({ row, file: input.defects[i]!.path }))) : undefined,
-    sources: { leaveOneOut: count(training?.suspect, false), heldOut: heldOut.kept.length, added: 0 },
     excluded: count(training?.suspect, true) + heldOut.excluded,
   });
   const thresholds = chooseThresholds(pool, input, training, defect, warnings);
@@ -89,6 +94,13 @@ export async function calibrateFit(model: Model, input: FitCalibrationInput, war
     looScores: training ? Array.from(training.imageScores).filter((_, i) => !training.suspect[i]) : [],
     heldOutScores: heldOut.kept.map((r) => r.row[0]!),
   };
+}
+
+/** The resumed model's pool, with the rows a review relabelled (none for a new model). */
+async function resumedPool(input: FitCalibrationInput): Promise<CalibrationPool | undefined> {
+  const pool = input.resumed ? await input.resumed.calibrationScores() : undefined;
+  const r = input.review?.relabelled;
+  return pool && r && r.good.length + r.defect.length > 0 ? CalibrationPool.merge(pool, { ...r, excluded: 0 }) : pool;
 }
 
 function count(flags: boolean[] | undefined, value: boolean): number {
@@ -174,27 +186,41 @@ async function imageScoresOf(model: Model, input: FitCalibrationInput, grids: Ou
   }
 }
 
+/** A scored image before its key is known. */
+interface FileRow {
+  row: number[];
+  file: string;
+  source?: CalibrationSource;
+}
+
 /** Rows [image score, map max, map min] of the training images that are no contamination suspects, then the held-out ones kept. */
-function kept(fitFiles: readonly string[], training: TrainingScores | undefined, heldOut: { kept: { row: number[]; file: string }[] }): { row: number[]; file: string }[] {
-  const rows: { row: number[]; file: string }[] = [];
+function kept(fitFiles: readonly string[], training: TrainingScores | undefined, heldOut: { kept: { row: number[]; file: string }[] }): FileRow[] {
+  const rows: FileRow[] = [];
   if (training) {
     for (let i = 0; i < training.imageScores.length; i++) {
-      if (!training.suspect[i]) rows.push({ row: [training.imageScores[i]!, training.mapMax[i]!, training.mapMin[i]!], file: fitFiles[i]! });
+      if (!training.suspect[i]) rows.push({ row: [training.imageScores[i]!, training.mapMax[i]!, training.mapMin[i]!], file: fitFiles[i]!, source: 'leaveOneOut' });
     }
   }
-  return [...rows, ...heldOut.kept];
+  return [...rows, ...heldOut.kept.map((r) => ({ ...r, source: 'heldOut' as const }))];
 }
 
 /** sha256 of image files' bytes (the pool's row keys), from the fit's guards where they hashed them already. */
 class FileHashes {
-  constructor(private readonly known: ReadonlyMap<string, string> | undefined) {}
+  constructor(
+    private readonly known: ReadonlyMap<string, string> | undefined,
+    /** Keys of images labelled by QA review: their rows are flagged as reviewed. */
+    private readonly reviewed: ReadonlySet<string> | undefined,
+  ) {}
 
-  async keyed(rows: readonly { row: number[]; file: string }[]): Promise<KeyedRow[]> {
+  async keyed(rows: readonly FileRow[]): Promise<KeyedRow[]> {
     const out: KeyedRow[] = [];
     for (let i = 0; i < rows.length; i += 16) {
       const part = rows.slice(i, i + 16);
       const keys = await Promise.all(part.map((r) => this.known?.get(r.file) ?? sha256File(r.file)));
-      part.forEach((r, k) => out.push({ row: r.row, key: keys[k]! }));
+      part.forEach((r, k) => {
+        const key = keys[k]!;
+        out.push({ row: r.row, key, ...(r.source ? { source: r.source } : {}), ...(this.reviewed?.has(key) ? { reviewed: true } : {}) });
+      });
     }
     return out;
   }

@@ -9,6 +9,7 @@ import type { VerdictBand } from '../postprocess/thresholds.js';
 import type { PreprocessOptions, Sample } from '../types.js';
 import type { Model } from './model.js';
 import type { ImageSource, ProgressEvent } from './types.js';
+import type { ReviewFile } from '../review/review-file.js';
 
 /** Options of {@link fit}. */
 export interface FitOptions {
@@ -67,6 +68,15 @@ export interface FitOptions {
   epsilon?: number;
   /** Continue from an existing model: its statistics are kept and the new images added. */
   resume?: Model | string;
+  /**
+   * A QA review of a run the `resume` model scored (a `review.json` path or a parsed review;
+   * docs/REVIEW.md): its reviewed-good parts join the Gaussians (exact incremental update), its reviewed
+   * defects join the thresholds' labelled defects and never the Gaussians. A review of another model
+   * is a 'REVIEW' error.
+   */
+  review?: string | ReviewFile;
+  /** Folders the reviewed images must lie in (default: the working directory). */
+  imageRoots?: string[];
   /** ONNX Runtime intra-op threads. */
   threads?: number;
   /** Progress callback. */

@@ -12,6 +12,7 @@ import { backboneDefaults, loadBackbone } from '../backbone/registry.js';
 import { loadDataset } from '../data/loaders.js';
 import { channelSources, gatherEmbedding, selectChannels } from '../embedding/embedding.js';
 import { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit } from '../stats/gaussian-stats.js';
+import { StripedInverse } from '../stats/striped-inverse.js';
 import { StatsKernels } from '../stats/ort-kernels.js';
 import { BufferPool } from '../util/buffer-pool.js';
 import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
@@ -28,11 +29,13 @@ import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
 import { validatePrecision } from '../backbone/quantize.js';
 import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibrate.js';
 import { calibrateFit } from './fit-calibration.js';
+import { nothingToFitError, planResumeReview } from './review-join.js';
 import type { FitOptions } from './fit-options.js';
 import { checkThresholdOptions } from '../postprocess/operating-point.js';
 import { checkFitInputs } from './fit-checks.js';
 import { throwIfAborted } from '../util/abort.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
+import { applyStored, encodePacked, STORAGE } from './model-sections.js';
 import { buildMonitorReference } from './monitor-reference.js';
 import {
   BLUR_SIGMA,
@@ -109,7 +112,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   throwIfAborted(opts.signal, 'The fit');
   checkThresholdOptions(
     { ...(opts.thresholdRule ? { rule: opts.thresholdRule } : {}), ...pick(opts, 'falseRejectTarget', 'reviewBand', 'band'), ...(opts.manualThresholds ? { manual: opts.manualThresholds } : {}) },
-    (opts.defects?.length ?? 0) > 0,
+    (opts.defects?.length ?? 0) > 0 || opts.review !== undefined,
     'fit',
   );
   await checkFitInputs(opts);
@@ -120,8 +123,11 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     typeof opts.resume === 'string'
       ? await Model.load(opts.resume, { resumeStatistics: true, ...(opts.backbone ? { backbone: opts.backbone } : {}) })
       : opts.resume;
-  const all = await trainingImages(source);
+  const reviewed = opts.review ? await planResumeReview(resumeFrom, { review: opts.review, ...pick(opts, 'imageRoots') }) : undefined;
+  if (reviewed) warnings.push(...reviewed.warnings);
+  const all = [...(await trainingImages(source)), ...(reviewed?.fitGood ?? [])];
   if (all.length === 0) {
+    if (opts.review) throw nothingToFitError(opts.review);
     throw new PartscanError('DATASET', 'No training images were given.', { remedy: 'point fit at a folder of good images' });
   }
   const seed = resumeFrom?.header.embedding.seed ?? opts.seed ?? DEFAULT_FIT_SEED;
@@ -273,42 +279,54 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     const n = prepared.n;
     if (!tiling) for (let k = 0; k < n; k++) descriptors.push(driftDescriptorFromTensor(prepared.tensor, k * 3 * size * size, size, preprocess));
     const input = { data: prepared.tensor, dims: [n, 3, size, size] as [number, number, number, number] };
-    const embed = (maps: Tensor4D[]) => {
-      const P = maps[0]!.dims[2] * maps[0]!.dims[3];
-      return gatherEmbedding(maps, sources, fitEmbeddings.acquire(P * n * d));
-    };
-    const emb = backbone.withFeatures ? await backbone.withFeatures(input, embed) : embed(await backbone.extract(input));
-    if (!grid) grid = { gridH: emb.gridH, gridW: emb.gridW };
-    const P = emb.gridH * emb.gridW;
     // Samples per image (tiles with tiling), to foresee the samples to come.
     const perImage = tiling ? n / batches[b]!.length : 1;
-    if (lowRank === undefined) {
-      ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
-    }
-    if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
-    if (!lowRank) {
-      acc ??= new GaussianAccumulator(P, d);
-      // Merge several backbone batches per statistics update: the per-position outer products then run as
-      // GEMMs with a deeper inner dimension and the packed scatter matrices are swept fewer times. The
-      // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
-      // Never larger than the samples still to come.
-      const samplesLeft = Math.ceil(perImage * (fitFiles.length - done));
-      const cap = Math.max(n, Math.min(samplesLeft, Math.floor(statsBufferBytes() / (P * d * 4))));
-      if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
-        if (pendingEmb && pendingEmb.count > 0) {
-          await flushEmbeddings(pendingEmb, acc, kernels);
-          looInBuffer = false;
-        }
-        if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };
+    /** Decides where this batch's embeddings go, given the grid: the statistics buffer (flushed when full). */
+    const place = async (P: number): Promise<EmbeddingBuffer> => {
+      if (lowRank === undefined) {
+        ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
       }
-      // When one buffer holds every training image, the leave-one-out check reads the embeddings from it
-      // (the statistics update leaves them intact); otherwise it keeps its own copy, within its budget.
-      looInBuffer ??= looKeep !== undefined && looKeep.allowed && done === 0 && pendingEmb.capacity >= Math.ceil(perImage * fitFiles.length);
-      if (looKeep && !looInBuffer) kept ??= looKeep.start(P, fitFiles.length, d);
-    }
-    if (kept) appendEmbeddings(kept, emb.data, n);
-    appendEmbeddings(pendingEmb!, emb.data, n);
-    fitEmbeddings.release(emb.data);
+      if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
+      if (!lowRank) {
+        acc ??= new GaussianAccumulator(P, d);
+        // Merge several backbone batches per statistics update: the per-position outer products then run as
+        // GEMMs with a deeper inner dimension and the packed scatter matrices are swept fewer times. The
+        // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
+        // Never larger than the samples still to come.
+        const samplesLeft = Math.ceil(perImage * (fitFiles.length - done));
+        const cap = Math.max(n, Math.min(samplesLeft, Math.floor(statsBufferBytes() / (P * d * 4))));
+        if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
+          if (pendingEmb && pendingEmb.count > 0) {
+            await flushEmbeddings(pendingEmb, acc, kernels);
+            looInBuffer = false;
+          }
+          if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };
+        }
+        // When one buffer holds every training image, the leave-one-out check reads the embeddings from it
+        // (the statistics update leaves them intact); otherwise it keeps its own copy, within its budget.
+        looInBuffer ??= looKeep !== undefined && looKeep.allowed && done === 0 && pendingEmb.capacity >= Math.ceil(perImage * fitFiles.length);
+        if (looKeep && !looInBuffer) kept ??= looKeep.start(P, fitFiles.length, d);
+      }
+      return pendingEmb!;
+    };
+    const embed = async (maps: Tensor4D[]): Promise<void> => {
+      const [, , gridH, gridW] = maps[0]!.dims;
+      grid ??= { gridH, gridW };
+      const target = await place(gridH * gridW);
+      if (kept) {
+        // A separate leave-one-out copy: gather once, append to both.
+        const emb = gatherEmbedding(maps, sources, fitEmbeddings.acquire(gridH * gridW * n * d));
+        appendEmbeddings(kept, emb.data, n);
+        appendEmbeddings(target, emb.data, n);
+        fitEmbeddings.release(emb.data);
+      } else {
+        // Straight into the statistics buffer's rows: no per-batch copy.
+        gatherEmbedding(maps, sources, target.data, { capacity: target.capacity, offset: target.count });
+        target.count += n;
+      }
+    };
+    if (backbone.withFeatures) await backbone.withFeatures(input, embed);
+    else await embed(await backbone.extract(input));
     done += batches[b]!.length;
     opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
   }
@@ -350,7 +368,7 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     backbone: { ...(resumeFrom ? (resumeIdentity as BackboneIdentity) : backbone.identity), embedded: true, inputName: backbone.inputName },
     preprocess,
     embedding: { channels: d, seed, totalChannels: backbone.identity.channels.reduce((a, b) => a + b, 0), gridH: grid.gridH, gridW: grid.gridW },
-    gaussian: { images: fitted.count, epsilon, storage: 'float32-packed', resumable: true, resumeState: fitted.m2 ? 'scatter' : 'samples' },
+    gaussian: { images: fitted.count, epsilon, storage: STORAGE, resumable: true, resumeState: fitted.m2 ? 'scatter' : 'samples' },
     postprocess: { blurSigma: BLUR_SIGMA, upsample: 'bilinear' },
     fit: { calibrationImages: 0, calibrationWarnings: [] },
     ...(tiling ? { tiling } : {}),
@@ -359,12 +377,15 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   };
   const drift = resumeFrom ? resumeFrom.header.drift : descriptors.length >= 5 ? fitDriftModel(descriptors, { names: [...GLOBAL_STATS_FEATURES] }) : undefined;
   if (drift) header.drift = drift;
+  // The file's float16 form of the inverse, encoded while the packed triangles are at hand.
+  const storedInverse = encodePacked(fitted.invCov, grid.gridH * grid.gridW, d);
   const model = Model.fromParts(
     {
       header,
       channelIndices,
       mean: fitted.mean,
-      invCovPacked: fitted.invCov,
+      // float32 for the checks below; set to the stored float16 values at the end of the fit.
+      inverse: StripedInverse.fromPacked(fitted.invCov, grid.gridH * grid.gridW, d),
       ...(fitted.m2 ? { m2: fitted.m2 } : {}),
       ...(fitted.samples ? { samples: fitted.samples } : {}),
       ...(resumeFrom?.standardization ? { standardization: resumeFrom.standardization } : {}),
@@ -396,8 +417,9 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
       ...(loopGuards ? { fileHashes: loopGuards.fileHashes() } : {}),
       ...(own ? { embeddings: own } : {}),
       heldOut: calibrationFiles,
-      defects: opts.defects ?? [],
+      defects: [...(opts.defects ?? []), ...(reviewed?.defects ?? [])],
       ...(resumeFrom ? { resumed: resumeFrom } : {}),
+      ...(reviewed ? { review: { relabelled: reviewed.relabelled, keys: reviewed.keys } } : {}),
       options: opts,
     },
     warnings,
@@ -411,7 +433,10 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   throwIfAborted(opts.signal, 'The fit');
   header.fit.calibrationImages = header.calibration?.good ?? 0;
   header.fit.calibrationWarnings = warnings.map((w) => w.message);
+  // Last: the fitted model then scores exactly as it will once saved and loaded (float16 inverse).
+  applyStored(model.inverse, storedInverse);
   model.fitWarnings = warnings;
+  if (reviewed) report.review = reviewed.summary;
   model.fitReport = report;
   return model;
 }

@@ -46,14 +46,14 @@ const calibrationSummary = z.looseObject({
 /** One entry of the container's section table (also checked by readModelFile before any section is read). */
 export const sectionInfoSchema = z.looseObject({
   name: z.string().min(1),
-  dtype: z.enum(['float32', 'float64', 'int32', 'uint8']),
+  dtype: z.enum(['float32', 'float64', 'int32', 'uint8', 'float16']),
   shape: z.array(int(0)),
   offset: int(0).refine(Number.isSafeInteger, 'expected a safe integer'),
   byteLength: int(0).refine(Number.isSafeInteger, 'expected a safe integer'),
   sha256: sha256Hex,
 });
 
-const BYTES: Record<z.infer<typeof sectionInfoSchema>['dtype'], number> = { float32: 4, float64: 8, int32: 4, uint8: 1 };
+const BYTES: Record<z.infer<typeof sectionInfoSchema>['dtype'], number> = { float32: 4, float64: 8, int32: 4, uint8: 1, float16: 2 };
 
 /** The container's section table: names unique, each byte length that of its shape and element type. */
 export const sectionTableSchema = z.array(sectionInfoSchema).superRefine((table, ctx) => {
@@ -91,7 +91,7 @@ const headerObject = z.looseObject({
   gaussian: z.looseObject({
     images: int(1),
     epsilon: finite.refine((e) => e >= 0, 'must be ≥ 0'),
-    storage: z.literal('float32-packed'),
+    storage: z.enum(['float32-packed', 'float16-packed']),
     resumable: z.boolean(),
     resumeState: z.enum(['scatter', 'samples']).optional(),
   }),
@@ -146,11 +146,15 @@ export const modelHeaderSchema = headerObject.superRefine((h, ctx) => {
   // The sections the header describes, with the shapes it implies.
   const P = e.gridH * e.gridW;
   const d = e.channels;
+  // float16-packed (format 1.5): inverse covariances in half precision, each position scaled by a
+  // power of two held in "invCov.scale".
+  const half = h.gaussian.storage === 'float16-packed';
   const expected: Record<string, { dtype: string; shape: number[] }> = {
     channels: { dtype: 'int32', shape: [d] },
     mean: { dtype: 'float64', shape: [P, d] },
-    invCov: { dtype: 'float32', shape: [P, packedSize(d)] },
+    invCov: { dtype: half ? 'float16' : 'float32', shape: [P, packedSize(d)] },
     m2: { dtype: 'float32', shape: [P, packedSize(d)] },
+    ...(half ? { 'invCov.scale': { dtype: 'float32', shape: [P] } } : {}),
     samples: { dtype: 'float32', shape: [P, h.gaussian.images, d] },
     roi: { dtype: 'uint8', shape: [size, size] },
     'imageScore.standardize': { dtype: 'float32', shape: [2, P] },
@@ -158,9 +162,11 @@ export const modelHeaderSchema = headerObject.superRefine((h, ctx) => {
     'calibration.defect': { dtype: 'float32', shape: [h.calibration?.defect ?? -1, 3] },
     'calibration.goodKeys': { dtype: 'uint8', shape: [h.calibration?.good ?? -1, 32] },
     'calibration.defectKeys': { dtype: 'uint8', shape: [h.calibration?.defect ?? -1, 32] },
+    'calibration.goodFlags': { dtype: 'uint8', shape: [h.calibration?.good ?? -1] },
+    'calibration.defectFlags': { dtype: 'uint8', shape: [h.calibration?.defect ?? -1] },
   };
   const byName = new Map(h.sections.map((s, i) => [s.name, i]));
-  for (const name of ['channels', 'mean', 'invCov']) if (!byName.has(name)) issue(['sections'], `the required section "${name}" is missing`);
+  for (const name of ['channels', 'mean', 'invCov', ...(half ? ['invCov.scale'] : [])]) if (!byName.has(name)) issue(['sections'], `the required section "${name}" is missing`);
   h.sections.forEach((s, i) => {
     const want = expected[s.name];
     if (want && (s.dtype !== want.dtype || s.shape.join(',') !== want.shape.join(','))) {

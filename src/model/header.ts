@@ -53,8 +53,13 @@ export interface ModelHeader {
     images: number;
     /** Covariance regulariser: ε·I is added to every position's covariance. */
     epsilon: number;
-    /** Inverse covariances are stored as packed float32 lower triangles. */
-    storage: 'float32-packed';
+    /**
+     * How the inverse covariances are stored: packed lower triangles, in float32 ('float32-packed',
+     * formats up to 1.4) or, from format 1.5, in float16 with one power-of-two scale per position
+     * ('float16-packed': half the bytes; scores within 1e-3 relative of float32, see docs/MODEL-FILE.md).
+     * The statistics for resuming are float32 either way.
+     */
+    storage: 'float32-packed' | 'float16-packed';
     /** Whether the file keeps what `fit --resume` needs to add images. */
     resumable: boolean;
     /**

@@ -25,16 +25,16 @@ export const MODEL_MAGIC = 'PARTSCAN';
 /** Current container major version: readers refuse other majors. */
 export const MODEL_FORMAT_MAJOR = 1;
 /** Current container minor version: additive changes only. */
-export const MODEL_FORMAT_MINOR = 4;
+export const MODEL_FORMAT_MINOR = 6;
 
 const PREAMBLE = 48;
 const ALIGN = 64;
 
-/** Element types of binary sections. */
-export type SectionDtype = 'float32' | 'float64' | 'int32' | 'uint8';
+/** Element types of binary sections ('float16': IEEE half precision, held as Uint16Array bit patterns; format 1.5). */
+export type SectionDtype = 'float32' | 'float64' | 'int32' | 'uint8' | 'float16';
 
-/** A typed array stored in a section. */
-export type SectionData = Float32Array | Float64Array | Int32Array | Uint8Array;
+/** A typed array stored in a section (a Uint16Array holds float16 bits). */
+export type SectionData = Float32Array | Float64Array | Int32Array | Uint8Array | Uint16Array;
 
 /** Table entry of one binary section. */
 export interface SectionInfo {
@@ -53,7 +53,15 @@ export interface SectionInfo {
 }
 
 const DTYPE_OF = (a: SectionData): SectionDtype =>
-  a instanceof Float32Array ? 'float32' : a instanceof Float64Array ? 'float64' : a instanceof Int32Array ? 'int32' : 'uint8';
+  a instanceof Float32Array
+    ? 'float32'
+    : a instanceof Float64Array
+      ? 'float64'
+      : a instanceof Int32Array
+        ? 'int32'
+        : a instanceof Uint16Array
+          ? 'float16'
+          : 'uint8';
 
 function alignUp(n: number): number {
   return Math.ceil(n / ALIGN) * ALIGN;
@@ -152,16 +160,40 @@ function formatError(file: string, what: string, remedy = 'the file is damaged o
 }
 
 /**
+ * Takes one streamed section piece by piece: `piece` holds the bytes at `byteOffset` within the
+ * section (a reused buffer: consume it before returning). Pieces are whole multiples of 8 bytes except
+ * the last.
+ */
+export type SectionConsumer = (piece: Uint8Array, byteOffset: number) => void;
+
+/** Bytes per piece of a streamed section. */
+const STREAM_PIECE = 4 * 1024 * 1024;
+
+/**
  * Reads and verifies a model file. Set `verify: false` to skip section checksums (faster for huge files;
  * an embedded backbone graph is verified all the same), and `sections` to read only the sections it
  * accepts (the others are still checked to lie within the file, so a truncated file is refused, but are
  * neither read nor verified). `check` sees the header and its section table before any section is read
  * (and may throw): what the header implies is checked before it is allocated. The caps of
- * model-file-limits.ts apply to every file.
+ * model-file-limits.ts apply to every file. `stream` takes chosen sections piece by piece instead of
+ * holding them whole (the big inverse covariances are decoded straight into their scoring form): their
+ * consumers are opened after every other section has been read; each streamed section is hashed as it
+ * streams (a mismatch throws after the last piece: discard what the consumer built) and left out of
+ * `sections`.
  */
 export async function readModelFile(
   file: string,
-  opts: { verify?: boolean; sections?: (name: string) => boolean; check?: (header: ModelFileContents['header']) => void } = {},
+  opts: {
+    verify?: boolean;
+    sections?: (name: string) => boolean;
+    check?: (header: ModelFileContents['header']) => void;
+    stream?: {
+      /** Whether to stream this section (instead of holding it whole). */
+      takes: (info: SectionInfo) => boolean;
+      /** The consumer of a streamed section, given the sections held whole (all read by then) and the header. */
+      open: (info: SectionInfo, held: ReadonlyMap<string, SectionData>, header: ModelFileContents['header']) => SectionConsumer;
+    };
+  } = {},
 ): Promise<ModelFileContents> {
   let handle: fs.FileHandle;
   try {
@@ -226,8 +258,13 @@ export async function readModelFile(
     const wanted = opts.sections ?? (() => true);
     checkReadBudget(header.sections, wanted, file);
     const sections = new Map<string, SectionData>();
+    const streamed: SectionInfo[] = [];
     for (const s of header.sections) {
       if (!wanted(s.name)) continue;
+      if (opts.stream?.takes(s)) {
+        streamed.push(s);
+        continue;
+      }
       if (VERIFIED_BEFORE_ALLOCATION.includes(s.name)) await verifyStreaming(handle, s, file);
       const data = allocate(s.dtype, s.byteLength, file);
       const bytes = bytesOf(data);
@@ -245,9 +282,35 @@ export async function readModelFile(
       }
       sections.set(s.name, data);
     }
+    // Streamed sections after every section held whole: a consumer may need those (e.g. scales).
+    for (const info of streamed) await streamSection(handle, info, opts.stream!.open(info, sections, header), file, opts.verify !== false);
     return { header, version: { major, minor }, sections };
   } finally {
     await handle.close();
+  }
+}
+
+/** Reads one section in pieces into `consume`, hashing as it goes; a checksum mismatch throws after the last piece. */
+async function streamSection(handle: fs.FileHandle, info: SectionInfo, consume: SectionConsumer, file: string, verify: boolean): Promise<void> {
+  const h = createHash('sha256');
+  const piece = new Uint8Array(Math.min(STREAM_PIECE, Math.max(8, info.byteLength)));
+  for (let o = 0; o < info.byteLength; ) {
+    const want = Math.min(piece.length, info.byteLength - o);
+    for (let got = 0; got < want; ) {
+      const { bytesRead } = await handle.read(piece, got, want - got, info.offset + o + got);
+      if (bytesRead <= 0) throw formatError(file, `section "${info.name}" is truncated`);
+      got += bytesRead;
+    }
+    const view = piece.subarray(0, want);
+    if (verify) h.update(view);
+    consume(view, o);
+    o += want;
+  }
+  if (verify && h.digest('hex') !== info.sha256) {
+    throw new PartscanError('MODEL_CHECKSUM', `${file}: section "${info.name}" checksum mismatch (the file is corrupted).`, {
+      file,
+      remedy: 're-fit the model or restore it from a backup',
+    });
   }
 }
 
@@ -270,6 +333,8 @@ function allocateTyped(dtype: SectionDtype, byteLength: number, file: string): S
       return new Int32Array(byteLength / 4);
     case 'uint8':
       return new Uint8Array(byteLength);
+    case 'float16':
+      return new Uint16Array(byteLength / 2);
     default:
       throw formatError(file, `unknown section type ${String(dtype)}`);
   }

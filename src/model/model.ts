@@ -2,17 +2,18 @@ import type * as ort from 'onnxruntime-node';
 import { PartscanError, type PartscanWarning } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
 import { loadOptionsSchema, saveOptionsSchema, scoreOptionsSchema } from '../options/schemas.js';
-import type { Backbone, BackboneIdentity } from '../backbone/types.js';
+import type { Backbone } from '../backbone/types.js';
 import { OrtBackbone } from '../backbone/ort-backbone.js';
 import { loadBackbone, type BackboneSpec } from '../backbone/registry.js';
-import { packedSize } from '../stats/gaussian-stats.js';
+import { assertSameBackbone, isBackbone, threadOpt } from '../backbone/identity.js';
+import type { StripedInverse } from '../stats/striped-inverse.js';
 import { mapOntoImage } from '../postprocess/resize.js';
 import type { PositionStandardization } from '../postprocess/standardize.js';
 import type { Thresholds } from '../postprocess/thresholds.js';
 import type { ImageInfo, Tensor4D } from '../types.js';
 import { parseDriftModel, type DriftModel } from '../guards/drift.js';
-import { readModelFile, writeModelFile, type SectionData } from './model-file.js';
-import { readModelParts, resumeSections, RESUME_SECTIONS, STANDARDIZE_SECTION, type ModelParts } from './model-sections.js';
+import { writeModelFile } from './model-file.js';
+import { encodeGaussianSections, readLazySections, readModelParts, resumeSections, RESUME_SECTIONS, STANDARDIZE_SECTION, STORAGE, type LazySections, type ModelParts, type SectionSpec } from './model-sections.js';
 import { CALIBRATION_SECTIONS, CalibrationPool } from './calibration-pool.js';
 import { graphSha256 } from './model-file-limits.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
@@ -24,7 +25,7 @@ import { rememberInput } from './result-input.js';
 import { throwIfAborted } from '../util/abort.js';
 import type { FitReport, ImageSource, MapBatch, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from './types.js';
 
-export { PARTSCAN_VERSION, stitchTiles };
+export { PARTSCAN_VERSION, stitchTiles, isBackbone, threadOpt };
 export type { FitReport, ImageSource, MapBatch, ModelHeader, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult };
 
 /** PaDiM's covariance regulariser ε in Σ + ε·I. */
@@ -49,8 +50,24 @@ export class Model {
   readonly channelIndices: Int32Array;
   /** Per-position means [P, d]. */
   readonly mean: Float64Array;
-  /** Per-position inverse covariances, packed lower triangles [P, d(d+1)/2]. */
-  readonly invCovPacked: Float32Array;
+  /**
+   * Per-position inverse covariances as scoring uses them: the one copy a model holds (about half the
+   * dense d² floats per position; see src/stats/striped-inverse.ts). ONNX Runtime reads them in place.
+   */
+  readonly inverse: StripedInverse;
+  /**
+   * Per-position inverse covariances as packed lower triangles [P, d(d+1)/2], made from
+   * {@link Model.inverse} on access (a new array while the previous one is garbage; read it once into
+   * a variable rather than in a loop).
+   */
+  get invCovPacked(): Float32Array {
+    const cached = this.packedCache?.revision === this.inverse.revision ? this.packedCache.packed.deref() : undefined;
+    if (cached) return cached;
+    const packed = this.inverse.toPacked();
+    this.packedCache = { packed: new WeakRef(packed), revision: this.inverse.revision };
+    return packed;
+  }
+  private packedCache: { packed: WeakRef<Float32Array>; revision: number } | undefined;
   /**
    * Centred scatter matrices for resuming (absent in compact files and in fits that keep samples; in a
    * loaded model, absent until {@link Model.resumeStatistics} has read them).
@@ -65,8 +82,10 @@ export class Model {
   get samples(): Float32Array | undefined {
     return this.resume.samples;
   }
-  /** The statistics for resuming, and, when they are still in the file, where to read them (and their sha256). */
-  private resume: { m2?: Float32Array; samples?: Float32Array; file?: string; sha256?: string };
+  /** The statistics for resuming, once read. */
+  private resume: { m2?: Float32Array; samples?: Float32Array };
+  /** Sections a load left in the file (resume statistics, sections scoring never reads), read on request. */
+  private lazy: LazySections | undefined;
   /** Region of interest at model resolution (1 = inspect), if any. */
   roi: Uint8Array | undefined;
   /**
@@ -77,8 +96,8 @@ export class Model {
     return this.std;
   }
   private std: PositionStandardization | undefined;
-  /** The calibration pool, and where to read it when it is still in the file (with its sections' sha256). */
-  private calibration: { pool?: CalibrationPool; file?: string; sha256?: Map<string, string> } = {};
+  /** The calibration pool, once read or set (a loaded model's stays in the file until asked for: {@link Model.lazy}). */
+  private calibration: { pool?: CalibrationPool } = {};
   private backbone: Backbone | undefined;
   private backbonePromise: Promise<Backbone> | undefined;
   /** The scoring sessions and scratch buffers, created on first score (anomaly-maps.ts). */
@@ -89,7 +108,7 @@ export class Model {
     this.header = parts.header;
     this.channelIndices = parts.channelIndices;
     this.mean = parts.mean;
-    this.invCovPacked = parts.invCovPacked;
+    this.inverse = parts.inverse;
     this.resume = { ...(parts.m2 ? { m2: parts.m2 } : {}), ...(parts.samples ? { samples: parts.samples } : {}) };
     this.roi = parts.roi;
     this.std = parts.standardization;
@@ -123,9 +142,11 @@ export class Model {
    * a supplied backbone must match the one the model was fitted with (name, weights sha256, layers),
    * otherwise a 'BACKBONE_MISMATCH' error is thrown.
    *
-   * The statistics kept for `fit --resume` (scatter matrices or samples: 1.4–1.9 GB at d=550) are not
-   * read unless `resumeStatistics` is true: scoring does not need them. {@link Model.resumeStatistics}
-   * reads them later, and {@link Model.save} does so by itself.
+   * Only what scoring needs is read: the statistics kept for `fit --resume` (scatter matrices or
+   * samples: 1.4–1.9 GB at d=550) and any other section stay in the file unless `resumeStatistics` is
+   * true; {@link Model.resumeStatistics} reads them later, and {@link Model.save} does so by itself.
+   * The inverse covariances are decoded from the file straight into the one copy scoring uses.
+   * `warmUp` builds the scoring session before returning ({@link Model.warmUp}).
    *
    * @example
    * const model = await Model.load('bottle.partscan');
@@ -134,10 +155,10 @@ export class Model {
    */
   static async load(
     file: string,
-    opts: { backbone?: string | BackboneSpec | Backbone; threads?: number; verify?: boolean; resumeStatistics?: boolean } = {},
+    opts: { backbone?: string | BackboneSpec | Backbone; threads?: number; verify?: boolean; resumeStatistics?: boolean; warmUp?: boolean } = {},
   ): Promise<Model> {
     parseOptions(loadOptionsSchema, opts, 'Model.load');
-    const { parts, sections, kept, lazy } = await readModelParts(file, opts);
+    const { parts, sections, lazy } = await readModelParts(file, opts);
     const header = parts.header;
     let backbone: Backbone | undefined;
     // A quantized graph cannot be rebuilt from a spec (weights): an embedded int8 backbone is used whatever spec is given.
@@ -153,8 +174,15 @@ export class Model {
     }
     const model = new Model(parts, backbone, opts.threads);
     model.modelFile = file;
-    if (!opts.resumeStatistics && kept) model.resume = { file, sha256: kept.sha256 };
-    if (header.calibration) model.calibration = { file, sha256: lazy };
+    model.lazy = lazy;
+    if (opts.warmUp) {
+      try {
+        await model.warmUp();
+      } catch (e) {
+        await model.dispose();
+        throw e;
+      }
+    }
     return model;
   }
 
@@ -163,19 +191,11 @@ export class Model {
    * file on first call; undefined for models without one (older formats, fits with too few images).
    */
   async calibrationScores(): Promise<CalibrationPool | undefined> {
-    const { pool, file, sha256 } = this.calibration;
-    if (pool || !file || !this.header.calibration) return pool;
-    const names: string[] = Object.values(CALIBRATION_SECTIONS);
-    const contents = await readModelFile(file, { sections: (name) => names.includes(name) });
-    for (const s of contents.header.sections) {
-      if (names.includes(s.name) && sha256?.get(s.name) !== s.sha256) {
-        throw new PartscanError('MODEL_FORMAT', `${file} changed since the model was loaded: its calibration scores are not this model's.`, {
-          file,
-          remedy: 'load the model again (Model.load) before calibrating or saving it',
-        });
-      }
-    }
-    this.calibration.pool = CalibrationPool.fromSections(this.header.calibration, contents.sections, file);
+    const { pool } = this.calibration;
+    const lazy = this.lazy;
+    if (pool || !lazy || !this.header.calibration) return pool;
+    const sections = await readLazySections(lazy, Object.values(CALIBRATION_SECTIONS));
+    this.calibration.pool = CalibrationPool.fromSections(this.header.calibration, sections, lazy.file);
     return this.calibration.pool;
   }
 
@@ -203,18 +223,38 @@ export class Model {
     /** The fitted embeddings themselves, for fits with at most d/2 samples. */
     samples?: Float32Array;
   }> {
-    const { file, sha256 } = this.resume;
-    if (file) {
-      const contents = await readModelFile(file, { sections: (name) => RESUME_SECTIONS.includes(name) });
-      if (!contents.header.sections.some((s) => s.sha256 === sha256)) {
-        throw new PartscanError('MODEL_FORMAT', `${file} changed since the model was loaded: its statistics for resuming are not this model's.`, {
-          file,
-          remedy: 'load the model again (Model.load) before resuming or saving it',
-        });
-      }
-      this.resume = resumeSections(contents.sections, this.header, file);
+    const lazy = this.lazy;
+    if (lazy && !this.resume.m2 && !this.resume.samples && lazy.entries.some((e) => RESUME_SECTIONS.includes(e.name))) {
+      this.resume = resumeSections(await readLazySections(lazy, RESUME_SECTIONS), this.header, lazy.file);
     }
     return { ...this.resume };
+  }
+
+  /**
+   * Builds what the first score would build — the scoring graph and its ONNX Runtime session (or the
+   * session-by-session kernels) — and runs one blank image through it, so that the first real image
+   * costs one inference. For a changeover: warm the next part type's model while the line stops.
+   *
+   * @example
+   * const next = await Model.load('cap.partscan');
+   * await next.warmUp(); // the first verdict on the line is now a steady-state score
+   */
+  async warmUp(): Promise<void> {
+    const S = this.size;
+    await this.anomalyMaps({ data: new Float32Array(3 * S * S), dims: [1, 3, S, S] });
+  }
+
+  /**
+   * Bytes this model keeps resident, by what it holds: the inverse-covariance stripes, means, ROI and
+   * any statistics for resuming read so far, plus its backbone graph three times (the bytes, and the
+   * weights of the backbone and scoring sessions). ONNX Runtime's activation arenas come on top (they
+   * grow with the batch size: some tens of MB per session at batch 1, 224 px). {@link ModelPool} budgets
+   * with it; `npm run bench` reports it beside the measured RSS per model.
+   */
+  get residentBytes(): number {
+    const own = this.inverse.byteLength + (this.inverse.encoded?.half.byteLength ?? 0) + this.mean.byteLength * 1.5 + this.channelIndices.byteLength + (this.roi?.byteLength ?? 0);
+    const resume = (this.resume.m2?.byteLength ?? 0) + (this.resume.samples?.byteLength ?? 0);
+    return own + resume + 3 * (this.backbone?.onnx.byteLength ?? 0);
   }
 
   /** Path the model was loaded from, if any. */
@@ -250,19 +290,17 @@ export class Model {
     const header: ModelHeader = {
       ...rest,
       backbone: { ...identity, embedded: embed, ...(backbone ? { graphSha256: graphSha256(backbone.onnx) } : {}) },
-      gaussian: { ...gaussian, resumable, ...(resumable ? { resumeState: m2 ? 'scatter' : 'samples' } : {}) },
+      gaussian: { ...gaussian, storage: STORAGE, resumable, ...(resumable ? { resumeState: m2 ? 'scatter' : 'samples' } : {}) },
       ...(this.standardization ? { imageScore: { kind: 'standardized' as const } } : imageScore ? { imageScore: { kind: 'max' as const } } : {}),
       ...(pool ? { calibration: pool.summary() } : {}),
     };
     const P = this.positions;
     const d = this.dim;
-    const sections: { name: string; data: SectionData; shape: number[] }[] = [
+    const sections: SectionSpec[] = [
       { name: 'channels', data: this.channelIndices, shape: [d] },
       { name: 'mean', data: this.mean, shape: [P, d] },
-      { name: 'invCov', data: this.invCovPacked, shape: [P, packedSize(d)] },
+      ...encodeGaussianSections(this.inverse, { ...(m2 ? { m2 } : {}), ...(samples ? { samples } : {}) }, this.header.gaussian.images),
     ];
-    if (m2) sections.push({ name: 'm2', data: m2, shape: [P, packedSize(d)] });
-    else if (samples) sections.push({ name: 'samples', data: samples, shape: [P, this.header.gaussian.images, d] });
     if (this.roi) sections.push({ name: 'roi', data: this.roi, shape: [this.size, this.size] });
     if (pool) sections.push(...pool.sections());
     if (this.standardization) {
@@ -273,6 +311,8 @@ export class Model {
     }
     if (backbone) sections.push({ name: 'backbone.onnx', data: backbone.onnx, shape: [backbone.onnx.length] });
     await writeModelFile(file, header as unknown as Record<string, unknown>, sections);
+    // A fit keeps the float16 form of its inverse for this write; the file has it now.
+    this.inverse.encoded = undefined;
   }
 
   /** The backbone, created on first use. */
@@ -481,32 +521,5 @@ export class Model {
     if (this.backbone) await this.backbone.dispose();
     this.backbone = undefined;
     this.backbonePromise = undefined;
-  }
-}
-
-/** @internal Whether a fit/load option is a backbone object (not a spec). */
-export function isBackbone(b: string | BackboneSpec | Backbone): b is Backbone {
-  return typeof b === 'object' && typeof (b as Backbone).extract === 'function';
-}
-
-/** @internal ORT thread option from a `threads` setting. */
-export function threadOpt(threads: number | undefined): { intraOpNumThreads?: number } {
-  return threads === undefined ? {} : { intraOpNumThreads: threads };
-}
-
-function assertSameBackbone(expected: BackboneIdentity, got: BackboneIdentity, file: string): void {
-  const same =
-    expected.name === got.name &&
-    expected.sha256 === got.sha256 &&
-    expected.layers.join(',') === got.layers.join(',') &&
-    expected.channels.join(',') === got.channels.join(',') &&
-    (expected.precision ?? 'fp32') === (got.precision ?? 'fp32');
-  if (!same) {
-    throw new PartscanError(
-      'BACKBONE_MISMATCH',
-      `${file} was fitted with backbone ${expected.name} (weights sha256 ${expected.sha256.slice(0, 12)}…, layers ${expected.layers.join(',')}, ${expected.precision ?? 'fp32'}), ` +
-        `but ${got.name} (sha256 ${got.sha256.slice(0, 12)}…, layers ${got.layers.join(',')}, ${got.precision ?? 'fp32'}) was supplied.`,
-      { file, remedy: 'score with the same backbone and weights the model was fitted with, or re-fit' },
-    );
   }
 }

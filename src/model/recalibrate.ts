@@ -15,6 +15,9 @@ import type { Thresholds } from '../postprocess/thresholds.js';
 import type { Sample } from '../types.js';
 import { throwIfAborted } from '../util/abort.js';
 import { CalibrationPool, type KeyedRow } from './calibration-pool.js';
+import { reviewRows } from './review-join.js';
+import type { ReviewJoinSummary } from './types.js';
+import type { ReviewFile } from '../review/review-file.js';
 import type { ImageSource, Model, ProgressEvent } from './model.js';
 
 /** Options of {@link calibrate}. */
@@ -32,6 +35,14 @@ export interface CalibrateOptions {
   defects?: ImageSource;
   /** New good images to add (a folder, a list, or a dataset root's good training images). */
   good?: ImageSource;
+  /**
+   * A QA review of a run this model scored (a `review.json` path or a parsed review; docs/REVIEW.md):
+   * its reviewed parts join the pool as good or defective, with the scores the run recorded. A review
+   * of another model is a 'REVIEW' error.
+   */
+  review?: string | ReviewFile;
+  /** Folders the reviewed images must lie in (default: the working directory). */
+  imageRoots?: string[];
   /** Images per scoring batch (default: the model's). */
   batchSize?: number;
   /** Cancels the scoring of new images; the model is left unchanged. */
@@ -46,8 +57,10 @@ export interface CalibrationResult {
   thresholds: Thresholds;
   /** The thresholds before. */
   previous: Thresholds | undefined;
-  /** Images scored and added to the pool now. */
+  /** Images scored and added to the pool now (`good` and `defects`; reviewed parts are counted in `review`). */
   added: { good: number; defect: number };
+  /** What the review brought, when one was given. */
+  review?: ReviewJoinSummary;
   /** Caveats about the new operating point. */
   warnings: PartscanWarning[];
 }
@@ -70,36 +83,44 @@ async function goodFiles(source: ImageSource): Promise<string[]> {
   return source.train.map((s) => s.path);
 }
 
-/** Scores files with the model into pool rows keyed by the sha256 of their bytes. */
-async function scoreKeyed(model: Model, files: string[], opts: CalibrateOptions, done: { n: number; total: number }): Promise<KeyedRow[]> {
-  const out: KeyedRow[] = [];
+/** Scores files with the model into pool rows [image score, map max, map min]. */
+async function scoreRows(model: Model, files: string[], opts: CalibrateOptions, done: { n: number; total: number }): Promise<number[][]> {
+  const out: number[][] = [];
   const bs = opts.batchSize ?? model.defaultScoreBatchSize;
   for (let i = 0; i < files.length; i += bs) {
     throwIfAborted(opts.signal, 'The calibration');
-    const part = files.slice(i, i + bs);
-    const [results, keys] = await Promise.all([model.score(part, { batchSize: bs, ...(opts.signal ? { signal: opts.signal } : {}) }), Promise.all(part.map((f) => sha256File(f)))]);
-    results.forEach((r, k) => {
+    for (const r of await model.score(files.slice(i, i + bs), { batchSize: bs, ...(opts.signal ? { signal: opts.signal } : {}) })) {
       let lo = Infinity;
       for (let j = 0; j < r.anomalyMap.length; j++) if (r.anomalyMap[j]! < lo) lo = r.anomalyMap[j]!;
-      out.push({ row: [r.imageScore, r.mapMax, lo], key: keys[k]! });
-    });
-    done.n += part.length;
+      out.push([r.imageScore, r.mapMax, lo]);
+    }
+    done.n += Math.min(bs, files.length - i);
     opts.onProgress?.({ stage: 'calibrate', done: done.n, total: done.total });
   }
   return out;
+}
+
+/** Scores files into pool rows keyed by the sha256 of their bytes. */
+async function scoreKeyed(model: Model, files: string[], opts: CalibrateOptions, done: { n: number; total: number }): Promise<KeyedRow[]> {
+  const [rows, keys] = await Promise.all([scoreRows(model, files, opts, done), Promise.all(files.map((f) => sha256File(f)))]);
+  return rows.map((row, i) => ({ row, key: keys[i]! }));
 }
 
 /**
  * Re-picks a fitted model's thresholds (see the module comment) and sets them, with the extended
  * calibration pool, on `model`; save the model to keep them. Throws 'OPTIONS' for invalid options
  * (before any image is read), 'THRESHOLD' for a model that stores no calibration scores (fitted by
- * partscan ≤ 0.1 or on fewer than 3 images: fit it again), 'CANCELLED' when `signal` aborts.
+ * partscan ≤ 0.1 or on fewer than 3 images: fit it again), 'REVIEW' for a malformed review, a review of
+ * another model, or one naming files outside `imageRoots` or missing, 'CANCELLED' when `signal` aborts.
  *
  * @example
  * const model = await Model.load('bottle.partscan');
  * const r = await calibrate(model, { falseRejectTarget: 0.005, defects: 'bottle-defects/' });
  * console.log(r.thresholds.operatingPoint?.escape);
  * await model.save('bottle-0.5pct.partscan');
+ *
+ * // QA labelled parts of a run this model scored, in the run's report:
+ * await calibrate(model, { review: 'review.json', imageRoots: ['/data/line3'] });
  */
 export async function calibrate(model: Model, opts: CalibrateOptions = {}): Promise<CalibrationResult> {
   parseOptions(calibrateOptionsSchema, opts, 'calibrate');
@@ -112,7 +133,7 @@ export async function calibrate(model: Model, opts: CalibrateOptions = {}): Prom
     ...(reviewBand !== undefined ? { reviewBand } : {}),
   };
   const stored = await model.calibrationScores();
-  checkThresholdOptions(thresholdOptions, opts.defects !== undefined || (stored?.defect.rows ?? 0) > 0, 'calibrate');
+  checkThresholdOptions(thresholdOptions, opts.defects !== undefined || opts.review !== undefined || (stored?.defect.rows ?? 0) > 0, 'calibrate');
   if (!stored) {
     throw new PartscanError('THRESHOLD', `${model.modelFile ?? 'This model'} stores no out-of-sample calibration scores (it was fitted by partscan ≤ 0.1, or on fewer than 3 good images), so its operating point cannot be moved.`, {
       ...(model.modelFile ? { file: model.modelFile } : {}),
@@ -126,12 +147,27 @@ export async function calibrate(model: Model, opts: CalibrateOptions = {}): Prom
   const done = { n: 0, total: good.length + defects.length };
   const goodRows = await scoreKeyed(model, good, opts, done);
   const defectRows = await scoreKeyed(model, defects, opts, done);
+  const review = opts.review
+    ? await reviewRows(model, stored, { review: opts.review, ...(opts.imageRoots ? { imageRoots: opts.imageRoots } : {}), ...(opts.signal ? { signal: opts.signal } : {}) }, (files) => {
+        done.total += files.length;
+        return scoreRows(model, files, opts, done);
+      })
+    : undefined;
   throwIfAborted(opts.signal, 'The calibration');
-  const pool = CalibrationPool.merge(stored, { good: goodRows, defect: defectRows, sources: { leaveOneOut: 0, heldOut: 0, added: goodRows.length }, excluded: 0 });
+  // A review's label wins over the same image given as --good or --defects.
+  const reviewed = new Set([...(review?.good ?? []), ...(review?.defect ?? [])].map((r) => r.key));
+  const unreviewed = (r: KeyedRow): boolean => !reviewed.has(r.key);
+  const pool = CalibrationPool.merge(stored, { good: [...goodRows.filter(unreviewed), ...(review?.good ?? [])], defect: [...defectRows.filter(unreviewed), ...(review?.defect ?? [])], excluded: 0 });
   const sel = selectThresholds(pool.scores(), thresholdOptions);
   sel.thresholds.operatingPoint!.goodScores.excluded = pool.excluded;
   const previous = model.header.thresholds;
   model.setThresholds(sel.thresholds);
   model.setCalibrationScores(pool);
-  return { thresholds: sel.thresholds, previous, added: { good: goodRows.length, defect: defectRows.length }, warnings: sel.warnings };
+  return {
+    thresholds: sel.thresholds,
+    previous,
+    added: { good: goodRows.length, defect: defectRows.length },
+    ...(review ? { review: review.summary } : {}),
+    warnings: [...(review?.warnings ?? []), ...sel.warnings],
+  };
 }

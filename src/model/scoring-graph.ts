@@ -10,12 +10,12 @@ import type { onnx as OnnxTypes } from 'onnx-proto';
 import { PartscanError } from '../errors.js';
 import type { Backbone } from '../backbone/types.js';
 import { channelSources } from '../embedding/embedding.js';
-import { packedSize, unpackSymmetric } from '../stats/gaussian-stats.js';
-import { reduceMaxNodes, standardizedScoreNodes, upsampleBlurNodes, type GraphSink } from '../postprocess/upsample-blur-graph.js';
+import { stripedMahalanobisNodes, type StripedInverse } from '../stats/striped-inverse.js';
+import { reduceMaxNodes, standardizedScoreNodes, upsampleBlurNodes } from '../postprocess/upsample-blur-graph.js';
 import type { PositionStandardization } from '../postprocess/standardize.js';
 import { gaussianKernel1d } from '../postprocess/blur.js';
 import { normalizationScale } from '../postprocess/normalize.js';
-import { encodeModelWithRawTensors, LITTLE_ENDIAN_HOST, littleEndianBytes, makeNode, type RawTensor, modelProto, ONNX_IR_VERSION, ONNX_OPSET, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../onnx/graph.js';
+import { encodeModelWithRawTensors, LITTLE_ENDIAN_HOST, littleEndianBytes, makeNode, type GraphSink, type RawTensor, modelProto, ONNX_IR_VERSION, ONNX_OPSET, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../onnx/graph.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
 
 const { onnx } = onnxProto;
@@ -39,8 +39,8 @@ export interface ScoringGraphModel {
   readonly mean: Float64Array;
   /** The random channel subset. */
   readonly channelIndices: Int32Array;
-  /** Inverse covariances, packed lower triangles [P, d(d+1)/2]. */
-  readonly invCovPacked: Float32Array;
+  /** Inverse covariances, as stripes (the form scoring multiplies with; see striped-inverse.ts). */
+  readonly inverse: StripedInverse;
   /** Region of interest (size×size, 1 = inspect), if any. */
   readonly roi: Uint8Array | undefined;
   /** Per-position standardisation of the image score (format ≥ 1.3), if any. */
@@ -82,13 +82,13 @@ function boolSpec(name: string, dims: number[], values: Uint8Array): Initializer
 }
 
 /**
- * The full inverse covariances [P, d, d] unpacked from the model's packed lower triangles, produced in
- * position chunks of about 64 MiB so the whole tensor never has to exist in memory at once.
+ * The full inverse covariances [P, d, d] expanded from the model's stripes (for the ONNX export, which
+ * keeps the plain dense tensor), produced in position chunks of about 64 MiB so the whole tensor never
+ * has to exist in memory at once.
  */
 function inverseSpec(name: string, model: ScoringGraphModel): InitializerSpec {
   const P = model.positions;
   const d = model.dim;
-  const tri = packedSize(d);
   const perChunk = Math.max(1, Math.min(P, Math.floor((64 * 1024 * 1024) / (d * d * 4))));
   return {
     proto: { name, dims: [P, d, d], dataType: FLOAT },
@@ -97,7 +97,7 @@ function inverseSpec(name: string, model: ScoringGraphModel): InitializerSpec {
       for (let p0 = 0; p0 < P; p0 += perChunk) {
         const pc = Math.min(perChunk, P - p0);
         const full = new Float32Array(pc * d * d);
-        for (let q = 0; q < pc; q++) unpackSymmetric(model.invCovPacked, (p0 + q) * tri, d, full, q * d * d);
+        for (let q = 0; q < pc; q++) model.inverse.writeDense(p0 + q, full, q * d * d);
         yield littleEndianBytes(full);
       }
     },
@@ -105,11 +105,16 @@ function inverseSpec(name: string, model: ScoringGraphModel): InitializerSpec {
       ? {
           writeInto: (target: Uint8Array) => {
             const full = new Float32Array(target.buffer, target.byteOffset, P * d * d);
-            for (let p = 0; p < P; p++) unpackSymmetric(model.invCovPacked, p * tri, d, full, p * d * d);
+            for (let p = 0; p < P; p++) model.inverse.writeDense(p, full, p * d * d);
           },
         }
       : {}),
   };
+}
+
+/** Names of the stripe inputs of the in-process scoring graph, in stripe order. */
+export function inverseStripeInputs(model: ScoringGraphModel): string[] {
+  return model.inverse.stripes.map((_, a) => `partscan/inv_cov.${a}`);
 }
 
 /** A backbone initializer with its data as raw bytes (externalisable), or as it is when held in a typed field other than float. */
@@ -223,13 +228,23 @@ export interface PadimGraph {
   S: number;
   /** Whether `anomaly_map` / `image_score` are normalised. */
   normalized: boolean;
+  /** Graph inputs besides the image: the inverse-covariance stripes, when they are fed at run time. */
+  inverseInputs: OnnxTypes.IValueInfoProto[];
 }
+
+/**
+ * How the scoring graph holds the inverse covariances: 'dense', one [P, d, d] initializer (the ONNX
+ * export: a self-contained file with the plain tensor); 'stripe-inputs', the model's stripes as graph
+ * inputs fed at every run ({@link inverseStripeInputs}), read in place by ONNX Runtime (in-process
+ * scoring: no copy of them in the graph bytes nor in the session).
+ */
+export type InverseCovarianceForm = 'dense' | 'stripe-inputs';
 
 /**
  * Builds the whole scoring graph of `model` (raw: outputs not normalised; withMask: a `pred_mask`
  * output when the model has thresholds).
  */
-export async function buildPadimGraph(model: ScoringGraphModel, raw: boolean, withMask = true): Promise<PadimGraph> {
+export async function buildPadimGraph(model: ScoringGraphModel, raw: boolean, withMask = true, inverseForm: InverseCovarianceForm = 'dense'): Promise<PadimGraph> {
   const header = model.header;
   const S = model.size;
   const { gridH, gridW } = header.embedding;
@@ -327,33 +342,28 @@ export async function buildPadimGraph(model: ScoringGraphModel, raw: boolean, wi
     emb = 'partscan/emb';
   }
 
-  // Mahalanobis head: [N, d, gh, gw] → [P, N, d]; (x − μ)ᵀ Σ⁻¹ (x − μ) per position, as the scoring
-  // kernel computes it (same MatMul layout, so the same float32 summation order).
-  const mean32 = Float32Array.from(model.mean);
-  add(int64Spec('partscan/shape.NdP', [3], [0, d, P]));
-  add(floatSpec('partscan/mean', [P, 1, d], mean32));
-  add(inverseSpec('partscan/inv_cov', model));
-  add(int64Spec('partscan/axis2', [1], [2]));
-  add(floatSpec('partscan/zero', [], Float32Array.of(0)));
-  add(int64Spec('partscan/shape.grid', [4], [0, 1, gridH, gridW]));
-  node('Reshape', [emb, 'partscan/shape.NdP'], ['partscan/emb.NdP']);
-  node('Transpose', ['partscan/emb.NdP'], ['partscan/emb.PNd'], { perm: [2, 0, 1] });
-  node('Sub', ['partscan/emb.PNd', 'partscan/mean'], ['partscan/diff']);
-  node('MatMul', ['partscan/diff', 'partscan/inv_cov'], ['partscan/diff.inv']);
-  node('Mul', ['partscan/diff.inv', 'partscan/diff'], ['partscan/d2.terms']);
-  node('ReduceSum', ['partscan/d2.terms', 'partscan/axis2'], ['partscan/d2'], { keepdims: 0 });
-  node('Max', ['partscan/d2', 'partscan/zero'], ['partscan/d2.pos']);
-  node('Sqrt', ['partscan/d2.pos'], ['partscan/dist.PN']);
-  node('Transpose', ['partscan/dist.PN'], ['partscan/dist.NP'], { perm: [1, 0] });
-  node('Reshape', ['partscan/dist.NP', 'partscan/shape.grid'], ['partscan/dist']);
-
-  // Upsample to S×S and blur: the same nodes partscan's own scoring runs.
+  // Mahalanobis head: [N, d, gh, gw] → [P, N, d]; (x − μ)ᵀ Σ⁻¹ (x − μ) per position.
   const sink: GraphSink = {
     float: (name, dims, data) => add(floatSpec(name, dims, data)),
     int64: (name, dims, values) => add(int64Spec(name, dims, values)),
     node: (op, inputs, outputs, attrs) => node(op, inputs, outputs, attrs),
     opset: defaultOpset,
   };
+  const mean32 = Float32Array.from(model.mean);
+  add(int64Spec('partscan/shape.NdP', [3], [0, d, P]));
+  add(floatSpec('partscan/mean', [P, 1, d], mean32));
+  add(floatSpec('partscan/zero', [], Float32Array.of(0)));
+  add(int64Spec('partscan/shape.grid', [4], [0, 1, gridH, gridW]));
+  node('Reshape', [emb, 'partscan/shape.NdP'], ['partscan/emb.NdP']);
+  node('Transpose', ['partscan/emb.NdP'], ['partscan/emb.PNd'], { perm: [2, 0, 1] });
+  node('Sub', ['partscan/emb.PNd', 'partscan/mean'], ['partscan/diff']);
+  const inverseInputs = mahalanobisHead(model, inverseForm, sink, add, 'partscan/diff', 'partscan/d2');
+  node('Max', ['partscan/d2', 'partscan/zero'], ['partscan/d2.pos']);
+  node('Sqrt', ['partscan/d2.pos'], ['partscan/dist.PN']);
+  node('Transpose', ['partscan/dist.PN'], ['partscan/dist.NP'], { perm: [1, 0] });
+  node('Reshape', ['partscan/dist.NP', 'partscan/shape.grid'], ['partscan/dist']);
+
+  // Upsample to S×S and blur: the same nodes partscan's own scoring runs.
   upsampleBlurNodes(sink, 'partscan/dist', 'partscan/raw_map', { gridW, gridH }, S, header.postprocess.blurSigma, 'partscan/map');
 
   // Image score (normalised below with the image statistics): the maximum of the standardised map when
@@ -389,24 +399,57 @@ export async function buildPadimGraph(model: ScoringGraphModel, raw: boolean, wi
     node('Identity', ['partscan/raw_score'], ['image_score']);
   }
 
-  return { nodes, specs, outputs, opsetImport, bbModel, bbGraph, S, normalized };
+  return { nodes, specs, outputs, opsetImport, bbModel, bbGraph, S, normalized, inverseInputs };
 }
 
-/** Largest total of tensors {@link inlineScoringGraph} encodes (protobuf messages stop at 2 GiB). */
+/**
+ * Squared distances `out` [P, N] from Δ `diff` [P, N, d], with the inverse covariances in the given
+ * form; returns the graph inputs that form needs (none for 'dense').
+ */
+function mahalanobisHead(
+  model: ScoringGraphModel,
+  form: InverseCovarianceForm,
+  sink: GraphSink,
+  add: (spec: InitializerSpec) => void,
+  diff: string,
+  out: string,
+): OnnxTypes.IValueInfoProto[] {
+  if (form === 'dense') {
+    // One dense MatMul, as the statistics kernels computed it before the stripes (export files keep it).
+    add(inverseSpec('partscan/inv_cov', model));
+    sink.int64('partscan/axis2', [1], [2]);
+    sink.node('MatMul', [diff, 'partscan/inv_cov'], ['partscan/diff.inv']);
+    sink.node('Mul', ['partscan/diff.inv', diff], ['partscan/d2.terms']);
+    sink.node('ReduceSum', ['partscan/d2.terms', 'partscan/axis2'], [out], { keepdims: 0 });
+    return [];
+  }
+  const names = inverseStripeInputs(model);
+  stripedMahalanobisNodes(sink, diff, out, model.inverse.stripes, names, 'partscan/mahalanobis');
+  return model.inverse.stripes.map((s, a) => tensorValueInfo(names[a]!, FLOAT, [model.positions, s.r1, s.r1 - s.r0]));
+}
+
+/**
+ * Largest dense inverse covariances plus backbone for which {@link inlineScoringGraph} builds one graph.
+ * The stripes are graph inputs, so no protobuf limit applies any more; beyond this size (d=550 at
+ * 224 px: 3.8 GB dense) batches are dominated by the Mahalanobis GEMMs anyway, and the session-by-session
+ * path bounds their intermediates by position chunks instead of holding [P, N, d] tensors whole.
+ */
 export const INLINE_SCORING_GRAPH_BYTES = 1.5 * 1024 ** 3;
 
 /**
  * The model's whole scoring path — backbone → embedding → Mahalanobis → upsample + blur, raw outputs
  * `anomaly_map` [N,1,S,S] and `image_score` [N] — as one ONNX model in memory, for in-process scoring
  * with a single ONNX Runtime session (no JavaScript gather between sessions, no hand-off of feature
- * maps: ~4 ms/image less at d=100). Undefined for tiled models and when the tensors exceed
- * {@link INLINE_SCORING_GRAPH_BYTES} (d=550 at 224 px holds 3.8 GB of inverse covariances).
+ * maps: ~4 ms/image less at d=100). The inverse covariances are not in it: they are graph inputs
+ * ({@link inverseStripeInputs}), fed from the model's stripes at every run; `inverseForm` 'dense' puts
+ * them in as one dense [P, d, d] initializer instead (the reference path that tests compare with).
+ * Undefined for tiled models and beyond {@link INLINE_SCORING_GRAPH_BYTES}.
  */
-export async function inlineScoringGraph(model: ScoringGraphModel): Promise<Uint8Array | undefined> {
+export async function inlineScoringGraph(model: ScoringGraphModel, inverseForm: InverseCovarianceForm = 'stripe-inputs'): Promise<Uint8Array | undefined> {
   if (model.header.tiling) return undefined;
   const backbone = await model.getBackbone();
   if (model.positions * model.dim * model.dim * 4 + backbone.onnx.length > INLINE_SCORING_GRAPH_BYTES) return undefined;
-  const g = await buildPadimGraph(model, true, false);
+  const g = await buildPadimGraph(model, true, false, inverseForm);
   const raw = g.specs.filter((s): s is RawTensor => s.chunks !== undefined);
   const typed = g.specs.filter((s) => s.chunks === undefined).map((s) => s.proto);
   return encodeModelWithRawTensors(padimModelProto(g, typed, { name: 'partscan_padim_scoring' }), raw);
@@ -435,7 +478,7 @@ export function padimModelProto(
       name: about.name,
       node: g.nodes,
       initializer: initializers,
-      input: [tensorValueInfo('input', FLOAT, ['N', 3, g.S, g.S])],
+      input: [tensorValueInfo('input', FLOAT, ['N', 3, g.S, g.S]), ...g.inverseInputs],
       output: g.outputs,
       valueInfo: g.bbGraph.valueInfo ?? [],
       ...(about.graphDoc ? { docString: about.graphDoc } : {}),

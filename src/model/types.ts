@@ -52,6 +52,24 @@ export interface FitReport {
     /** Robust z of that score, on the log scale, among the training images. */
     z: number;
   }[];
+  /** What a QA review brought (`fit --resume --review`). */
+  review?: ReviewJoinSummary;
+}
+
+/** What a QA review brought to a model (`calibrate --review`, `fit --resume --review`; model/review-join.ts). */
+export interface ReviewJoinSummary {
+  /** Parts labelled good. */
+  good: number;
+  /** Parts labelled defective. */
+  defect: number;
+  /** Parts the calibration pool held already: their out-of-sample rows were kept, relabelled where the review said so. */
+  inPool: number;
+  /** Parts that joined with the scores the run recorded. */
+  recorded: number;
+  /** Parts scored now (the review carried no scores, or did not say which model scored its run). */
+  scored: number;
+  /** `fit --resume`: reviewed-good parts added to the Gaussians. */
+  fitted: number;
 }
 
 /** Per-image scoring result. */

@@ -129,6 +129,31 @@ function attribute(name: string, value: OnnxAttributeValue): OnnxTypes.IAttribut
   return { name, type: T.FLOAT, f: value.float };
 }
 
+/** Where graph-building helpers put what they build (constants and nodes), whoever assembles the graph. */
+export interface GraphSink {
+  /** Adds a float32 constant. */
+  float(name: string, dims: number[], data: Float32Array): void;
+  /** Adds an int64 constant. */
+  int64(name: string, dims: number[], values: readonly number[]): void;
+  /** Adds a node (its name is the sink's business). */
+  node(op: string, inputs: string[], outputs: string[], attrs?: Record<string, OnnxAttributeValue>): void;
+  /** The graph's default-domain opset (ReduceMax takes its axes as an input from opset 18); default {@link ONNX_OPSET}. */
+  opset?: number;
+}
+
+/** A {@link GraphSink} that collects inline initializers and nodes (named `<op>_<serial>`) for a small kernel graph. */
+export function collectingSink(): { sink: GraphSink; nodes: OnnxTypes.INodeProto[]; initializers: OnnxTypes.ITensorProto[] } {
+  const nodes: OnnxTypes.INodeProto[] = [];
+  const initializers: OnnxTypes.ITensorProto[] = [];
+  let serial = 0;
+  const sink: GraphSink = {
+    float: (name, dims, data) => void initializers.push(floatInitializer(name, dims, data)),
+    int64: (name, dims, values) => void initializers.push(int64Initializer(name, dims, values)),
+    node: (op, inputs, outputs, attrs = {}) => void nodes.push(makeNode(op, inputs, outputs, `${op}_${serial++}`, attrs)),
+  };
+  return { sink, nodes, initializers };
+}
+
 /** A node; attributes are emitted in the object's key order. */
 export function makeNode(
   opType: string,

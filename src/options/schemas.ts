@@ -55,6 +55,10 @@ const goodOnlyRule = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('quantile'), q: z.number().min(0).max(1) }),
   z.strictObject({ kind: z.literal('sigma'), k: z.number().min(0).finite(), floorAtMax: z.boolean().optional() }),
 ]);
+/** A QA review: a review.json path, or a parsed review (validated in depth by review/review-file.ts, as 'REVIEW'). */
+const review = z.union([z.string().min(1), objectLike]);
+/** Folders reviewed images must lie in. */
+const imageRoots = z.array(z.string().min(1)).min(1);
 /** How thresholds are chosen (postprocess/operating-point.ts). */
 export const thresholdRuleSchema = z.union([z.enum(['false-reject', 'f1']), goodOnlyRule]);
 
@@ -79,6 +83,8 @@ export const fitOptionsSchema = z.strictObject({
   band: band.optional(),
   epsilon: nonNegative.optional(),
   resume: z.union([z.string().min(1), objectLike]).optional(),
+  review: review.optional(),
+  imageRoots: imageRoots.optional(),
   threads: z.int().min(0).optional(),
   onProgress: fn.optional(),
   signal: signal.optional(),
@@ -96,6 +102,15 @@ export const loadOptionsSchema = z.strictObject({
   threads: z.int().min(0).optional(),
   verify: z.boolean().optional(),
   resumeStatistics: z.boolean().optional(),
+  warmUp: z.boolean().optional(),
+});
+
+/** {@link ModelPool}'s options. */
+export const modelPoolOptionsSchema = z.looseObject({
+  maxBytes: z.number().int().min(1).optional(),
+  threads: z.int().min(0).optional(),
+  warmUp: z.boolean().optional(),
+  onEvict: fn.optional(),
 });
 
 /** {@link Model.save}'s options. */
@@ -148,6 +163,8 @@ export const calibrateOptionsSchema = z.strictObject({
   thresholdRule: thresholdRuleSchema.optional(),
   defects: imageSource.optional(),
   good: imageSource.optional(),
+  review: review.optional(),
+  imageRoots: imageRoots.optional(),
   batchSize: positiveInt.optional(),
   signal: signal.optional(),
   onProgress: fn.optional(),

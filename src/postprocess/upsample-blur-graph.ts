@@ -11,17 +11,7 @@
  * reflection of maps smaller than the kernel included.
  */
 import * as ort from 'onnxruntime-node';
-import type { onnx as OnnxTypes } from 'onnx-proto';
-import {
-  encodeKernelModel,
-  floatInitializer,
-  int64Initializer,
-  makeNode,
-  ONNX_OPSET,
-  tensorValueInfo,
-  OnnxDataType,
-  type OnnxAttributeValue,
-} from '../onnx/graph.js';
+import { collectingSink, encodeKernelModel, ONNX_OPSET, tensorValueInfo, OnnxDataType, type GraphSink } from '../onnx/graph.js';
 import { gaussianBlur } from './blur.js';
 import { resizeBilinear } from './resize.js';
 import { createSession } from '../onnx/session.js';
@@ -29,17 +19,8 @@ import type { PositionStandardization } from './standardize.js';
 
 const { FLOAT } = OnnxDataType;
 
-/** Where {@link upsampleBlurNodes} puts what it builds. */
-export interface GraphSink {
-  /** Adds a float32 constant. */
-  float(name: string, dims: number[], data: Float32Array): void;
-  /** Adds an int64 constant. */
-  int64(name: string, dims: number[], values: readonly number[]): void;
-  /** Adds a node (its name is the sink's business). */
-  node(op: string, inputs: string[], outputs: string[], attrs?: Record<string, OnnxAttributeValue>): void;
-  /** The graph's default-domain opset (ReduceMax takes its axes as an input from opset 18); default {@link ONNX_OPSET}. */
-  opset?: number;
-}
+/** Where {@link upsampleBlurNodes} puts what it builds (its home is the graph builder). */
+export type { GraphSink };
 
 /**
  * The S×g matrix of bilinear upsampling (g → S, half-pixel centres) followed by the 1-D Gaussian blur
@@ -107,19 +88,6 @@ export function standardizedScoreNodes(
   reduceMaxNodes(sink, `${prefix}/map`, output, `${prefix}/max`);
 }
 
-/** A graph sink collecting nodes and initializers for a small kernel model. */
-function kernelSink(): { sink: GraphSink; nodes: OnnxTypes.INodeProto[]; initializer: OnnxTypes.ITensorProto[] } {
-  const nodes: OnnxTypes.INodeProto[] = [];
-  const initializer: OnnxTypes.ITensorProto[] = [];
-  let serial = 0;
-  const sink: GraphSink = {
-    float: (name, dims, data) => void initializer.push(floatInitializer(name, dims, data)),
-    int64: (name, dims, values) => void initializer.push(int64Initializer(name, dims, values)),
-    node: (op, inputs, outputs, attrs = {}) => void nodes.push(makeNode(op, inputs, outputs, `${op}_${serial++}`, attrs)),
-  };
-  return { sink, nodes, initializer };
-}
-
 /**
  * An ORT session for scoring: squared distances [N, gh·gw] → anomaly maps [N, S·S] (distance =
  * √max(0, d²), upsampled and blurred as above) and, for a model with a per-position standardisation,
@@ -136,7 +104,7 @@ export class UpsampleBlurSession {
 
   /** Builds the graph for one grid and map size (and standardisation, if any). */
   static async create(gridW: number, gridH: number, size: number, sigma: number, threads: number, standardization?: PositionStandardization): Promise<UpsampleBlurSession> {
-    const { sink, nodes, initializer } = kernelSink();
+    const { sink, nodes, initializers: initializer } = collectingSink();
     sink.float('zero', [], Float32Array.of(0));
     sink.int64('grid.shape', [4], [-1, 1, gridH, gridW]);
     sink.int64('flat.shape', [2], [-1, size * size]);
@@ -179,7 +147,7 @@ export class BlurredMaxSession {
 
   /** Builds the graph for one grid and map size. */
   static async create(gridW: number, gridH: number, size: number, sigma: number, threads: number): Promise<BlurredMaxSession> {
-    const { sink, nodes, initializer } = kernelSink();
+    const { sink, nodes, initializers: initializer } = collectingSink();
     sink.int64('grid.shape', [4], [-1, 1, gridH, gridW]);
     sink.node('Reshape', ['grid', 'grid.shape'], ['grid4']);
     upsampleBlurNodes(sink, 'grid4', 'map', { gridW, gridH }, size, sigma, 'map');

@@ -1,8 +1,8 @@
 /**
- * The models a worker keeps loaded: keyed by the model file's sha256, least recently used evicted
- * first once their total size passes a memory budget. A worker loads each model once (not once per
- * job) and scores it through one {@link BatchingScorer}, so jobs that wait together go through the
- * backbone together.
+ * The models a worker keeps loaded: a {@link ModelPool} keyed by the model file's sha256 (least
+ * recently used evicted first once their resident bytes pass a memory budget, never one in use), with
+ * the hash check of each job's model file and one {@link BatchingScorer} per model, so jobs that wait
+ * together go through the backbone together.
  */
 
 import { createHash } from 'node:crypto';
@@ -10,7 +10,8 @@ import { promises as fs } from 'node:fs';
 import { PartscanError } from '../errors.js';
 import { openRegular } from '../util/regular-file.js';
 import { BatchingScorer } from '../model/batching-scorer.js';
-import { Model } from '../model/model.js';
+import type { Model } from '../model/model.js';
+import { ModelPool } from '../model/model-pool.js';
 
 /** Default memory budget of the loaded models: 4 GiB. */
 export const DEFAULT_MODEL_CACHE_BYTES = 4 * 1024 ** 3;
@@ -22,14 +23,9 @@ export interface CachedModel {
   sha256: string;
 }
 
-interface Entry extends CachedModel {
-  bytes: number;
-  users: number;
-}
-
 /** Options of {@link ModelCache}. */
 export interface ModelCacheOptions {
-  /** Memory budget in bytes (default {@link DEFAULT_MODEL_CACHE_BYTES}); a model's size is estimated by its file size. */
+  /** Memory budget in bytes (default {@link DEFAULT_MODEL_CACHE_BYTES}), counted with {@link Model.residentBytes}. */
   maxBytes?: number;
   /** ONNX Runtime intra-op threads of each model. */
   threads?: number;
@@ -67,30 +63,38 @@ export async function cachedFileSha256(file: string): Promise<string> {
 }
 
 /**
- * A memory-bounded LRU of loaded models keyed by sha256. A model in use by a job is never disposed;
- * one over the budget is evicted as soon as its last job ends.
+ * The worker's memory-bounded LRU of loaded models keyed by sha256 (a {@link ModelPool}). A model in
+ * use by a job is never disposed; one over the budget is evicted as soon as its last job ends.
  */
 export class ModelCache {
   readonly maxBytes: number;
-  private readonly entries = new Map<string, Entry>();
-  private readonly loading = new Map<string, Promise<Entry>>();
+  private readonly pool: ModelPool;
+  private readonly scorers = new Map<string, BatchingScorer>();
+  private evictedBatches = 0;
 
   constructor(private readonly opts: ModelCacheOptions = {}) {
     this.maxBytes = opts.maxBytes ?? DEFAULT_MODEL_CACHE_BYTES;
+    this.pool = new ModelPool({
+      maxBytes: this.maxBytes,
+      ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
+      onEvict: (key) => {
+        this.evictedBatches += this.scorers.get(key)?.batches ?? 0;
+        this.scorers.delete(key);
+      },
+    });
   }
 
   /** Models loaded now, most recently used last. */
   get loaded(): string[] {
-    return [...this.entries.keys()];
+    return this.pool.loaded;
   }
 
   /** Backbone batches scored so far, all models together (jobs / batches = the batching achieved). */
   get batches(): number {
     let n = this.evictedBatches;
-    for (const e of this.entries.values()) n += e.scorer.batches;
+    for (const s of this.scorers.values()) n += s.batches;
     return n;
   }
-  private evictedBatches = 0;
 
   /**
    * The model at `file`, which must have the given sha256; loads it on first use. Call `release` when
@@ -98,40 +102,19 @@ export class ModelCache {
    */
   async acquire(file: string, sha256: string): Promise<CachedModel & { release: () => void }> {
     await this.checkHash(file, sha256);
-    let entry = this.entries.get(sha256);
-    if (entry) {
-      // Most recently used goes last.
-      this.entries.delete(sha256);
-      this.entries.set(sha256, entry);
-    } else {
-      let p = this.loading.get(sha256);
-      if (!p) {
-        p = this.load(file, sha256).finally(() => this.loading.delete(sha256));
-        this.loading.set(sha256, p);
-      }
-      entry = await p;
+    const { model, release } = await this.pool.acquire(file, { key: sha256 });
+    let scorer = this.scorers.get(sha256);
+    if (!scorer) {
+      scorer = new BatchingScorer(model, this.opts.maxBatch !== undefined ? { maxBatch: this.opts.maxBatch } : {});
+      this.scorers.set(sha256, scorer);
     }
-    entry.users++;
-    const e = entry;
-    let released = false;
-    return {
-      model: e.model,
-      scorer: e.scorer,
-      sha256,
-      release: () => {
-        if (released) return;
-        released = true;
-        e.users--;
-        void this.evict();
-      },
-    };
+    return { model, scorer, sha256, release };
   }
 
   /** Disposes every model (waits for none: call after the jobs have ended). */
   async dispose(): Promise<void> {
-    const all = [...this.entries.values()];
-    this.entries.clear();
-    await Promise.all(all.map((e) => e.model.dispose()));
+    this.scorers.clear();
+    await this.pool.dispose();
   }
 
   private async checkHash(file: string, sha256: string): Promise<void> {
@@ -151,31 +134,6 @@ export class ModelCache {
         file,
         remedy: 'the file changed after the job was enqueued: enqueue again against the current file, or restore the expected one',
       });
-    }
-  }
-
-  private async load(file: string, sha256: string): Promise<Entry> {
-    const bytes = (await fs.stat(file)).size;
-    const model = await Model.load(file, this.opts.threads !== undefined ? { threads: this.opts.threads } : {});
-    const scorer = new BatchingScorer(model, this.opts.maxBatch !== undefined ? { maxBatch: this.opts.maxBatch } : {});
-    const entry: Entry = { model, scorer, sha256, bytes, users: 0 };
-    this.entries.set(sha256, entry);
-    await this.evict();
-    return entry;
-  }
-
-  /** Evicts least recently used idle models while over budget (the newest is always kept). */
-  private async evict(): Promise<void> {
-    let total = 0;
-    for (const e of this.entries.values()) total += e.bytes;
-    const newest = [...this.entries.keys()].at(-1);
-    for (const [key, e] of this.entries) {
-      if (total <= this.maxBytes) break;
-      if (e.users > 0 || key === newest) continue;
-      this.entries.delete(key);
-      this.evictedBatches += e.scorer.batches;
-      total -= e.bytes;
-      await e.model.dispose();
     }
   }
 }

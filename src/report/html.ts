@@ -17,6 +17,7 @@ import { readRegularFile } from '../util/regular-file.js';
 import { CHART_CSS, renderCharts } from './charts.js';
 import { renderControlChart } from './control-chart.js';
 import { escapeHtml } from './escape.js';
+import { renderReviewControls, renderReviewData, renderReviewToolbar, reviewCardAttributes, REVIEW_CSS, REVIEW_SCRIPT } from './review-controls.js';
 
 /** Options for {@link writeReport}. */
 export interface ReportOptions {
@@ -147,7 +148,7 @@ ${rows}
 </tbody></table>${more}`;
 }
 
-function renderCard(r: ImageResult, rank: number, images: Partial<Record<ImageKind, ImageSource>>): string {
+function renderCard(r: ImageResult, rank: number, images: Partial<Record<ImageKind, ImageSource>>, index: number): string {
   const name = r.file.split(/[\\/]/).pop() || r.file;
   const figures = IMAGE_KINDS.map(([kind, caption]) => {
     const source = images[kind];
@@ -164,7 +165,7 @@ function renderCard(r: ImageResult, rank: number, images: Partial<Record<ImageKi
   const warnings = r.warnings?.length
     ? `<ul class="warnings">${r.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join('')}</ul>`
     : '';
-  return `<article class="card" data-verdict="${r.verdict}" data-file="${escapeHtml(r.file.toLowerCase())}">
+  return `<article class="card" data-verdict="${r.verdict}" data-file="${escapeHtml(r.file)}"${reviewCardAttributes(r, index)}>
 <header class="card-head">
 <span class="rank">#${rank}</span>
 <div class="title"><h2 title="${escapeHtml(r.file)}">${escapeHtml(name)}</h2><div class="path muted small">${escapeHtml(r.file)}</div></div>
@@ -179,6 +180,7 @@ ${figures}
 ${renderRegions(r)}
 </details>
 ${warnings}
+${renderReviewControls(name)}
 </article>`;
 }
 
@@ -244,9 +246,11 @@ const SCRIPT = `
   function apply() {
     var q = search.value.trim().toLowerCase();
     var n = 0;
+    var unreviewedOnly = document.body.getAttribute('data-review-view') === 'unreviewed';
     cards.forEach(function (c) {
       var show = (current === 'all' || c.getAttribute('data-verdict') === current) &&
-        (q === '' || c.getAttribute('data-file').indexOf(q) !== -1);
+        (q === '' || c.getAttribute('data-file').toLowerCase().indexOf(q) !== -1) &&
+        !(unreviewedOnly && c.hasAttribute('data-review-label'));
       c.hidden = !show;
       if (show) n++;
     });
@@ -257,6 +261,7 @@ const SCRIPT = `
     b.addEventListener('click', function () { current = b.getAttribute('data-filter'); apply(); });
   });
   search.addEventListener('input', apply);
+  document.addEventListener('partscan:review', apply);
   var box = document.getElementById('lightbox');
   var big = box.querySelector('img');
   document.addEventListener('click', function (e) {
@@ -292,7 +297,7 @@ export function renderReportHtml(manifest: RunManifest, images: ReportImages, op
   for (const r of manifest.results) counts[r.verdict]++;
   const drifted = manifest.results.filter((r) => r.drift?.flag).length;
   const total = manifest.results.length;
-  const cards = order.map((i, rank) => renderCard(manifest.results[i]!, rank + 1, images[i] ?? {})).join('\n');
+  const cards = order.map((i, rank) => renderCard(manifest.results[i]!, rank + 1, images[i] ?? {}, i)).join('\n');
   const filterButtons = [
     `<button type="button" data-filter="all" aria-pressed="true">All <span class="muted">${total}</span></button>`,
     ...VERDICTS.map(
@@ -318,7 +323,7 @@ export function renderReportHtml(manifest: RunManifest, images: ReportImages, op
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data: file: 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
 <meta name="generator" content="partscan ${escapeHtml(manifest.version)}">
 <title>${escapeHtml(opts.title)}</title>
-<style>${CSS}${CHART_CSS}</style>
+<style>${CSS}${CHART_CSS}${REVIEW_CSS}</style>
 </head>
 <body>
 <header class="page">
@@ -342,12 +347,15 @@ ${renderControlChart(manifest)}
 ${filterButtons}
 <span class="shown">showing <b id="shown">${total}</b> of ${total}, worst first</span>
 <input id="search" type="search" placeholder="Filter by file name" aria-label="Filter by file name">
+${renderReviewToolbar(total)}
 </nav>
 <main>
 ${total ? cards : '<p class="empty">No images in this run.</p>'}
 </main>
 <div id="lightbox" hidden><img alt=""></div>
+${renderReviewData(manifest)}
 <script>${SCRIPT}</script>
+<script>${REVIEW_SCRIPT}</script>
 </body>
 </html>
 `;

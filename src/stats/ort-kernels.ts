@@ -1,6 +1,7 @@
 import * as ort from 'onnxruntime-node';
-import { encodeKernelModel, int64Initializer, makeNode, MS_DOMAIN, OnnxDataType, tensorValueInfo } from '../onnx/graph.js';
+import { collectingSink, encodeKernelModel, int64Initializer, makeNode, MS_DOMAIN, OnnxDataType, tensorValueInfo } from '../onnx/graph.js';
 import { createSession, defaultThreads } from '../onnx/session.js';
+import { stripedMahalanobisNodes, stripeLayout, type StripedInverse } from './striped-inverse.js';
 
 /**
  * Small ONNX graphs that run the heavy per-position linear algebra in ONNX Runtime (MLAS GEMM kernels,
@@ -8,7 +9,8 @@ import { createSession, defaultThreads } from '../onnx/session.js';
  * - accumulate: (M2 packed [P, T], X [P, B, d], r [P, 1, d]) ↦ M2 + lower(XᵀX + rᵀr): one streaming
  *   update of the centred scatter matrices (r carries Chan's between-batch correction term);
  * - inverse: A [P, d, d] ↦ A⁻¹ (com.microsoft Inverse: Eigen's partial-pivot LU, batched over positions);
- * - mahalanobis: (X [P, N, d], μ [P, d], Σ⁻¹ [P, d, d]) ↦ Σ_j (ΔΣ⁻¹)_j·Δ_j [P, N] with Δ = X − μ;
+ * - mahalanobis: (X [P, N, d], μ [P, d], Σ⁻¹ as stripes) ↦ ΔᵀΣ⁻¹Δ [P, N] with Δ = X − μ (the striped
+ *   form of striped-inverse.ts, as in the scoring graph);
  * - lowRank: samples [P, N, d] (N < d) ↦ means and W = Xᵀ(cε·I + XXᵀ)⁻¹X [P, d, d], from which Σ⁻¹ = (I − W)/ε
  *   by the Woodbury identity (Σ = XᵀX/c + ε·I, c = N − 1): an N×N inverse and GEMMs instead of a d×d
  *   LU inverse and the scatter matrices.
@@ -72,18 +74,7 @@ export class StatsKernels {
       },
       true,
     );
-    const mahalanobis = encodeKernelModel({
-      name: 'mahalanobis',
-      node: [
-        makeNode('Sub', ['x', 'mean'], ['diff'], 'centre'),
-        makeNode('MatMul', ['diff', 'inv'], ['y'], 'matmul'),
-        makeNode('Mul', ['y', 'diff'], ['z'], 'mul'),
-        makeNode('ReduceSum', ['z', 'axes'], ['d2'], 'sum', { keepdims: 0 }),
-      ],
-      initializer: [int64Initializer('axes', [1], [2])],
-      input: [tensorValueInfo('x', FLOAT, ['P', 'N', d]), tensorValueInfo('mean', FLOAT, ['P', 1, d]), tensorValueInfo('inv', FLOAT, ['P', d, d])],
-      output: [tensorValueInfo('d2', FLOAT, ['P', 'N'])],
-    });
+    const mahalanobis = mahalanobisGraph(d);
     const [s, i, m] = await Promise.all([
       createSession(accumulate, threads),
       createSession(inverse, threads),
@@ -152,15 +143,16 @@ export class StatsKernels {
   }
 
   /**
-   * Squared Mahalanobis distances [P, N] of embeddings `x` [P, N, d] from per-position means `mean`
-   * [P, d] under per-position inverse covariances `inv` [P, d, d].
+   * Squared Mahalanobis distances [P, N] of embeddings `x` [P, N, d] of the positions [p0, p0 + P)
+   * from their means `mean` [P, d] under the inverse covariances `inverse` (read in place).
    */
-  async mahalanobisSquared(x: Float32Array, mean: Float32Array, inv: Float32Array, positions: number, n: number): Promise<Float32Array> {
-    const out = await this.mahalanobisSession.run({
+  async mahalanobisSquared(x: Float32Array, mean: Float32Array, inverse: StripedInverse, p0: number, positions: number, n: number): Promise<Float32Array> {
+    const feeds: Record<string, ort.Tensor> = {
       x: new ort.Tensor('float32', x, [positions, n, this.dim]),
       mean: new ort.Tensor('float32', mean, [positions, 1, this.dim]),
-      inv: new ort.Tensor('float32', inv, [positions, this.dim, this.dim]),
-    });
+    };
+    inverse.positionRange(p0, positions).forEach((s, a) => (feeds[`inv${a}`] = new ort.Tensor('float32', s.data, s.dims)));
+    const out = await this.mahalanobisSession.run(feeds);
     return out.d2!.data as Float32Array;
   }
 
@@ -176,6 +168,26 @@ export class StatsKernels {
       lowRank?.then((s) => s.release()),
     ]);
   }
+}
+
+/** The mahalanobis kernel's graph: inputs x [P, N, d], mean [P, 1, d] and the stripes inv0 … of Σ⁻¹. */
+function mahalanobisGraph(d: number): Uint8Array {
+  const stripes = stripeLayout(d);
+  const names = stripes.map((_, a) => `inv${a}`);
+  const { sink, nodes, initializers } = collectingSink();
+  sink.node('Sub', ['x', 'mean'], ['diff']);
+  stripedMahalanobisNodes(sink, 'diff', 'd2', stripes, names, 'mahalanobis');
+  return encodeKernelModel({
+    name: 'mahalanobis',
+    node: nodes,
+    initializer: initializers,
+    input: [
+      tensorValueInfo('x', FLOAT, ['P', 'N', d]),
+      tensorValueInfo('mean', FLOAT, ['P', 1, d]),
+      ...stripes.map((s, a) => tensorValueInfo(names[a]!, FLOAT, ['P', s.r1, s.r1 - s.r0])),
+    ],
+    output: [tensorValueInfo('d2', FLOAT, ['P', 'N'])],
+  });
 }
 
 /** What {@link StatsKernels.lowRank} returns. */

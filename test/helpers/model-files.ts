@@ -46,7 +46,7 @@ export async function writeRawModel(
   } = {},
 ): Promise<void> {
   const bytesOf = (d: SectionData) => new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
-  const dtype = (d: SectionData) => (d instanceof Float32Array ? 'float32' : d instanceof Float64Array ? 'float64' : d instanceof Int32Array ? 'int32' : 'uint8');
+  const dtype = (d: SectionData) => (d instanceof Float32Array ? 'float32' : d instanceof Float64Array ? 'float64' : d instanceof Int32Array ? 'int32' : d instanceof Uint16Array ? 'float16' : 'uint8');
   const table = sections.map((s) => ({ name: s.name, dtype: dtype(s.data), shape: s.shape, offset: 0, byteLength: s.data.byteLength, sha256: sha(bytesOf(s.data)) }));
   const phantoms = (opts.phantoms ?? []).map((p) => ({ ...p, sha256: p.sha256 ?? '0'.repeat(64) }));
   let text = '';

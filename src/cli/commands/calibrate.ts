@@ -5,7 +5,7 @@ import path from 'node:path';
 import { calibrate, type CalibrateOptions } from '../../model/recalibrate.js';
 import { EXIT_OK } from '../exit-codes.js';
 import { toJson, type CliIo } from '../format.js';
-import { formatOperatingPoint } from '../format-thresholds.js';
+import { formatOperatingPoint, formatReviewJoin } from '../format-thresholds.js';
 import { loadModel } from '../load-model.js';
 import { thresholdRuleOf, THRESHOLD_RULE_NAMES } from '../options.js';
 import { createProgress } from '../progress.js';
@@ -17,6 +17,8 @@ export interface CalibrateFlags {
   thresholdRule?: (typeof THRESHOLD_RULE_NAMES)[number];
   defects?: string;
   good?: string;
+  review?: string;
+  imageRoot?: string[];
   batchSize?: number;
   threads?: number;
   weights?: string;
@@ -34,6 +36,8 @@ export async function calibrateCommand(modelFile: string, f: CalibrateFlags, io:
     if (f.thresholdRule) opts.thresholdRule = thresholdRuleOf(f.thresholdRule);
     if (f.defects) opts.defects = f.defects;
     if (f.good) opts.good = f.good;
+    if (f.review) opts.review = f.review;
+    if (f.imageRoot?.length) opts.imageRoots = f.imageRoot;
     if (f.batchSize !== undefined) opts.batchSize = f.batchSize;
     const r = await calibrate(model, opts);
     progress.stop();
@@ -45,6 +49,7 @@ export async function calibrateCommand(modelFile: string, f: CalibrateFlags, io:
       thresholds: r.thresholds,
       previous: r.previous ?? null,
       added: r.added,
+      ...(r.review ? { review: r.review } : {}),
       calibration: model.header.calibration ?? null,
       warnings: r.warnings,
       fileBytes: (await fs.stat(f.out)).size,
@@ -54,7 +59,7 @@ export async function calibrateCommand(modelFile: string, f: CalibrateFlags, io:
       io.out(toJson(summary) + '\n');
       return EXIT_OK;
     }
-    io.out(`model      ${summary.model}\n${formatOperatingPoint(r.thresholds)}\n`);
+    io.out(`model      ${summary.model}\n${r.review ? `${formatReviewJoin(r.review)}\n` : ''}${formatOperatingPoint(r.thresholds)}\n`);
     if (r.previous) io.out(`before     image ${r.previous.image.toPrecision(4)}, pixel ${r.previous.pixel.toPrecision(4)} (${r.previous.method.image})\n`);
     io.out(`time       ${summary.seconds.toFixed(1)} s\n`);
     for (const w of r.warnings) io.err(`warning: ${w.message}\n`);

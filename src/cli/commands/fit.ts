@@ -15,7 +15,7 @@ import { expandImageArgs } from '../inputs.js';
 import { createProgress } from '../progress.js';
 import { fitQueueCommand } from './worker.js';
 import { thresholdRuleOf, type FitFlags } from '../options.js';
-import { formatOperatingPoint } from '../format-thresholds.js';
+import { formatOperatingPoint, formatReviewJoin } from '../format-thresholds.js';
 
 export type { FitFlags };
 
@@ -36,7 +36,9 @@ export async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promis
   if (f.cacheDir) backbone.cacheDir = f.cacheDir;
   if (f.offline) backbone.offline = true;
   const progress = createProgress();
-  const opts: FitOptions = { backbone, onProgress: progress.onProgress };
+  // A resumed fit keeps its model's backbone (embedded, or rebuilt from the header): a spec only when one is named.
+  const namesBackbone = f.backbone !== undefined || f.weights !== undefined || f.layers !== undefined;
+  const opts: FitOptions = { ...(f.resume && !namesBackbone ? {} : { backbone }), onProgress: progress.onProgress };
   if (f.channels !== undefined) opts.channels = f.channels;
   if (f.imageSize !== undefined) opts.imageSize = f.imageSize;
   if (f.seed !== undefined) opts.seed = f.seed;
@@ -44,6 +46,8 @@ export async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promis
   if (f.calibration) opts.calibration = f.calibration;
   if (f.defects) opts.defects = (await loadDataset(f.defects)).test.filter((s) => s.anomalous);
   if (f.resume) opts.resume = f.resume;
+  if (f.review) opts.review = f.review;
+  if (f.imageRoot?.length) opts.imageRoots = f.imageRoot;
   if (f.batchSize !== undefined) opts.batchSize = f.batchSize;
   if (f.threads !== undefined) opts.threads = f.threads;
   if (f.roi) opts.roi = f.roi;
@@ -64,8 +68,11 @@ export async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promis
   else if (f.tileOverlap !== undefined) {
     throw new PartscanError('OPTIONS', '--tile-overlap needs --tile.', { remedy: 'add --tile <px>, e.g. --tile 256 --tile-overlap 32' });
   }
+  if (data.length === 0 && !(f.resume && f.review)) {
+    throw new PartscanError('OPTIONS', 'fit needs the good images to fit on.', { remedy: 'give a dataset root, a folder, a list file or images (or --resume <model> --review <review.json>)' });
+  }
   // One argument may be a dataset root, a folder or a list file; several are image paths / folders / globs.
-  const source = data.length === 1 && !/[*?[{]/.test(data[0]!) ? data[0]! : await expandImageArgs(data);
+  const source = data.length === 0 ? [] : data.length === 1 && !/[*?[{]/.test(data[0]!) ? data[0]! : await expandImageArgs(data);
   let model: Model;
   try {
     model = await fit(source, opts);
@@ -91,6 +98,7 @@ export async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promis
     thresholds: h.thresholds ?? null,
     warnings: (model.fitWarnings ?? []).map((w) => ({ code: w.code, message: w.message, ...(w.file ? { file: w.file } : {}) })),
     suspects: model.fitReport?.suspects ?? [],
+    ...(model.fitReport?.review ? { review: model.fitReport.review } : {}),
     embeddedBackbone: f.embedBackbone,
     resumable: !f.compact,
     fileBytes: bytes,
@@ -108,6 +116,7 @@ export async function fitCommand(data: string[], f: FitFlags, io: CliIo): Promis
       `images     ${summary.images} fitted, ${summary.calibrationImages} scored out of sample for the thresholds`,
       `embedding  d ${summary.channels}, grid ${summary.grid.width}×${summary.grid.height}, input ${summary.imageSize} px`,
       `image score ${h.imageScore?.kind === 'standardized' ? 'standardised per position' : 'anomaly-map maximum'}`,
+      ...(summary.review ? [formatReviewJoin(summary.review)] : []),
       t ? formatOperatingPoint(t) : 'thresholds none (too few good images to calibrate): verdicts unavailable until calibrated',
       `time       ${summary.seconds.toFixed(1)} s`,
     ].join('\n') + '\n',
