@@ -106,6 +106,11 @@ export {
 export { DEFAULT_EXPORT_MAX_SIDE, buildManifest, exportScoredImage, uniqueStems } from './export/score-run.js';
 export { resultLayers } from './export/render.js';
 export type { RenderKind, ResultLayers } from './export/render.js';
+export type { RunExports } from './export/score-run.js';
+export type { ExportOnnxResult } from './export/onnx-export.js';
+// Results the root's calls return, named for callers who store them.
+export type { PooledModel } from './model/model-pool.js';
+export type { ReviewJoinSummary } from './model/types.js';
 export { DEFAULT_INLINE_BUDGET } from './report/html.js';
 export { EXTERNAL_DATA_AUTO_TENSOR_BYTES, EXTERNAL_DATA_AUTO_TOTAL_BYTES } from './export/onnx-export.js';
 export { DEMO_BACKBONE } from './demo.js';
@@ -120,7 +125,7 @@ export { driftDescriptorFromTensor } from './guards/tensor-descriptor.js';
 export { CONTAMINATION_Z, CONTAMINATION_GAP, CONTAMINATION_GAP_FROM_Z, logRobustZ, scoreOutliers } from './guards/robust-stats.js';
 
 // Queue job payloads (the queue functions and their options are in the root entry).
-export type { FitJobData, QueueWorkerHandle, ScoreJobData, ScoreJobRecord } from './queue/index.js';
+export type { FitJobData, FitJobResult, QueueWorkerHandle, ScoreJobData, ScoreJobRecord } from './queue/index.js';
 
 // Line-monitor defaults.
 export {
@@ -131,5 +136,5 @@ export {
   DEFAULT_MONITOR_MIN_SHIFT,
   DEFAULT_MONITOR_MIN_NG_RISE,
 } from './monitor/line-monitor.js';
-export type { DriftFeature } from './monitor/line-monitor.js';
+export type { DriftFeature, MonitorPoint } from './monitor/line-monitor.js';
 export { ENVELOPE_NEIGHBOURS, ENVELOPE_TAIL, ENVELOPE_LOCAL_SHARE } from './monitor/envelope.js';

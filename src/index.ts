@@ -21,7 +21,7 @@ export type { RawFrame } from './preprocess/raw-frame.js';
 export { BatchingScorer, type BatchingScorerOptions } from './model/batching-scorer.js';
 // Many part types in one process: loaded models within a memory budget (changeover).
 export { ModelPool } from './model/model-pool.js';
-export type { ModelPoolOptions, PooledModel } from './model/model-pool.js';
+export type { ModelPoolOptions } from './model/model-pool.js';
 export type { BackboneSpec } from './backbone/registry.js';
 export type { Region, Verdict } from './postprocess/index.js';
 
@@ -32,7 +32,6 @@ export type { CalibrateOptions, CalibrationResult } from './model/recalibrate.js
 // QA review: labels given in the report (review.json) join a model (calibrate / fit with `review`).
 export { buildReview } from './review/review-file.js';
 export type { ReviewFile } from './review/review-file.js';
-export type { ReviewJoinSummary } from './model/types.js';
 
 // Evaluate on a labelled dataset.
 export { evaluateModel } from './model/evaluate.js';
@@ -44,9 +43,9 @@ export type { Dataset, Sample } from './types.js';
 export { renderResult } from './export/render.js';
 export type { RenderOptions } from './export/render.js';
 export { exportModelOnnx } from './export/onnx-export.js';
-export type { ExportOnnxOptions, ExportOnnxResult } from './export/onnx-export.js';
+export type { ExportOnnxOptions } from './export/onnx-export.js';
 export { scoreToRunDir, writeScoredRun } from './export/score-run.js';
-export type { RunExports, ScoreRunFailure, ScoreRunOptions, ScoredRunManifest } from './export/score-run.js';
+export type { ScoreRunFailure, ScoreRunOptions, ScoredRunManifest } from './export/score-run.js';
 export type { ImageResult, RunManifest } from './export/index.js';
 export { writeReport } from './report/html.js';
 export type { ReportOptions } from './report/html.js';
@@ -57,11 +56,11 @@ export type { DemoOptions, DemoResult } from './demo.js';
 
 // Line monitoring: control charts over a stream of scored images.
 export { LineMonitor } from './monitor/line-monitor.js';
-export type { LineMonitorOptions, MonitorInput, MonitorPoint, RunMonitor } from './monitor/line-monitor.js';
+export type { LineMonitorOptions, MonitorInput, RunMonitor } from './monitor/line-monitor.js';
 
 // Queue workers (BullMQ on Redis): scoring and fitting beyond one process (docs/WORKERS.md).
 export { fitOnQueue, scoreOnQueue, startWorker } from './queue/index.js';
-export type { FitJobResult, PartscanWorker, QueueConnectionOptions, QueueFitOptions, QueueScoreOptions, WorkerOptions } from './queue/index.js';
+export type { PartscanWorker, QueueConnectionOptions, QueueFitOptions, QueueScoreOptions, WorkerOptions } from './queue/index.js';
 
 // Errors and warnings.
 export { PartscanError, isPartscanError } from './errors.js';

@@ -9,6 +9,7 @@
  */
 import { z } from 'zod';
 import { failureSchema, imageResultSchema, resultsJsonSchema, runMonitorSchema, thresholdsSchema } from '../export/results.js';
+import { reviewJsonSchema } from '../review/review-file.js';
 
 /** A metric: NaN (undefined for the set, e.g. AUROC without defects) is written as null. */
 const metric = z.number().nullable();
@@ -228,5 +229,7 @@ export function jsonSchemaFiles(): Record<string, string> {
     const title = name === 'results' ? 'results.json of a scored run' : name === 'error' ? 'any partscan command with --json, on failure' : `partscan ${name.replace('-', ' --')} --json`;
     files[`${name}.schema.json`] = JSON.stringify({ $schema: json.$schema, title, ...json }, null, 2) + '\n';
   }
+  // review.json is read, not written, by partscan: its schema is the input side of the zod schema.
+  files['review.schema.json'] = JSON.stringify(reviewJsonSchema(), null, 2) + '\n';
   return files;
 }

@@ -9,12 +9,12 @@
 import { PartscanError } from '../errors.js';
 import { packedSize } from '../stats/gaussian-stats.js';
 import { StripedInverse } from '../stats/striped-inverse.js';
-import { fromHalfBits, fromScaledHalfRow, toScaledHalfRow } from '../util/float16.js';
+import { fromHalfBits, toScaledHalfRow } from '../util/float16.js';
 import { readModelFile, type ModelFileContents, type SectionConsumer, type SectionData, type SectionInfo } from './model-file.js';
 import { checkModelSections, parseModelHeader, type ParsedModelHeader } from './header-schema.js';
-import { checkEmbeddedGraph, checkHeaderSizes } from './model-file-limits.js';
+import { checkEmbeddedGraph, checkHeaderSizes, graphSha256 } from './model-file-limits.js';
 import type { ModelHeader } from './header.js';
-import { CALIBRATION_SECTIONS } from './calibration-pool.js';
+import { CALIBRATION_SECTIONS, type CalibrationPool } from './calibration-pool.js';
 import type { PositionStandardization } from '../postprocess/standardize.js';
 
 /** Sections that only `fit --resume` needs. */
@@ -277,4 +277,58 @@ export function applyStored(inverse: StripedInverse, stored: { half: Uint16Array
   const T = packedSize(inverse.dim);
   for (let p = 0; p < inverse.positions; p++) inverse.setPositionFromHalf(p, stored.half, p * T, stored.scale[p]!, fromHalfBits);
   inverse.encoded = { ...stored, revision: inverse.revision };
+}
+
+/** What a model holds that {@link modelFileContents} writes. */
+export interface ModelFileParts {
+  header: ModelHeader;
+  channelIndices: Int32Array;
+  mean: Float64Array;
+  inverse: StripedInverse;
+  /** Statistics to resume from (none: the file cannot be resumed). */
+  resume: { m2?: Float32Array; samples?: Float32Array };
+  roi?: Uint8Array;
+  size: number;
+  pool?: CalibrationPool;
+  standardization?: PositionStandardization;
+  /** The backbone graph to embed (none: the file names the backbone only). */
+  backboneOnnx?: Uint8Array;
+}
+
+/**
+ * The header and sections of a model file holding exactly `parts`: the header describes exactly the
+ * sections written (the backbone graph, the image score's standardisation, the calibration pool, the
+ * resume statistics).
+ */
+export function modelFileContents(parts: ModelFileParts): { header: ModelHeader; sections: SectionSpec[] } {
+  const { m2, samples } = parts.resume;
+  const resumable = m2 !== undefined || samples !== undefined;
+  const { resumeState: _r, ...gaussian } = parts.header.gaussian;
+  const { imageScore, calibration: _c, ...rest } = parts.header;
+  const { graphSha256: _g, ...identity } = parts.header.backbone;
+  const onnx = parts.backboneOnnx;
+  const header: ModelHeader = {
+    ...rest,
+    backbone: { ...identity, embedded: onnx !== undefined, ...(onnx ? { graphSha256: graphSha256(onnx) } : {}) },
+    gaussian: { ...gaussian, storage: STORAGE, resumable, ...(resumable ? { resumeState: m2 ? 'scatter' : 'samples' } : {}) },
+    ...(parts.standardization ? { imageScore: { kind: 'standardized' as const } } : imageScore ? { imageScore: { kind: 'max' as const } } : {}),
+    ...(parts.pool ? { calibration: parts.pool.summary() } : {}),
+  };
+  const P = parts.inverse.positions;
+  const d = parts.inverse.dim;
+  const sections: SectionSpec[] = [
+    { name: 'channels', data: parts.channelIndices, shape: [d] },
+    { name: 'mean', data: parts.mean, shape: [P, d] },
+    ...encodeGaussianSections(parts.inverse, parts.resume, parts.header.gaussian.images),
+  ];
+  if (parts.roi) sections.push({ name: 'roi', data: parts.roi, shape: [parts.size, parts.size] });
+  if (parts.pool) sections.push(...parts.pool.sections());
+  if (parts.standardization) {
+    const s = new Float32Array(2 * P);
+    s.set(parts.standardization.centre, 0);
+    s.set(parts.standardization.spread, P);
+    sections.push({ name: STANDARDIZE_SECTION, data: s, shape: [2, P] });
+  }
+  if (onnx) sections.push({ name: 'backbone.onnx', data: onnx, shape: [onnx.length] });
+  return { header, sections };
 }

@@ -13,9 +13,8 @@ import type { Thresholds } from '../postprocess/thresholds.js';
 import type { ImageInfo, Tensor4D } from '../types.js';
 import { parseDriftModel, type DriftModel } from '../guards/drift.js';
 import { writeModelFile } from './model-file.js';
-import { encodeGaussianSections, readLazySections, readModelParts, resumeSections, RESUME_SECTIONS, STANDARDIZE_SECTION, STORAGE, type LazySections, type ModelParts, type SectionSpec } from './model-sections.js';
+import { modelFileContents, readLazySections, readModelParts, resumeSections, RESUME_SECTIONS, type LazySections, type ModelParts } from './model-sections.js';
 import { CALIBRATION_SECTIONS, CalibrationPool } from './calibration-pool.js';
-import { graphSha256 } from './model-file-limits.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';
 import { AnomalyMapper } from './anomaly-maps.js';
 import { addDrift, buildScoreResult, mapWindow, type ScoreOverrides, type ScoreResultContext } from './score-result.js';
@@ -278,38 +277,20 @@ export class Model {
         remedy: 'save with the backbone embedded (drop --no-embed-backbone), or fit with --precision fp32',
       });
     }
-    const { m2, samples } = opts.resumable === false ? {} : await this.resumeStatistics();
-    const resumable = m2 !== undefined || samples !== undefined;
+    const resume = opts.resumable === false ? {} : await this.resumeStatistics();
     const backbone = embed ? await this.getBackbone() : undefined;
-    const { resumeState: _r, ...gaussian } = this.header.gaussian;
-    const pool = await this.calibrationScores();
-    // The header describes exactly the sections written: the backbone graph, the image score's
-    // standardisation, the calibration pool.
-    const { imageScore, calibration: _c, ...rest } = this.header;
-    const { graphSha256: _g, ...identity } = this.header.backbone;
-    const header: ModelHeader = {
-      ...rest,
-      backbone: { ...identity, embedded: embed, ...(backbone ? { graphSha256: graphSha256(backbone.onnx) } : {}) },
-      gaussian: { ...gaussian, storage: STORAGE, resumable, ...(resumable ? { resumeState: m2 ? 'scatter' : 'samples' } : {}) },
-      ...(this.standardization ? { imageScore: { kind: 'standardized' as const } } : imageScore ? { imageScore: { kind: 'max' as const } } : {}),
-      ...(pool ? { calibration: pool.summary() } : {}),
-    };
-    const P = this.positions;
-    const d = this.dim;
-    const sections: SectionSpec[] = [
-      { name: 'channels', data: this.channelIndices, shape: [d] },
-      { name: 'mean', data: this.mean, shape: [P, d] },
-      ...encodeGaussianSections(this.inverse, { ...(m2 ? { m2 } : {}), ...(samples ? { samples } : {}) }, this.header.gaussian.images),
-    ];
-    if (this.roi) sections.push({ name: 'roi', data: this.roi, shape: [this.size, this.size] });
-    if (pool) sections.push(...pool.sections());
-    if (this.standardization) {
-      const s = new Float32Array(2 * P);
-      s.set(this.standardization.centre, 0);
-      s.set(this.standardization.spread, P);
-      sections.push({ name: STANDARDIZE_SECTION, data: s, shape: [2, P] });
-    }
-    if (backbone) sections.push({ name: 'backbone.onnx', data: backbone.onnx, shape: [backbone.onnx.length] });
+    const { header, sections } = modelFileContents({
+      header: this.header,
+      channelIndices: this.channelIndices,
+      mean: this.mean,
+      inverse: this.inverse,
+      resume: { ...(resume.m2 ? { m2: resume.m2 } : {}), ...(resume.samples ? { samples: resume.samples } : {}) },
+      ...(this.roi ? { roi: this.roi } : {}),
+      size: this.size,
+      ...(await this.calibrationScores().then((pool) => (pool ? { pool } : {}))),
+      ...(this.standardization ? { standardization: this.standardization } : {}),
+      ...(backbone ? { backboneOnnx: backbone.onnx } : {}),
+    });
     await writeModelFile(file, header as unknown as Record<string, unknown>, sections);
     // A fit keeps the float16 form of its inverse for this write; the file has it now.
     this.inverse.encoded = undefined;

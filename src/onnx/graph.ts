@@ -8,6 +8,8 @@
  */
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
+import type { GraphSink, OnnxAttributeValue } from './graph-sink.js';
+export type { FloatAttribute, GraphSink, OnnxAttributeValue } from './graph-sink.js';
 
 const { onnx } = onnxProto;
 
@@ -82,15 +84,6 @@ export const ONNX_TYPE_NAMES: Readonly<Record<number, string>> = {
   23: 'float4e2m1',
 };
 
-/** A float attribute value (plain numbers are taken as ints, which most attributes are). */
-export interface FloatAttribute {
-  /** The value. */
-  float: number;
-}
-
-/** A node attribute value: an int, a float, a list of ints, or a string. */
-export type OnnxAttributeValue = number | number[] | string | FloatAttribute;
-
 /** Whether this machine stores numbers little-endian (as ONNX raw data is). */
 export const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -127,18 +120,6 @@ function attribute(name: string, value: OnnxAttributeValue): OnnxTypes.IAttribut
   if (typeof value === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(value) };
   if (Array.isArray(value)) return { name, type: T.INTS, ints: value };
   return { name, type: T.FLOAT, f: value.float };
-}
-
-/** Where graph-building helpers put what they build (constants and nodes), whoever assembles the graph. */
-export interface GraphSink {
-  /** Adds a float32 constant. */
-  float(name: string, dims: number[], data: Float32Array): void;
-  /** Adds an int64 constant. */
-  int64(name: string, dims: number[], values: readonly number[]): void;
-  /** Adds a node (its name is the sink's business). */
-  node(op: string, inputs: string[], outputs: string[], attrs?: Record<string, OnnxAttributeValue>): void;
-  /** The graph's default-domain opset (ReduceMax takes its axes as an input from opset 18); default {@link ONNX_OPSET}. */
-  opset?: number;
 }
 
 /** A {@link GraphSink} that collects inline initializers and nodes (named `<op>_<serial>`) for a small kernel graph. */

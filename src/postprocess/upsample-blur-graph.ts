@@ -11,7 +11,8 @@
  * reflection of maps smaller than the kernel included.
  */
 import * as ort from 'onnxruntime-node';
-import { collectingSink, encodeKernelModel, ONNX_OPSET, tensorValueInfo, OnnxDataType, type GraphSink } from '../onnx/graph.js';
+import { collectingSink, encodeKernelModel, ONNX_OPSET, tensorValueInfo, OnnxDataType } from '../onnx/graph.js';
+import type { GraphSink } from '../onnx/graph-sink.js';
 import { gaussianBlur } from './blur.js';
 import { resizeBilinear } from './resize.js';
 import { createSession } from '../onnx/session.js';

@@ -8,7 +8,7 @@
  * array and string; every violation is a typed 'REVIEW' error naming the field. What it names (image
  * files, the model) is checked where it is used (review-images.ts, model/review-join.ts).
  *
- * The schema is documented in docs/REVIEW.md; docs/review.schema.json is its JSON Schema, generated from
+ * The schema is documented in docs/REVIEW.md; docs/schemas/review.schema.json is its JSON Schema, generated from
  * {@link reviewFileSchema} (a test keeps the two equal).
  */
 
@@ -75,7 +75,7 @@ export const reviewFileSchema = z.object({
 
 /**
  * The JSON Schema (draft 2020-12) of a review file, from {@link reviewFileSchema}: what
- * docs/review.schema.json holds. Checks the schema cannot express (finite numbers, parseable times, no
+ * docs/schemas/review.schema.json holds. Checks the schema cannot express (finite numbers, parseable times, no
  * NUL in paths) are in the zod schema only.
  */
 export function reviewJsonSchema(): Record<string, unknown> {

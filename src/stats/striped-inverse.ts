@@ -18,7 +18,7 @@
  * the one copy of the big tensors a loaded model keeps (no packed copy, no initializer copy in ORT).
  */
 
-import type { GraphSink } from '../onnx/graph.js';
+import type { GraphSink } from '../onnx/graph-sink.js';
 
 /** Rows [r0, r1) of one stripe. */
 export interface Stripe {
