@@ -1,7 +1,8 @@
 /**
- * Fitting: training images → backbone → per-position Gaussians (low-rank or streaming) → model, then
- * the fit-time checks (training-set guards, leave-one-out contamination, drift model) and calibration
- * of the thresholds (calibrate-thresholds.ts). The scoring side is {@link Model}.
+ * Fitting, as a list of stages: plan (images, resumed model, review) → set-up (backbone, preprocessing,
+ * channels) → training-set guards → embedding pass into per-position Gaussians (fit-statistics.ts) →
+ * model → out-of-sample calibration: leave-one-out scores, standardised image score, thresholds,
+ * monitor reference (fit-calibration.ts). The scoring side is {@link Model}.
  */
 
 import { PartscanError, type PartscanWarning } from '../errors.js';
@@ -10,21 +11,19 @@ import { DEFAULT_FIT_BATCH_SIZE, DEFAULT_FIT_SEED, fitOptionsSchema } from '../o
 import type { Backbone, BackboneIdentity } from '../backbone/types.js';
 import { backboneDefaults, loadBackbone } from '../backbone/registry.js';
 import { loadDataset } from '../data/loaders.js';
-import { channelSources, gatherEmbedding, selectChannels } from '../embedding/embedding.js';
-import { GaussianAccumulator, fitGaussiansLowRank, lowRankSampleLimit } from '../stats/gaussian-stats.js';
+import { channelSources, selectChannels } from '../embedding/embedding.js';
+import { GaussianAccumulator } from '../stats/gaussian-stats.js';
 import { StripedInverse } from '../stats/striped-inverse.js';
 import { StatsKernels } from '../stats/ort-kernels.js';
-import { BufferPool } from '../util/buffer-pool.js';
 import { defaultPreprocessOptions, validatePreprocessOptions } from '../preprocess/options.js';
 import { preprocessBatch, preprocessTiles } from '../preprocess/preprocess.js';
 import { resizeNearest } from '../postprocess/resize.js';
-import type { PreprocessOptions, Tensor4D } from '../types.js';
-import { imageFingerprint, type ImageFingerprint } from '../guards/fingerprint.js';
-import { fingerprintAndPreprocess, keepImages, LoopGuards } from '../guards/decode-once.js';
+import type { PreprocessOptions } from '../types.js';
+import { imageFingerprint } from '../guards/fingerprint.js';
+import { fingerprintAndPreprocess, LoopGuards } from '../guards/decode-once.js';
 import { checkTrainingSet, type TrainingSetReport } from '../guards/training-set.js';
 import { fitDriftModel } from '../guards/drift.js';
 import { GLOBAL_STATS_FEATURES } from '../guards/image-stats.js';
-import { driftDescriptorFromTensor } from '../guards/tensor-descriptor.js';
 import { MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR } from './model-file.js';
 import { validatePrecision } from '../backbone/quantize.js';
 import { DEFAULT_CALIBRATION_IMAGES, quantizeBackbone } from '../backbone/calibrate.js';
@@ -35,6 +34,7 @@ import { checkThresholdOptions } from '../postprocess/operating-point.js';
 import { checkFitInputs } from './fit-checks.js';
 import { throwIfAborted } from '../util/abort.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
+import { embedTrainingImages, GaussianStatisticsBuilder, type FittedGaussians, type PreparedFitBatch, type PriorStatistics } from './fit-statistics.js';
 import { applyStored, encodePacked, STORAGE } from './model-sections.js';
 import { buildMonitorReference } from './monitor-reference.js';
 import {
@@ -94,30 +94,19 @@ async function fitBackbone(opts: FitOptions): Promise<Backbone> {
   return loadBackbone(opts.backbone ?? {}, threadOpt(opts.threads));
 }
 
-/**
- * Fits a PaDiM model on good images. Images go through the backbone in batches; with at most d/2
- * samples every embedding is kept and the Gaussians are fitted at once by the Woodbury identity
- * ({@link fitGaussiansLowRank}), otherwise only per-position sufficient statistics are kept (streaming),
- * so memory never exceeds the packed scatter matrices, whatever the number of images.
- * A held-out share of the good images (or `calibration`) calibrates the thresholds; labelled
- * `defects` switch the thresholds to F1-adaptive.
- *
- * @example
- * const model = await fit('bottle/train/good', { channels: 100, imageSize: 224 });
- * await model.save('bottle.partscan');
- * await model.dispose();
- */
-export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<Model> {
-  parseOptions(fitOptionsSchema, opts, 'fit');
-  throwIfAborted(opts.signal, 'The fit');
-  checkThresholdOptions(
-    { ...(opts.thresholdRule ? { rule: opts.thresholdRule } : {}), ...pick(opts, 'falseRejectTarget', 'reviewBand', 'band'), ...(opts.manualThresholds ? { manual: opts.manualThresholds } : {}) },
-    (opts.defects?.length ?? 0) > 0 || opts.review !== undefined,
-    'fit',
-  );
-  await checkFitInputs(opts);
-  const warnings: PartscanWarning[] = [];
-  const precision = validatePrecision(opts.precision);
+/** What the fit works from: the images, a resumed model, a review, the seed. */
+interface FitPlan {
+  resumeFrom?: Model;
+  reviewed?: Awaited<ReturnType<typeof planResumeReview>>;
+  /** Images to fit on (before the training-set guards). */
+  fitFiles: string[];
+  /** Images held out for calibration. */
+  calibrationFiles: string[];
+  seed: number;
+}
+
+/** The fit's inputs: the resumed model (its statistics read with it), the review, the training images. */
+async function planFit(source: ImageSource, opts: FitOptions, warnings: PartscanWarning[]): Promise<FitPlan> {
   // A model resumed from a file reads its statistics for resuming with the rest, not in a second pass.
   const resumeFrom =
     typeof opts.resume === 'string'
@@ -134,88 +123,102 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   const explicitCalibration = opts.calibration ? await trainingImages(opts.calibration) : undefined;
   // Every good image fits the model and calibrates it out of sample (leave-one-out); a held-out share is
   // only taken when asked for.
-  const { fitFiles: candidateFiles, calibrationFiles } = explicitCalibration
-    ? { fitFiles: all, calibrationFiles: explicitCalibration }
-    : splitCalibration(all, opts.calibrationSplit ?? 0, seed);
+  const split = explicitCalibration ? { fitFiles: all, calibrationFiles: explicitCalibration } : splitCalibration(all, opts.calibrationSplit ?? 0, seed);
+  return { ...(resumeFrom ? { resumeFrom } : {}), ...(reviewed ? { reviewed } : {}), ...split, seed };
+}
 
-  let backbone: Backbone;
-  let preprocess: PreprocessOptions;
-  let channelIndices: Int32Array;
-  let resumeStatistics: { m2?: Float32Array; samples?: Float32Array } = {};
-  if (resumeFrom) {
-    resumeStatistics = await resumeFrom.resumeStatistics();
-    if (!resumeStatistics.m2 && !resumeStatistics.samples) {
-      throw new PartscanError('OPTIONS', 'The model to resume from was saved without its statistics (compact file).', {
-        file: resumeFrom.modelFile,
-        remedy: 're-fit from all images, or save models with resumable statistics',
-      });
-    }
-    backbone = await resumeFrom.getBackbone();
-    preprocess = resumeFrom.header.preprocess;
-    channelIndices = resumeFrom.channelIndices;
-  } else {
-    backbone = await fitBackbone(opts);
-    // A backbone may bring its own defaults (the bundled MobileNetV2: all 152 channels at 224 px).
-    const defaults = backboneDefaults(backbone.identity.name);
-    const imageSize = opts.imageSize ?? opts.tile?.size ?? defaults.imageSize;
-    preprocess = validatePreprocessOptions(defaultPreprocessOptions({ ...opts.preprocess, ...(imageSize ? { imageSize } : {}) }));
-    const total = backbone.identity.channels.reduce((a, b) => a + b, 0);
-    const d = opts.channels ?? defaults.channels ?? DEFAULT_CHANNELS;
-    if (!Number.isInteger(d) || d < 1 || d > total) {
-      throw new PartscanError('OPTIONS', `--channels must be an integer in 1..${total} for backbone ${backbone.identity.name}, got ${d}.`, {
-        remedy: total > 550 ? 'use e.g. 100 (default) or 550' : `use at most ${total} (all channels)`,
-      });
-    }
-    channelIndices = selectChannels(total, d, seed);
+/** The backbone, preprocessing and kept channels of a fit: the resumed model's, or new ones. */
+interface FitSetup {
+  backbone: Backbone;
+  preprocess: PreprocessOptions;
+  channelIndices: Int32Array;
+  tiling?: { tile: number; overlap: number };
+  prior: PriorStatistics;
+}
+
+/** The resumed model's backbone, preprocessing, channels and statistics. */
+async function resumedSetup(resumeFrom: Model, opts: FitOptions, precision: string): Promise<FitSetup> {
+  if (opts.precision !== undefined && precision !== (resumeFrom.header.backbone.precision ?? 'fp32')) {
+    throw new PartscanError('OPTIONS', `precision ${precision} differs from the resumed model's (${resumeFrom.header.backbone.precision ?? 'fp32'}).`, {
+      remedy: 'leave out --precision when resuming: a resumed fit keeps its backbone',
+    });
   }
-  const d = channelIndices.length;
-  const size = preprocess.cropSize ?? preprocess.imageSize;
-  const sources = channelSources(channelIndices, backbone.identity.channels);
-  const kernels = await StatsKernels.create(d, opts.threads);
-  const batchSize = opts.batchSize ?? DEFAULT_FIT_BATCH_SIZE;
-  let acc: GaussianAccumulator | undefined =
-    resumeFrom && resumeStatistics.m2
-      ? new GaussianAccumulator(resumeFrom.positions, d, {
-          count: resumeFrom.header.gaussian.images,
-          mean: Float64Array.from(resumeFrom.mean),
-          m2: Float32Array.from(resumeStatistics.m2),
-        })
-      : undefined;
-  // A model that kept its samples resumes by fitting them again together with the new ones.
-  const priorSamples = resumeFrom && resumeStatistics.samples ? { data: resumeStatistics.samples, count: resumeFrom.header.gaussian.images } : undefined;
-  let grid = resumeFrom ? { gridH: resumeFrom.header.embedding.gridH, gridW: resumeFrom.header.embedding.gridW } : undefined;
+  const { m2, samples } = await resumeFrom.resumeStatistics();
+  if (!m2 && !samples) {
+    throw new PartscanError('OPTIONS', 'The model to resume from was saved without its statistics (compact file).', {
+      file: resumeFrom.modelFile,
+      remedy: 're-fit from all images, or save models with resumable statistics',
+    });
+  }
+  const count = resumeFrom.header.gaussian.images;
+  const d = resumeFrom.channelIndices.length;
+  const prior: PriorStatistics = m2
+    ? { acc: new GaussianAccumulator(resumeFrom.positions, d, { count, mean: Float64Array.from(resumeFrom.mean), m2: Float32Array.from(m2) }) }
+    : // A model that kept its samples resumes by fitting them again together with the new ones.
+      { samples: { data: samples!, count } };
+  const tiling = resumeFrom.header.tiling;
+  return { backbone: await resumeFrom.getBackbone(), preprocess: resumeFrom.header.preprocess, channelIndices: resumeFrom.channelIndices, ...(tiling ? { tiling } : {}), prior };
+}
 
-  const tiling = resumeFrom ? resumeFrom.header.tiling : opts.tile ? { tile: opts.tile.size, overlap: opts.tile.overlap } : undefined;
-  const report: FitReport = { rejected: [], nearDuplicates: [], suspects: [] };
-  let fitFiles = candidateFiles;
-  // Without tiling the guards fingerprint each image from the decode that feeds the backbone (in the
-  // fit loop below); with tiling they run here, before the loop.
-  const loopGuards = opts.guards !== false && !tiling ? new LoopGuards() : undefined;
-  const applyGuards = (check: TrainingSetReport): void => {
-    warnings.push(...check.warnings);
-    report.rejected = check.rejected;
-    report.nearDuplicates = check.nearDuplicates;
-    for (const r of check.rejected) warnings.push({ code: r.code, message: `${r.file} left out of fitting: ${r.reason}`, file: r.file });
+/** A new fit's backbone (its own defaults: the bundled MobileNetV2 takes all 152 channels at 224 px), preprocessing and seeded channels. */
+async function newSetup(opts: FitOptions, seed: number): Promise<FitSetup> {
+  const backbone = await fitBackbone(opts);
+  const defaults = backboneDefaults(backbone.identity.name);
+  const imageSize = opts.imageSize ?? opts.tile?.size ?? defaults.imageSize;
+  const preprocess = validatePreprocessOptions(defaultPreprocessOptions({ ...opts.preprocess, ...(imageSize ? { imageSize } : {}) }));
+  const total = backbone.identity.channels.reduce((a, b) => a + b, 0);
+  const d = opts.channels ?? defaults.channels ?? DEFAULT_CHANNELS;
+  if (!Number.isInteger(d) || d < 1 || d > total) {
+    await disposeOwnBackbone(backbone, opts);
+    throw new PartscanError('OPTIONS', `--channels must be an integer in 1..${total} for backbone ${backbone.identity.name}, got ${d}.`, {
+      remedy: total > 550 ? 'use e.g. 100 (default) or 550' : `use at most ${total} (all channels)`,
+    });
+  }
+  const tiling = opts.tile ? { tile: opts.tile.size, overlap: opts.tile.overlap } : undefined;
+  return { backbone, preprocess, channelIndices: selectChannels(total, d, seed), ...(tiling ? { tiling } : {}), prior: {} };
+}
+
+/** Disposes a backbone the fit created (not one the caller passed in). */
+async function disposeOwnBackbone(backbone: Backbone, opts: FitOptions): Promise<void> {
+  if (!(opts.backbone && isBackbone(opts.backbone))) await backbone.dispose();
+}
+
+/** The images that survive the training-set guards, and the report and warnings of what they left out. */
+class TrainingSet {
+  report: FitReport = { rejected: [], nearDuplicates: [], suspects: [] };
+  constructor(
+    public files: string[],
+    private readonly warnings: PartscanWarning[],
+  ) {}
+
+  /** Leaves out what a guard check rejected; throws when nothing is left. */
+  apply(check: TrainingSetReport): void {
+    this.warnings.push(...check.warnings);
+    this.report.rejected = check.rejected;
+    this.report.nearDuplicates = check.nearDuplicates;
+    for (const r of check.rejected) this.warnings.push({ code: r.code, message: `${r.file} left out of fitting: ${r.reason}`, file: r.file });
     const out = new Set(check.rejected.map((r) => r.file));
-    fitFiles = fitFiles.filter((f) => !out.has(f));
-    if (fitFiles.length === 0) {
+    this.files = this.files.filter((f) => !out.has(f));
+    if (this.files.length === 0) {
       throw new PartscanError('TRAINING_SET', 'Every training image was rejected (constant or duplicate images).', {
         remedy: 'check the camera / export: the training folder must hold real photos of good parts',
       });
     }
-  };
-  if (opts.guards !== false && tiling) {
-    const fingerprints = [];
-    for (let i = 0; i < fitFiles.length; i += 8) {
-      fingerprints.push(...(await Promise.all(fitFiles.slice(i, i + 8).map((f) => imageFingerprint(f, { maxPixels: preprocess.maxPixels })))));
-    }
-    applyGuards(checkTrainingSet(fingerprints));
   }
-  const descriptors: number[][] = [];
-  // Pipeline: decode/resize the next batch (sharp, its own threads) while ORT runs the current one.
-  const batches: string[][] = [];
-  for (let i = 0; i < fitFiles.length; i += batchSize) batches.push(fitFiles.slice(i, i + batchSize));
-  const prepare = async (files: string[]): Promise<{ tensor: Float32Array; n: number; fingerprints?: ImageFingerprint[] }> => {
+
+  /** With tiling, the guards fingerprint the images before the embedding pass (without, in it: {@link LoopGuards}). */
+  async checkBefore(maxPixels: number | undefined): Promise<void> {
+    const fingerprints = [];
+    for (let i = 0; i < this.files.length; i += 8) {
+      fingerprints.push(...(await Promise.all(this.files.slice(i, i + 8).map((f) => imageFingerprint(f, { maxPixels })))));
+    }
+    this.apply(checkTrainingSet(fingerprints));
+  }
+}
+
+/** Decodes a batch of files into the backbone's input: whole images (fingerprinted when the guards run in the loop) or tiles. */
+function batchPreparer(preprocess: PreprocessOptions, size: number, tiling: FitSetup['tiling'], loopGuards: LoopGuards | undefined): (files: string[]) => Promise<PreparedFitBatch> {
+  return async (files) => {
     if (loopGuards) {
       const tensor = new Float32Array(files.length * 3 * size * size);
       return { tensor, n: files.length, fingerprints: (await fingerprintAndPreprocess(files, preprocess, tensor)).fingerprints };
@@ -231,143 +234,34 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     }
     return { tensor, n };
   };
-  if (resumeFrom && opts.precision !== undefined && precision !== (resumeFrom.header.backbone.precision ?? 'fp32')) {
-    throw new PartscanError('OPTIONS', `precision ${precision} differs from the resumed model's (${resumeFrom.header.backbone.precision ?? 'fp32'}).`, {
-      remedy: 'leave out --precision when resuming: a resumed fit keeps its backbone',
-    });
-  }
-  if (precision === 'int8' && !resumeFrom) {
-    // Calibrated on the first good images, in fixed batches of 4 whatever --batch-size: deterministic.
-    const calib = fitFiles.slice(0, DEFAULT_CALIBRATION_IMAGES);
-    const calibrationBatches = async function* () {
-      for (let i = 0; i < calib.length; i += 4) {
-        const p = await prepare(calib.slice(i, i + 4));
-        yield { data: p.tensor, dims: [p.n, 3, size, size] as [number, number, number, number] };
-      }
-    };
-    const fp32 = backbone;
-    backbone = await quantizeBackbone(fp32, calibrationBatches(), opts.threads !== undefined ? { threads: opts.threads } : {});
-    if (!(opts.backbone && isBackbone(opts.backbone))) await fp32.dispose();
-  }
-  let pending = batches.length ? prepare(batches[0]!) : undefined;
-  let pendingEmb: EmbeddingBuffer | undefined;
-  /** Whether all samples are kept and fitted at once ({@link fitGaussiansLowRank}); decided on the first batch. */
-  let lowRank: boolean | undefined;
-  const fitEmbeddings = new BufferPool(1);
-  // The leave-one-out check scores the training images from their embeddings: the low-rank fit keeps
-  // them anyway; the streaming fit keeps a copy when it fits the memory budget, else the check runs the
-  // backbone a second time.
-  const looKeep = !tiling && fitFiles.length >= 3 ? new KeptEmbeddings(opts.contaminationMemory) : undefined;
-  let kept: EmbeddingBuffer | undefined;
-  /** Whether the statistics buffer holds every training embedding for the leave-one-out check (decided on the first batch). */
-  let looInBuffer: boolean | undefined;
-  let done = 0;
-  for (let b = 0; b < batches.length; b++) {
-    throwIfAborted(opts.signal, 'The fit');
-    let prepared = await pending!;
-    pending = b + 1 < batches.length ? prepare(batches[b + 1]!) : undefined;
-    pending?.catch(() => undefined);
-    if (loopGuards && prepared.fingerprints) {
-      const keep = loopGuards.admit(batches[b]!, prepared.fingerprints);
-      if (keep.length < batches[b]!.length) prepared = { tensor: keepImages(prepared.tensor, keep, 3 * size * size), n: keep.length };
-      if (keep.length === 0) {
-        done += batches[b]!.length;
-        opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
-        continue;
-      }
-    }
-    const n = prepared.n;
-    if (!tiling) for (let k = 0; k < n; k++) descriptors.push(driftDescriptorFromTensor(prepared.tensor, k * 3 * size * size, size, preprocess));
-    const input = { data: prepared.tensor, dims: [n, 3, size, size] as [number, number, number, number] };
-    // Samples per image (tiles with tiling), to foresee the samples to come.
-    const perImage = tiling ? n / batches[b]!.length : 1;
-    /** Decides where this batch's embeddings go, given the grid: the statistics buffer (flushed when full). */
-    const place = async (P: number): Promise<EmbeddingBuffer> => {
-      if (lowRank === undefined) {
-        ({ lowRank, pendingEmb, acc } = await startStatistics(P, d, Math.ceil(perImage * fitFiles.length), acc, priorSamples, kernels));
-      }
-      if (lowRank && pendingEmb!.count + n > pendingEmb!.capacity) lowRank = false; // more samples than foreseen: stream
-      if (!lowRank) {
-        acc ??= new GaussianAccumulator(P, d);
-        // Merge several backbone batches per statistics update: the per-position outer products then run as
-        // GEMMs with a deeper inner dimension and the packed scatter matrices are swept fewer times. The
-        // buffer is bounded by STATS_BUFFER_BYTES, not by the number of images.
-        // Never larger than the samples still to come.
-        const samplesLeft = Math.ceil(perImage * (fitFiles.length - done));
-        const cap = Math.max(n, Math.min(samplesLeft, Math.floor(statsBufferBytes() / (P * d * 4))));
-        if (!pendingEmb || pendingEmb.capacity < n || pendingEmb.count + n > pendingEmb.capacity) {
-          if (pendingEmb && pendingEmb.count > 0) {
-            await flushEmbeddings(pendingEmb, acc, kernels);
-            looInBuffer = false;
-          }
-          if (!pendingEmb || pendingEmb.capacity < n) pendingEmb = { data: new Float32Array(P * cap * d), capacity: cap, count: 0, P, d };
-        }
-        // When one buffer holds every training image, the leave-one-out check reads the embeddings from it
-        // (the statistics update leaves them intact); otherwise it keeps its own copy, within its budget.
-        looInBuffer ??= looKeep !== undefined && looKeep.allowed && done === 0 && pendingEmb.capacity >= Math.ceil(perImage * fitFiles.length);
-        if (looKeep && !looInBuffer) kept ??= looKeep.start(P, fitFiles.length, d);
-      }
-      return pendingEmb!;
-    };
-    const embed = async (maps: Tensor4D[]): Promise<void> => {
-      const [, , gridH, gridW] = maps[0]!.dims;
-      grid ??= { gridH, gridW };
-      const target = await place(gridH * gridW);
-      if (kept) {
-        // A separate leave-one-out copy: gather once, append to both.
-        const emb = gatherEmbedding(maps, sources, fitEmbeddings.acquire(gridH * gridW * n * d));
-        appendEmbeddings(kept, emb.data, n);
-        appendEmbeddings(target, emb.data, n);
-        fitEmbeddings.release(emb.data);
-      } else {
-        // Straight into the statistics buffer's rows: no per-batch copy.
-        gatherEmbedding(maps, sources, target.data, { capacity: target.capacity, offset: target.count });
-        target.count += n;
-      }
-    };
-    if (backbone.withFeatures) await backbone.withFeatures(input, embed);
-    else await embed(await backbone.extract(input));
-    done += batches[b]!.length;
-    opts.onProgress?.({ stage: 'fit', done, total: fitFiles.length });
-  }
-  if (loopGuards) applyGuards(loopGuards.report());
-  if (lowRank === undefined && resumeFrom) {
-    // Resumed without new images.
-    ({ lowRank, pendingEmb, acc } = await startStatistics(resumeFrom.positions, d, 0, acc, priorSamples, kernels));
-  }
-  const epsilon = resumeFrom?.header.gaussian.epsilon ?? opts.epsilon ?? DEFAULT_EPSILON;
-  opts.onProgress?.({ stage: 'invert', done: 0, total: 1 });
-  let fitted: { count: number; mean: Float64Array; invCov: Float32Array; m2?: Float32Array; samples?: Float32Array } | undefined;
-  if (lowRank && pendingEmb) {
-    const samples = compactEmbeddings(pendingEmb);
-    fitted = { ...(await fitGaussiansLowRank(samples, pendingEmb.count, pendingEmb.P, d, kernels, epsilon)), samples };
-  } else {
-    if (pendingEmb && pendingEmb.count > 0 && acc) {
-      const count = pendingEmb.count;
-      const x = await flushEmbeddings(pendingEmb, acc, kernels);
-      if (looInBuffer) kept = { data: x, capacity: count, count, P: pendingEmb.P, d };
-    }
-    if (acc) fitted = { count: acc.count, mean: acc.mean, invCov: await acc.inverseCovariances(kernels, epsilon), m2: acc.m2 };
-  }
-  pendingEmb = undefined;
-  await kernels.dispose();
-  if (!fitted || !grid) throw new PartscanError('DATASET', 'No training images could be used.', { remedy: 'check the training folder' });
-  if (fitted.count < d) {
-    warnings.push({
-      code: 'FEW_IMAGES',
-      message: `Fitted on ${fitted.count} images, fewer than the embedding size d=${d}: covariances rest on the ε·I regulariser. Scores will be less reliable; use more good images (≥ ${d}) or fewer --channels.`,
-    });
-  }
-  opts.onProgress?.({ stage: 'invert', done: 1, total: 1 });
+}
 
+/** The int8 backbone of a new fit, calibrated on the first good images in fixed batches of 4 whatever --batch-size: deterministic. */
+async function quantizeForFit(fp32: Backbone, files: string[], prepare: (files: string[]) => Promise<PreparedFitBatch>, size: number, opts: FitOptions): Promise<Backbone> {
+  const calib = files.slice(0, DEFAULT_CALIBRATION_IMAGES);
+  const calibrationBatches = async function* () {
+    for (let i = 0; i < calib.length; i += 4) {
+      const p = await prepare(calib.slice(i, i + 4));
+      yield { data: p.tensor, dims: [p.n, 3, size, size] as [number, number, number, number] };
+    }
+  };
+  const int8 = await quantizeBackbone(fp32, calibrationBatches(), opts.threads !== undefined ? { threads: opts.threads } : {});
+  await disposeOwnBackbone(fp32, opts);
+  return int8;
+}
+
+/** The header of a fitted model, before calibration adds its thresholds, pool and monitor reference. */
+function fitHeader(setup: FitSetup, plan: FitPlan, fitted: FittedGaussians, grid: { gridH: number; gridW: number }, epsilon: number): ModelHeader {
+  const { backbone, channelIndices, tiling } = setup;
+  const resumeFrom = plan.resumeFrom;
   const { embedded: _e, inputName: _i, ...resumeIdentity } = resumeFrom?.header.backbone ?? { embedded: false, inputName: '' };
-  const header: ModelHeader = {
+  return {
     format: 'partscan-model',
     formatVersion: [MODEL_FORMAT_MAJOR, MODEL_FORMAT_MINOR],
     partscanVersion: PARTSCAN_VERSION,
     backbone: { ...(resumeFrom ? (resumeIdentity as BackboneIdentity) : backbone.identity), embedded: true, inputName: backbone.inputName },
-    preprocess,
-    embedding: { channels: d, seed, totalChannels: backbone.identity.channels.reduce((a, b) => a + b, 0), gridH: grid.gridH, gridW: grid.gridW },
+    preprocess: setup.preprocess,
+    embedding: { channels: channelIndices.length, seed: plan.seed, totalChannels: backbone.identity.channels.reduce((a, b) => a + b, 0), gridH: grid.gridH, gridW: grid.gridW },
     gaussian: { images: fitted.count, epsilon, storage: STORAGE, resumable: true, resumeState: fitted.m2 ? 'scatter' : 'samples' },
     postprocess: { blurSigma: BLUR_SIGMA, upsample: 'bilinear' },
     fit: { calibrationImages: 0, calibrationWarnings: [] },
@@ -375,70 +269,163 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
     // A resumed model keeps its image-score definition; a new one gets its standardisation in calibrateFit.
     imageScore: resumeFrom ? (resumeFrom.header.imageScore ?? { kind: 'max' }) : { kind: 'max' },
   };
-  const drift = resumeFrom ? resumeFrom.header.drift : descriptors.length >= 5 ? fitDriftModel(descriptors, { names: [...GLOBAL_STATS_FEATURES] }) : undefined;
-  if (drift) header.drift = drift;
-  // The file's float16 form of the inverse, encoded while the packed triangles are at hand.
-  const storedInverse = encodePacked(fitted.invCov, grid.gridH * grid.gridW, d);
-  const model = Model.fromParts(
-    {
-      header,
-      channelIndices,
-      mean: fitted.mean,
-      // float32 for the checks below; set to the stored float16 values at the end of the fit.
-      inverse: StripedInverse.fromPacked(fitted.invCov, grid.gridH * grid.gridW, d),
-      ...(fitted.m2 ? { m2: fitted.m2 } : {}),
-      ...(fitted.samples ? { samples: fitted.samples } : {}),
-      ...(resumeFrom?.standardization ? { standardization: resumeFrom.standardization } : {}),
-    },
-    backbone,
-    opts.threads,
+}
+
+/** Sets the model's ROI: the resumed model's, or the mask given (at the training images' size). */
+async function applyRoi(model: Model, plan: FitPlan, setup: FitSetup, opts: FitOptions, reference: string): Promise<void> {
+  if (plan.resumeFrom?.roi) model.roi = plan.resumeFrom.roi;
+  if (!opts.roi) return;
+  if (setup.tiling) throw new PartscanError('OPTIONS', 'A ROI mask cannot be combined with tiling yet.', { file: opts.roi, remedy: 'leave out --roi or --tile' });
+  model.roi = await roiAtModelSize(opts.roi, reference, model.size);
+  model.header.roi = { width: model.size, height: model.size };
+}
+
+/** The Gaussians of the embedding pass; warns when fewer images than d carry them. */
+async function fitGaussians(stats: GaussianStatisticsBuilder, plan: FitPlan, setup: FitSetup, training: TrainingSet, opts: FitOptions, warnings: PartscanWarning[]): Promise<{ fitted: FittedGaussians; epsilon: number; embeddings?: Float32Array }> {
+  const epsilon = plan.resumeFrom?.header.gaussian.epsilon ?? opts.epsilon ?? DEFAULT_EPSILON;
+  const d = setup.channelIndices.length;
+  opts.onProgress?.({ stage: 'invert', done: 0, total: 1 });
+  const { fitted, embeddings } = await stats.finish(epsilon, plan.resumeFrom?.positions ?? 0, training.files.length);
+  if (!fitted) throw new PartscanError('DATASET', 'No training images could be used.', { remedy: 'check the training folder' });
+  if (fitted.count < d) {
+    warnings.push({
+      code: 'FEW_IMAGES',
+      message: `Fitted on ${fitted.count} images, fewer than the embedding size d=${d}: covariances rest on the ε·I regulariser. Scores will be less reliable; use more good images (≥ ${d}) or fewer --channels.`,
+    });
+  }
+  opts.onProgress?.({ stage: 'invert', done: 1, total: 1 });
+  return { fitted, epsilon, ...(embeddings ? { embeddings } : {}) };
+}
+
+/**
+ * Fits a PaDiM model on good images: the training images go through the backbone once into
+ * per-position Gaussians (fit-statistics.ts); every good image is then scored out of sample
+ * (leave-one-out) to standardise the image score, set the thresholds at the false-reject target and
+ * give the line monitor its reference (fit-calibration.ts). Labelled `defects` join the operating point.
+ *
+ * @example
+ * const model = await fit('bottle/train/good', { channels: 100, imageSize: 224 });
+ * await model.save('bottle.partscan');
+ * await model.dispose();
+ */
+export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<Model> {
+  await checkFitOptions(opts);
+  const warnings: PartscanWarning[] = [];
+  const precision = validatePrecision(opts.precision);
+  const plan = await planFit(source, opts, warnings);
+  const setup = plan.resumeFrom ? await resumedSetup(plan.resumeFrom, opts, precision) : await newSetup(opts, plan.seed);
+  const size = setup.preprocess.cropSize ?? setup.preprocess.imageSize;
+  const training = new TrainingSet(plan.fitFiles, warnings);
+  if (opts.guards !== false && setup.tiling) await training.checkBefore(setup.preprocess.maxPixels);
+  // Without tiling the guards fingerprint each image from the decode that feeds the backbone.
+  const loopGuards = opts.guards !== false && !setup.tiling ? new LoopGuards() : undefined;
+  const prepare = batchPreparer(setup.preprocess, size, setup.tiling, loopGuards);
+  if (precision === 'int8' && !plan.resumeFrom) setup.backbone = await quantizeForFit(setup.backbone, training.files, prepare, size, opts);
+  const { kernels, stats, looKeep } = await statisticsBuilder(setup, training.files.length, opts);
+  const pass = await embedTrainingImages(
+    { backbone: setup.backbone, preprocess: setup.preprocess, size, files: training.files, batchSize: opts.batchSize ?? DEFAULT_FIT_BATCH_SIZE, tiled: setup.tiling !== undefined, prepare, ...(loopGuards ? { loopGuards } : {}), ...pick(opts, 'signal', 'onProgress') },
+    stats,
   );
-  if (resumeFrom?.roi) model.roi = resumeFrom.roi;
-  if (opts.roi) {
-    if (tiling) {
-      throw new PartscanError('OPTIONS', 'A ROI mask cannot be combined with tiling yet.', { file: opts.roi, remedy: 'leave out --roi or --tile' });
-    }
-    model.roi = await roiAtModelSize(opts.roi, fitFiles[0]!, model.size);
-    header.roi = { width: model.size, height: model.size };
-  }
+  if (loopGuards) training.apply(loopGuards.report());
+  const gaussians = await fitGaussians(stats, plan, setup, training, opts, warnings).finally(() => kernels.dispose());
+  const grid = plan.resumeFrom ? { gridH: plan.resumeFrom.header.embedding.gridH, gridW: plan.resumeFrom.header.embedding.gridW } : pass.grid;
+  if (!grid) throw new PartscanError('DATASET', 'No training images could be used.', { remedy: 'check the training folder' });
+  const model = assembleModel(setup, plan, gaussians.fitted, grid, gaussians.epsilon, pass.descriptors, opts);
+  await applyRoi(model, plan, setup, opts, training.files[0]!);
   throwIfAborted(opts.signal, 'The fit');
-  // Out-of-sample scores of every training image (leave-one-out): the contamination check, the
-  // per-position standardisation of the image score, the thresholds and the monitor's reference.
-  const own = kept?.count === fitFiles.length ? compactEmbeddings(kept) : fitted.samples && !tiling && fitted.count === fitFiles.length ? fitted.samples : undefined;
-  kept = undefined;
-  if (!own && looKeep) {
-    const w = looKeep.secondPassWarning();
-    if (w) warnings.push(w);
-  }
+  // The leave-one-out check runs the backbone a second time when the embeddings were too large to keep.
+  const secondPass = gaussians.embeddings || (gaussians.fitted.samples && !setup.tiling && gaussians.fitted.count === training.files.length) ? undefined : looKeep?.secondPassWarning();
+  if (secondPass) warnings.push(secondPass);
+  await calibrateFitted(model, { plan, training, loopGuards, gaussians, descriptors: pass.descriptors, opts, warnings });
+  return model;
+}
+
+/** Options checked before any image is read or any backbone runs. */
+async function checkFitOptions(opts: FitOptions): Promise<void> {
+  parseOptions(fitOptionsSchema, opts, 'fit');
+  throwIfAborted(opts.signal, 'The fit');
+  checkThresholdOptions(
+    { ...(opts.thresholdRule ? { rule: opts.thresholdRule } : {}), ...pick(opts, 'falseRejectTarget', 'reviewBand', 'band'), ...(opts.manualThresholds ? { manual: opts.manualThresholds } : {}) },
+    (opts.defects?.length ?? 0) > 0 || opts.review !== undefined,
+    'fit',
+  );
+  await checkFitInputs(opts);
+}
+
+/** The statistics builder of the embedding pass, and its ORT kernels (disposed once the Gaussians are fitted). */
+async function statisticsBuilder(setup: FitSetup, images: number, opts: FitOptions): Promise<{ kernels: StatsKernels; stats: GaussianStatisticsBuilder; looKeep?: KeptEmbeddings }> {
+  const d = setup.channelIndices.length;
+  const kernels = await StatsKernels.create(d, opts.threads);
+  // The leave-one-out check scores the training images from their embeddings (fit-statistics.ts).
+  const looKeep = !setup.tiling && images >= 3 ? new KeptEmbeddings(opts.contaminationMemory) : undefined;
+  const sources = channelSources(setup.channelIndices, setup.backbone.identity.channels);
+  return { kernels, stats: new GaussianStatisticsBuilder(d, sources, kernels, setup.prior, looKeep), ...(looKeep ? { looKeep } : {}) };
+}
+
+/** The fitted model, scoring with float32 inverses until the fit's checks are done. */
+function assembleModel(setup: FitSetup, plan: FitPlan, fitted: FittedGaussians, grid: { gridH: number; gridW: number }, epsilon: number, descriptors: number[][], opts: FitOptions): Model {
+  const header = fitHeader(setup, plan, fitted, grid, epsilon);
+  const drift = plan.resumeFrom ? plan.resumeFrom.header.drift : descriptors.length >= 5 ? fitDriftModel(descriptors, { names: [...GLOBAL_STATS_FEATURES] }) : undefined;
+  if (drift) header.drift = drift;
+  const P = grid.gridH * grid.gridW;
+  const d = setup.channelIndices.length;
+  const parts = {
+    header,
+    channelIndices: setup.channelIndices,
+    mean: fitted.mean,
+    // float32 for the checks; set to the stored float16 values at the end of the fit (calibrateFitted).
+    inverse: StripedInverse.fromPacked(fitted.invCov, P, d),
+    ...(fitted.m2 ? { m2: fitted.m2 } : {}),
+    ...(fitted.samples ? { samples: fitted.samples } : {}),
+    ...(plan.resumeFrom?.standardization ? { standardization: plan.resumeFrom.standardization } : {}),
+  };
+  return Model.fromParts(parts, setup.backbone, opts.threads);
+}
+
+/**
+ * Out-of-sample scores of every training image (leave-one-out): the contamination check, the
+ * per-position standardisation of the image score, the thresholds and the monitor's reference. Last,
+ * the model's inverse becomes the stored float16 values: the fitted model then scores exactly as it
+ * will once saved and loaded.
+ */
+async function calibrateFitted(
+  model: Model,
+  f: { plan: FitPlan; training: TrainingSet; loopGuards: LoopGuards | undefined; gaussians: { fitted: FittedGaussians; embeddings?: Float32Array }; descriptors: number[][]; opts: FitOptions; warnings: PartscanWarning[] },
+): Promise<void> {
+  const { plan, training, gaussians, opts, warnings } = f;
+  const fitFiles = training.files;
+  // The file's float16 form of the inverse, encoded while the packed triangles are at hand.
+  const storedInverse = encodePacked(gaussians.fitted.invCov, model.positions, model.dim);
+  const { fitted } = gaussians;
+  const own = gaussians.embeddings ?? (fitted.samples && !model.header.tiling && fitted.count === fitFiles.length ? fitted.samples : undefined);
   const { looScores, heldOutScores } = await calibrateFit(
     model,
     {
       fitFiles,
-      ...(loopGuards ? { fileHashes: loopGuards.fileHashes() } : {}),
+      ...(f.loopGuards ? { fileHashes: f.loopGuards.fileHashes() } : {}),
       ...(own ? { embeddings: own } : {}),
-      heldOut: calibrationFiles,
-      defects: [...(opts.defects ?? []), ...(reviewed?.defects ?? [])],
-      ...(resumeFrom ? { resumed: resumeFrom } : {}),
-      ...(reviewed ? { review: { relabelled: reviewed.relabelled, keys: reviewed.keys } } : {}),
+      heldOut: plan.calibrationFiles,
+      defects: [...(opts.defects ?? []), ...(plan.reviewed?.defects ?? [])],
+      ...(plan.resumeFrom ? { resumed: plan.resumeFrom } : {}),
+      ...(plan.reviewed ? { review: { relabelled: plan.reviewed.relabelled, keys: plan.reviewed.keys } } : {}),
       options: opts,
     },
     warnings,
-    report,
+    training.report,
   );
+  const header = model.header;
   // Line monitoring's reference (format 1.2): out-of-sample good scores and the spread of drift z.
   const monitor = heldOutScores.length || looScores.length
-    ? buildMonitorReference({ calibrationScores: heldOutScores, looScores, ...(drift ? { drift } : {}), trainingDescriptors: descriptors })
-    : resumeFrom?.header.monitor;
+    ? buildMonitorReference({ calibrationScores: heldOutScores, looScores, ...(header.drift ? { drift: header.drift } : {}), trainingDescriptors: f.descriptors })
+    : plan.resumeFrom?.header.monitor;
   if (monitor) header.monitor = monitor;
   throwIfAborted(opts.signal, 'The fit');
   header.fit.calibrationImages = header.calibration?.good ?? 0;
   header.fit.calibrationWarnings = warnings.map((w) => w.message);
-  // Last: the fitted model then scores exactly as it will once saved and loaded (float16 inverse).
   applyStored(model.inverse, storedInverse);
   model.fitWarnings = warnings;
-  if (reviewed) report.review = reviewed.summary;
-  model.fitReport = report;
-  return model;
+  if (plan.reviewed) training.report.review = plan.reviewed.summary;
+  model.fitReport = training.report;
 }
 
 /**
@@ -452,82 +439,3 @@ async function roiAtModelSize(file: string, reference: string, size: number): Pr
   const full = await readRoiMask(file, info.width, info.height);
   return resizeNearest(full, info.width, info.height, size, size);
 }
-
-/**
- * Bytes of embeddings buffered between statistics updates during fit. Each update streams the whole
- * packed scatter matrix (d=550 at 224 px: 1.9 GB) through memory, so fewer, larger updates are much
- * faster (bottle, d=550 at 224 px: two updates of ≤155 images instead of six of 37). The buffer is bounded:
- * fitting 10 000 images needs no more memory than fitting 150.
- */
-export const STATS_BUFFER_BYTES = 1024 * 1024 * 1024;
-
-/**
- * The statistics buffer's size: {@link STATS_BUFFER_BYTES}, or `PARTSCAN_STATS_BUFFER_MB` MiB (e.g. 256
- * on a machine short of memory; fractions allowed). A buffer that cannot hold every training image
- * makes the leave-one-out check keep its own copy of the embeddings (within `contaminationMemory`).
- */
-function statsBufferBytes(): number {
-  const mb = Number(process.env.PARTSCAN_STATS_BUFFER_MB);
-  return Number.isFinite(mb) && mb > 0 ? Math.floor(mb * 2 ** 20) : STATS_BUFFER_BYTES;
-}
-
-interface EmbeddingBuffer {
-  data: Float32Array;
-  capacity: number;
-  count: number;
-  P: number;
-  d: number;
-}
-
-/** Appends a [P, n, d] embedding batch to a [P, capacity, d] buffer. */
-function appendEmbeddings(buf: EmbeddingBuffer, emb: Float32Array, n: number): void {
-  const { P, d, capacity, count } = buf;
-  for (let p = 0; p < P; p++) buf.data.set(emb.subarray(p * n * d, (p + 1) * n * d), (p * capacity + count) * d);
-  buf.count += n;
-}
-
-/**
- * Chooses how the statistics are gathered, once the grid (P) and the number of new samples are known:
- * with at most d/2 samples in all (bottle at d=550: 209 images), every embedding is kept and fitted at
- * once by the Woodbury identity ({@link fitGaussiansLowRank}); the samples then take no more memory
- * than the scatter matrices of the streaming fit. Samples kept by a resumed model join either way.
- */
-async function startStatistics(
-  P: number,
-  d: number,
-  newSamples: number,
-  acc: GaussianAccumulator | undefined,
-  prior: { data: Float32Array; count: number } | undefined,
-  kernels: StatsKernels,
-): Promise<{ lowRank: boolean; pendingEmb: EmbeddingBuffer | undefined; acc: GaussianAccumulator | undefined }> {
-  const total = newSamples + (prior?.count ?? 0);
-  if (!acc && total >= 2 && total <= lowRankSampleLimit(d)) {
-    const pendingEmb: EmbeddingBuffer = { data: new Float32Array(P * total * d), capacity: total, count: 0, P, d };
-    if (prior) appendEmbeddings(pendingEmb, prior.data, prior.count);
-    return { lowRank: true, pendingEmb, acc };
-  }
-  if (prior && !acc) {
-    acc = new GaussianAccumulator(P, d);
-    await acc.add(Float32Array.from(prior.data), prior.count, kernels);
-  }
-  return { lowRank: false, pendingEmb: undefined, acc };
-}
-
-/** The buffered embeddings as [P, count, d] (compacted in place from [P, capacity, d]). */
-function compactEmbeddings(buf: EmbeddingBuffer): Float32Array {
-  const { P, d, capacity, count } = buf;
-  const x = buf.data;
-  if (count === capacity) return x;
-  // Moving rows forward never overwrites unread data.
-  for (let p = 1; p < P; p++) x.copyWithin(p * count * d, p * capacity * d, (p * capacity + count) * d);
-  return x.subarray(0, P * count * d);
-}
-
-/** Folds the buffered embeddings into the statistics and empties the buffer; returns them ([P, count, d], intact). */
-async function flushEmbeddings(buf: EmbeddingBuffer, acc: GaussianAccumulator, kernels: StatsKernels): Promise<Float32Array> {
-  const x = compactEmbeddings(buf);
-  await acc.add(x, buf.count, kernels);
-  buf.count = 0;
-  return x;
-}
-
