@@ -24,6 +24,7 @@ import { resolveBackbone } from '../src/backbone/registry.js';
 import { listImages } from '../src/data/loaders.js';
 import path from 'node:path';
 import { BOTTLE } from './helpers/shared.js';
+import { thrown } from './helpers/errors.js';
 
 /** Never reached: every call below fails in its option check. */
 const notAModel = {} as never;
@@ -232,15 +233,6 @@ const entries: Array<{ entry: string; call: Call; bad: Array<[field: string, opt
   },
 ];
 
-/** Runs a call that may throw or reject, and returns what it threw. */
-async function thrown(f: () => unknown): Promise<unknown> {
-  try {
-    await f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 describe('options: one schema per public entry, one typed error', () => {
   for (const { entry, call, bad } of entries) {

@@ -7,32 +7,30 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { fit } from '../src/model/fit.js';
 import type { Model } from '../src/model/model.js';
 import type { ScoreInput, ScoreResult } from '../src/model/types.js';
 import { isPartscanError } from '../src/errors.js';
-import { listImages } from '../src/data/loaders.js';
 import { contiguousRgb, type RawFrame } from '../src/preprocess/raw-frame.js';
 import { preprocessBatch } from '../src/preprocess/preprocess.js';
 import { writeScoredRun } from '../src/export/score-run.js';
 import { writeReport } from '../src/report/html.js';
 import { expectContract } from './helpers/json-contract.js';
-import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
+import { BOTTLE } from './helpers/shared.js';
+import { thrown } from './helpers/errors.js';
+import { FIXTURE_BACKBONE, smallBottleModel } from './helpers/small-bottle-model.js';
 
 const defect = path.join(BOTTLE, 'test', 'broken_large', '000.png');
 const good = path.join(BOTTLE, 'test', 'good', '000.png');
 let tmp: string;
 let train: string[];
 let model: Model;
-const backbone = { name: 'resnet50', weights: REF_WEIGHTS };
+const backbone = FIXTURE_BACKBONE;
 
 beforeAll(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-frames-'));
-  train = (await listImages(path.join(BOTTLE, 'train', 'good'))).slice(0, 12);
-  model = await fit(train, { backbone, imageSize: 128, channels: 30, calibrationSplit: 0.25 });
+  ({ tmp, train, model } = await smallBottleModel('frames'));
 }, 180_000);
 
 afterAll(async () => {
@@ -71,14 +69,6 @@ async function pixelThresholdBelowPeaks(m: Model, files: string[]): Promise<void
   m.setThresholds({ ...t, pixel: 0.8 * Math.min(...rs.map((r) => peak(r.anomalyMap))) });
 }
 
-async function thrown(f: () => unknown): Promise<unknown> {
-  try {
-    await f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 describe('raw camera frames', () => {
   it('an RGB frame scores within 1e-4 of the same pixels as PNG, and is read in place', async () => {

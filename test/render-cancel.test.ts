@@ -6,14 +6,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, promises as fs } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { fit } from '../src/model/fit.js';
 import type { Model } from '../src/model/model.js';
 import type { ProgressEvent, ScoreResult } from '../src/model/types.js';
 import { isPartscanError } from '../src/errors.js';
-import { listImages, loadDataset } from '../src/data/loaders.js';
+import { loadDataset } from '../src/data/loaders.js';
 import { preprocessBatch } from '../src/preprocess/preprocess.js';
 import { renderResult } from '../src/index.js';
 import { scoreToRunDir, writeScoredRun } from '../src/export/score-run.js';
@@ -21,18 +20,18 @@ import { evaluateModel } from '../src/model/evaluate.js';
 import { BatchingScorer } from '../src/model/batching-scorer.js';
 import { scoreHistogram } from '../src/report/charts.js';
 import { expectContract } from './helpers/json-contract.js';
-import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
+import { BOTTLE } from './helpers/shared.js';
+import { thrown } from './helpers/errors.js';
+import { FIXTURE_BACKBONE, smallBottleModel } from './helpers/small-bottle-model.js';
 
 const defect = path.join(BOTTLE, 'test', 'broken_large', '000.png');
 let tmp: string;
 let train: string[];
 let model: Model;
-const backbone = { name: 'resnet50', weights: REF_WEIGHTS };
+const backbone = FIXTURE_BACKBONE;
 
 beforeAll(async () => {
-  tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'partscan-render-'));
-  train = (await listImages(path.join(BOTTLE, 'train', 'good'))).slice(0, 12);
-  model = await fit(train, { backbone, imageSize: 128, channels: 30, calibrationSplit: 0.25 });
+  ({ tmp, train, model } = await smallBottleModel('render'));
 }, 180_000);
 
 afterAll(async () => {
@@ -40,14 +39,6 @@ afterAll(async () => {
   if (tmp) await fs.rm(tmp, { recursive: true, force: true });
 });
 
-async function thrown(f: () => unknown): Promise<unknown> {
-  try {
-    await f();
-  } catch (e) {
-    return e;
-  }
-  return undefined;
-}
 
 /** An encoded picture's pixels as stored (a grey PNG stays one channel). */
 async function decode(png: Buffer): Promise<{ data: Buffer; width: number; height: number; channels: number; format: string }> {
