@@ -100,3 +100,15 @@ export function lowerBound(sorted: ArrayLike<number>, offset: number, m: number,
   }
   return lo;
 }
+
+/** Index of the first of `m` ascending values at `offset` that is > x (binary search). */
+export function upperBound(sorted: ArrayLike<number>, offset: number, m: number, x: number): number {
+  let lo = 0;
+  let hi = m;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[offset + mid]! <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -5,6 +5,8 @@
  * `partscan calibrate --false-reject r` can move to).
  */
 
+import { upperBound } from '../guards/robust-stats.js';
+
 /** False-reject rates of the curve `eval` reports. */
 export const OPERATING_CURVE_RATES: readonly number[] = [0, 0.005, 0.01, 0.02, 0.05, 0.1];
 
@@ -20,6 +22,14 @@ export interface OperatingCurvePoint {
   threshold: number;
 }
 
+/** The false-reject and escape rates at `threshold` (scores strictly above it are NG); NaN for an empty class. */
+export function ratesAt(goodScores: readonly number[], defectScores: readonly number[], threshold: number): { falseRejectRate: number; escapeRate: number } {
+  return {
+    falseRejectRate: goodScores.length ? goodScores.filter((s) => s > threshold).length / goodScores.length : NaN,
+    escapeRate: defectScores.length ? defectScores.filter((s) => !(s > threshold)).length / defectScores.length : NaN,
+  };
+}
+
 /**
  * The lowest threshold that keeps at most ⌊rate·N⌋ of the N good scores strictly above it, and the escape
  * rate of the defect scores there, for each rate. NaN thresholds and rates when a class is empty.
@@ -32,10 +42,8 @@ export function operatingCurve(goodScores: ArrayLike<number>, defectScores: Arra
     if (n === 0) return { falseRejectRate: rate, measuredFalseRejectRate: NaN, escapeRate: NaN, threshold: NaN };
     const allowed = Math.min(n - 1, Math.floor(rate * n + 1e-9));
     const threshold = good[n - 1 - allowed]!;
-    let above = 0;
-    for (let i = n - 1; i >= 0 && good[i]! > threshold; i--) above++;
-    let escapes = 0;
-    while (escapes < defect.length && defect[escapes]! <= threshold) escapes++;
+    const above = n - upperBound(good, 0, n, threshold);
+    const escapes = upperBound(defect, 0, defect.length, threshold);
     return {
       falseRejectRate: rate,
       measuredFalseRejectRate: above / n,

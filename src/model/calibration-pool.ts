@@ -258,7 +258,7 @@ export class CalibrationPool {
   /** The pool as {@link CalibrationScores} for the threshold rules. */
   scores(): CalibrationScores {
     const g = this.goodRows.scores;
-    const good = { imageScores: column(g, 0), mapMaxima: column(g, 1), mapMinima: column(g, 2) };
+    const good = { imageScores: column(g, 0), mapMaxima: column(g, 1), mapMinima: column(g, 2), excluded: this.excluded };
     return this.defect.rows > 0 ? { good, defect: { imageScores: column(this.defectRows.scores, 0) } } : { good };
   }
 

@@ -2,7 +2,7 @@ import { loadDataset } from '../data/loaders.js';
 import { loadMask } from '../preprocess/preprocess.js';
 import { evaluateRun, type EvaluationItem, type RunMetrics } from '../metrics/evaluate.js';
 import { verdictQuality, type VerdictItem, type VerdictQuality } from '../metrics/verdicts.js';
-import { operatingCurve, type OperatingCurvePoint } from '../metrics/operating-curve.js';
+import { operatingCurve, ratesAt, type OperatingCurvePoint } from '../metrics/operating-curve.js';
 import { PartscanError } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
 import { throwIfAborted } from '../util/abort.js';
@@ -29,14 +29,14 @@ function operatingPoints(model: Model, items: { sample: Sample; result: ScoreRes
   const good = items.filter((it) => !it.sample.anomalous).map((it) => it.result.imageScore);
   const defect = items.filter((it) => it.sample.anomalous).map((it) => it.result.imageScore);
   const t = model.header.thresholds;
-  if (!t) return { operatingPoints: operatingCurve(good, defect), shippedOperatingPoint: null };
+  const operatingPoints = operatingCurve(good, defect);
+  if (!t) return { operatingPoints, shippedOperatingPoint: null };
   const op = t.operatingPoint;
   return {
-    operatingPoints: operatingCurve(good, defect),
+    operatingPoints,
     shippedOperatingPoint: {
       threshold: t.image,
-      falseRejectRate: good.length ? good.filter((s) => s > t.image).length / good.length : NaN,
-      escapeRate: defect.length ? defect.filter((s) => !(s > t.image)).length / defect.length : NaN,
+      ...ratesAt(good, defect, t.image),
       targetFalseRejectRate: op?.falseRejectTarget ?? null,
       estimatedFalseRejectRate: op?.image.rate ?? null,
     },

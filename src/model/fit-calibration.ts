@@ -9,7 +9,7 @@
 import type { PartscanWarning } from '../errors.js';
 import { scoreOutliers } from '../guards/robust-stats.js';
 import { selectThresholds, type CalibrationScores, type ThresholdRule } from '../postprocess/operating-point.js';
-import { fitStandardization, MIN_STANDARDIZE_IMAGES } from '../postprocess/standardize.js';
+import { fitStandardization, MIN_STANDARDIZE_IMAGES, standardizeDistances } from '../postprocess/standardize.js';
 import { MIN_TAIL_SCORES } from '../postprocess/tail-model.js';
 import { BlurredMaxSession } from '../postprocess/upsample-blur-graph.js';
 import { defaultThreads } from '../onnx/session.js';
@@ -107,6 +107,14 @@ function count(flags: boolean[] | undefined, value: boolean): number {
   return flags ? flags.filter((f) => f === value).length : 0;
 }
 
+/**
+ * Whether the pixel threshold is F1-adaptive on full maps: the F1 rule, with a ground-truth mask for
+ * every labelled defect. Only then are the training images' and the defects' maps kept.
+ */
+function pixelF1OnMaps(input: FitCalibrationInput): boolean {
+  return input.options.thresholdRule === 'f1' && input.defects.length > 0 && input.defects.every((d) => d.maskPath);
+}
+
 /** Out-of-sample grids of the training images: from the kept embeddings, else by a second backbone pass. */
 async function outOfSample(model: Model, input: FitCalibrationInput, keepMaps: boolean): Promise<OutOfSampleGrids> {
   const { embeddings, fitFiles } = input;
@@ -123,7 +131,7 @@ async function outOfSample(model: Model, input: FitCalibrationInput, keepMaps: b
 async function trainingScores(model: Model, input: FitCalibrationInput, warnings: PartscanWarning[], report: FitReport): Promise<TrainingScores | undefined> {
   const n = input.fitFiles.length;
   if (n === 0 || model.header.gaussian.images < 3) return undefined;
-  const keepMaps = input.options.thresholdRule === 'f1' && input.defects.some((d) => d.maskPath);
+  const keepMaps = pixelF1OnMaps(input);
   const grids = await outOfSample(model, input, keepMaps);
   const mapMax = perImageMax(grids.mapMax, grids.owner, grids.images);
   const mapMin = perImageMin(grids.mapMin, grids.owner, grids.images);
@@ -155,9 +163,7 @@ async function imageScoresOf(model: Model, input: FitCalibrationInput, grids: Ou
   const keepRow = (r: number): boolean => !suspect[grids.owner[r]!];
   let z: Float32Array;
   if (input.resumed) {
-    z = grids.dist;
-    const { centre, spread } = model.standardization!;
-    for (let r = 0; r < grids.rows; r++) for (let p = 0; p < grids.P; p++) z[r * grids.P + p] = (z[r * grids.P + p]! - centre[p]!) / spread[p]!;
+    z = standardizeDistances(grids.dist, grids.rows, model.standardization!);
   } else {
     let keptRows = 0;
     for (let r = 0; r < grids.rows; r++) if (keepRow(r)) keptRows++;
@@ -275,7 +281,7 @@ async function heldOutScores(model: Model, input: FitCalibrationInput, training:
 async function defectScores(model: Model, input: FitCalibrationInput): Promise<{ rows: number[][]; maps?: Float32Array[]; masks?: Uint8Array[] } | undefined> {
   const defects = input.defects;
   if (defects.length === 0) return undefined;
-  const withMasks = input.options.thresholdRule === 'f1' && defects.every((s) => s.maskPath);
+  const withMasks = pixelF1OnMaps(input);
   const { rows, maps } = await scoreRows(model, defects.map((s) => s.path), input.options, withMasks);
   if (!withMasks) return { rows };
   const { loadMask } = await import('../preprocess/preprocess.js');
@@ -326,7 +332,6 @@ function chooseThresholds(
     ...(o.manualThresholds ? { manual: o.manualThresholds } : {}),
     ...(o.band ? { band: o.band } : {}),
   });
-  sel.thresholds.operatingPoint!.goodScores.excluded = pool.excluded;
   warnings.push(...sel.warnings);
   return sel.thresholds;
 }

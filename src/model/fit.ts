@@ -186,6 +186,8 @@ async function disposeOwnBackbone(backbone: Backbone, opts: FitOptions): Promise
 /** The images that survive the training-set guards, and the report and warnings of what they left out. */
 class TrainingSet {
   report: FitReport = { rejected: [], nearDuplicates: [], suspects: [] };
+  /** sha256 of each image's bytes, when the guards fingerprinted the images before the pass (tiling). */
+  fileHashes: Map<string, string> | undefined;
   constructor(
     public files: string[],
     private readonly warnings: PartscanWarning[],
@@ -212,6 +214,7 @@ class TrainingSet {
     for (let i = 0; i < this.files.length; i += 8) {
       fingerprints.push(...(await Promise.all(this.files.slice(i, i + 8).map((f) => imageFingerprint(f, { maxPixels })))));
     }
+    this.fileHashes = new Map(fingerprints.map((f) => [f.file, f.sha256]));
     this.apply(checkTrainingSet(fingerprints));
   }
 }
@@ -333,10 +336,13 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   const model = assembleModel(setup, plan, gaussians.fitted, grid, gaussians.epsilon, pass.descriptors, opts);
   await applyRoi(model, plan, setup, opts, training.files[0]!);
   throwIfAborted(opts.signal, 'The fit');
-  // The leave-one-out check runs the backbone a second time when the embeddings were too large to keep.
-  const secondPass = gaussians.embeddings || (gaussians.fitted.samples && !setup.tiling && gaussians.fitted.count === training.files.length) ? undefined : looKeep?.secondPassWarning();
+  // The training embeddings for the leave-one-out check: kept by the pass, or the low-rank fit's samples;
+  // without them the check runs the backbone a second time.
+  const { fitted } = gaussians;
+  const embeddings = gaussians.embeddings ?? (fitted.samples && !setup.tiling && fitted.count === training.files.length ? fitted.samples : undefined);
+  const secondPass = embeddings ? undefined : looKeep?.secondPassWarning();
   if (secondPass) warnings.push(secondPass);
-  await calibrateFitted(model, { plan, training, loopGuards, gaussians, descriptors: pass.descriptors, opts, warnings });
+  await calibrateFitted(model, { plan, training, loopGuards, invCov: fitted.invCov, ...(embeddings ? { embeddings } : {}), descriptors: pass.descriptors, opts, warnings });
   return model;
 }
 
@@ -390,20 +396,18 @@ function assembleModel(setup: FitSetup, plan: FitPlan, fitted: FittedGaussians, 
  */
 async function calibrateFitted(
   model: Model,
-  f: { plan: FitPlan; training: TrainingSet; loopGuards: LoopGuards | undefined; gaussians: { fitted: FittedGaussians; embeddings?: Float32Array }; descriptors: number[][]; opts: FitOptions; warnings: PartscanWarning[] },
+  f: { plan: FitPlan; training: TrainingSet; loopGuards: LoopGuards | undefined; invCov: Float32Array; embeddings?: Float32Array; descriptors: number[][]; opts: FitOptions; warnings: PartscanWarning[] },
 ): Promise<void> {
-  const { plan, training, gaussians, opts, warnings } = f;
+  const { plan, training, opts, warnings } = f;
   const fitFiles = training.files;
   // The file's float16 form of the inverse, encoded while the packed triangles are at hand.
-  const storedInverse = encodePacked(gaussians.fitted.invCov, model.positions, model.dim);
-  const { fitted } = gaussians;
-  const own = gaussians.embeddings ?? (fitted.samples && !model.header.tiling && fitted.count === fitFiles.length ? fitted.samples : undefined);
+  const storedInverse = encodePacked(f.invCov, model.positions, model.dim);
   const { looScores, heldOutScores } = await calibrateFit(
     model,
     {
       fitFiles,
-      ...(f.loopGuards ? { fileHashes: f.loopGuards.fileHashes() } : {}),
-      ...(own ? { embeddings: own } : {}),
+      ...(f.loopGuards ? { fileHashes: f.loopGuards.fileHashes() } : training.fileHashes ? { fileHashes: training.fileHashes } : {}),
+      ...(f.embeddings ? { embeddings: f.embeddings } : {}),
       heldOut: plan.calibrationFiles,
       defects: [...(opts.defects ?? []), ...(plan.reviewed?.defects ?? [])],
       ...(plan.resumeFrom ? { resumed: plan.resumeFrom } : {}),

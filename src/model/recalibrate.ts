@@ -16,6 +16,7 @@ import type { Sample } from '../types.js';
 import { throwIfAborted } from '../util/abort.js';
 import { CalibrationPool, type KeyedRow } from './calibration-pool.js';
 import { reviewRows } from './review-join.js';
+import { trainingImages } from './fit.js';
 import type { ReviewJoinSummary } from './types.js';
 import type { ReviewFile } from '../review/review-file.js';
 import type { ImageSource, Model, ProgressEvent } from './model.js';
@@ -76,13 +77,6 @@ async function defectFiles(source: ImageSource): Promise<string[]> {
   return source.test.filter((s) => s.anomalous).map((s) => s.path);
 }
 
-/** The files of a good source: a folder's images, a dataset's good training images, or every file given. */
-async function goodFiles(source: ImageSource): Promise<string[]> {
-  if (typeof source === 'string') return (await loadDataset(source)).train.map((s) => s.path);
-  if (Array.isArray(source)) return source.map((s) => (typeof s === 'string' ? s : (s as Sample).path));
-  return source.train.map((s) => s.path);
-}
-
 /** Scores files with the model into pool rows [image score, map max, map min]. */
 async function scoreRows(model: Model, files: string[], opts: CalibrateOptions, done: { n: number; total: number }): Promise<number[][]> {
   const out: number[][] = [];
@@ -140,7 +134,7 @@ export async function calibrate(model: Model, opts: CalibrateOptions = {}): Prom
       remedy: 'fit the model again with this partscan version (partscan fit), then calibrate it',
     });
   }
-  const good = opts.good ? await goodFiles(opts.good) : [];
+  const good = opts.good ? await trainingImages(opts.good) : [];
   const defects = opts.defects ? await defectFiles(opts.defects) : [];
   if (opts.good && good.length === 0) throw new PartscanError('DATASET', 'calibrate: the good images given hold no image.', { remedy: 'point --good at a folder of good images' });
   if (opts.defects && defects.length === 0) throw new PartscanError('DATASET', 'calibrate: the defects given hold no defective image.', { remedy: 'point --defects at an MVTec-style root, a labelled CSV, or a folder of defective images' });
@@ -159,7 +153,6 @@ export async function calibrate(model: Model, opts: CalibrateOptions = {}): Prom
   const unreviewed = (r: KeyedRow): boolean => !reviewed.has(r.key);
   const pool = CalibrationPool.merge(stored, { good: [...goodRows.filter(unreviewed), ...(review?.good ?? [])], defect: [...defectRows.filter(unreviewed), ...(review?.defect ?? [])], excluded: 0 });
   const sel = selectThresholds(pool.scores(), thresholdOptions);
-  sel.thresholds.operatingPoint!.goodScores.excluded = pool.excluded;
   const previous = model.header.thresholds;
   model.setThresholds(sel.thresholds);
   model.setCalibrationScores(pool);

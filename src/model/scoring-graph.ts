@@ -13,7 +13,6 @@ import { channelSources } from '../embedding/embedding.js';
 import { stripedMahalanobisNodes, type StripedInverse } from '../stats/striped-inverse.js';
 import { reduceMaxNodes, standardizedScoreNodes, upsampleBlurNodes } from '../postprocess/upsample-blur-graph.js';
 import type { PositionStandardization } from '../postprocess/standardize.js';
-import { gaussianKernel1d } from '../postprocess/blur.js';
 import { normalizationScale } from '../postprocess/normalize.js';
 import { encodeModelWithRawTensors, LITTLE_ENDIAN_HOST, littleEndianBytes, makeNode, type GraphSink, type RawTensor, modelProto, ONNX_IR_VERSION, ONNX_OPSET, OnnxDataType, tensorValueInfo, type OnnxAttributeValue } from '../onnx/graph.js';
 import { PARTSCAN_VERSION, type ModelHeader } from './header.js';

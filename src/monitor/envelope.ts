@@ -21,6 +21,7 @@
  */
 
 import type { DriftModel } from '../guards/drift.js';
+import { lowerBound } from '../guards/robust-stats.js';
 
 /** k of the 1-D kNN distance: small enough to follow a small sub-population, large enough to be stable. */
 export const ENVELOPE_NEIGHBOURS = 5;
@@ -37,25 +38,13 @@ export interface EnvelopeObservation {
   offset: number[];
 }
 
-/** Index of the first value ≥ x in ascending `sorted`. */
-function lowerBound(sorted: Float64Array, x: number): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (sorted[mid]! < x) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
 /**
  * The `count` values of ascending `sorted` nearest to x, as the index range [lo, hi) they fill, and the
  * distance to the farthest of them. `skip` leaves one index out (leave-one-out); the range then spans
  * it. Walks outwards from x's position: O(log n + count).
  */
 export function nearestRange(sorted: Float64Array, x: number, count: number, skip = -1): { lo: number; hi: number; farthest: number } {
-  let left = lowerBound(sorted, x) - 1;
+  let left = lowerBound(sorted, 0, sorted.length, x) - 1;
   let right = left + 1;
   let farthest = 0;
   let taken = 0;

@@ -38,6 +38,8 @@ export class ScoreCharts {
   /** Share of reference scores above the model's threshold; null without a threshold. */
   readonly expectedNg: number | null;
   private readonly scores: readonly number[];
+  /** The reference's median (fixed: the window's median shift is measured against it). */
+  private readonly referenceMedian: number;
   private readonly gateThreshold: number;
   private readonly gateExpected: number;
   private readonly window: number[] = [];
@@ -49,6 +51,7 @@ export class ScoreCharts {
     private readonly s: ScoreChartSettings,
   ) {
     this.scores = reference.scores;
+    this.referenceMedian = median(this.scores);
     this.expectedNg = threshold !== undefined ? shareAbove(this.scores, threshold) : null;
     this.gateThreshold = threshold ?? this.scores[Math.min(this.scores.length - 1, Math.floor(0.99 * this.scores.length))]!;
     this.gateExpected = shareAbove(this.scores, this.gateThreshold);
@@ -76,7 +79,7 @@ export class ScoreCharts {
 
   /** Share of good parts above the gate's threshold if every reference score moved by the window's median shift. */
   private predictedShare(): number {
-    const shift = median(this.window) - median(this.scores);
+    const shift = median(this.window) - this.referenceMedian;
     return shareAbove(this.scores, this.gateThreshold - shift);
   }
 

@@ -3,6 +3,7 @@
  * the rank (normal-score) transform of a value against a reference sample, the EWMA chart's control
  * limit (Roberts 1959; Lucas & Saccucci 1990) and the Mann–Whitney two-sample test.
  */
+import { lowerBound, upperBound } from '../guards/robust-stats.js';
 
 /**
  * Standard normal quantile Φ⁻¹(p), 0 < p < 1 (Acklam's rational approximation, relative error
@@ -40,22 +41,10 @@ export function normalUpperTail(x: number): number {
   return x >= 0 ? erfc / 2 : 1 - erfc / 2;
 }
 
-/** Index of the first value of ascending `sorted` that is ≥ x (`strict`) or > x. */
-function searchBound(sorted: readonly number[], x: number, strict: boolean): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (strict ? sorted[mid]! < x : sorted[mid]! <= x) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
 /** Number of values in ascending `sorted` below x and equal to x (binary searches). */
 export function rankIn(sorted: readonly number[], x: number): { below: number; equal: number } {
-  const below = searchBound(sorted, x, true);
-  return { below, equal: searchBound(sorted, x, false) - below };
+  const below = lowerBound(sorted, 0, sorted.length, x);
+  return { below, equal: upperBound(sorted, 0, sorted.length, x) - below };
 }
 
 /**

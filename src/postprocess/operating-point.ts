@@ -21,7 +21,7 @@ import { PartscanError, type PartscanWarning } from '../errors.js';
 import { clopperPearson } from '../metrics/intervals.js';
 import { fitExponentialTail, MIN_TAIL_SCORES, tailExceedance, tailExceedanceUpper95, tailQuantile, tailSummary, type TailFit } from './tail-model.js';
 import { normalizeScore } from './normalize.js';
-import { describeRule, f1AdaptiveThreshold, pixelF1Threshold, thresholdFromGood } from './threshold-rules.js';
+import { checkFinite, describeRule, f1AdaptiveThreshold, pixelF1Threshold, thresholdFromGood } from './threshold-rules.js';
 import {
   imageNormalization,
   type GoodOnlyRule,
@@ -51,6 +51,8 @@ export interface CalibrationScores {
     mapMinima: ArrayLike<number>;
     /** Full raw maps, only for an F1-adaptive pixel threshold. */
     pixelMaps?: readonly ArrayLike<number>[];
+    /** Good scores left out before these (likely defects); recorded with the operating point. Default 0. */
+    excluded?: number;
   };
   /** Labelled defective parts. */
   defect?: {
@@ -103,16 +105,6 @@ export function checkRate(rate: number, field: string, entry = 'selectThresholds
   }
 }
 
-function checkScores(values: ArrayLike<number>, what: string): void {
-  for (let i = 0; i < values.length; i++) {
-    if (!Number.isFinite(values[i]!)) {
-      throw new PartscanError('THRESHOLD', `The ${what} contain a non-finite value (${values[i]}) at index ${i}.`, {
-        remedy: 'check the model and the calibration images; scores must be finite numbers',
-      });
-    }
-  }
-}
-
 /**
  * Checks the operating-point options before any work: rates in (0, 1), a review band above the target,
  * a band in range, finite manual thresholds, and labelled defects for the F1 rule. Throws 'OPTIONS'
@@ -151,9 +143,9 @@ function checkOptions(cal: CalibrationScores, opts: ThresholdOptions): { target:
       remedy: 'fit on more good images (20 or more), or pass --calibration <dir>',
     });
   }
-  checkScores(cal.good.imageScores, 'good image scores');
-  checkScores(cal.good.mapMaxima, 'good map maxima');
-  checkScores(cal.defect?.imageScores ?? [], 'defect image scores');
+  checkFinite(cal.good.imageScores, 'good image scores');
+  checkFinite(cal.good.mapMaxima, 'good map maxima');
+  checkFinite(cal.defect?.imageScores ?? [], 'defect image scores');
   return checked;
 }
 
@@ -237,7 +229,7 @@ export function selectThresholds(cal: CalibrationScores, opts: ThresholdOptions 
   if (!tails) return { thresholds, warnings };
   const op: OperatingPoint = {
     falseRejectTarget: target,
-    goodScores: { used: cal.good.imageScores.length, excluded: 0 },
+    goodScores: { used: cal.good.imageScores.length, excluded: cal.good.excluded ?? 0 },
     image: { rate: tailExceedance(tails.image, image.value), upper95: tailExceedanceUpper95(tails.image, image.value), tail: tailSummary(tails.image) },
     pixel: { rate: tailExceedance(tails.pixel, pixel.value), upper95: tailExceedanceUpper95(tails.pixel, pixel.value), tail: tailSummary(tails.pixel) },
   };

@@ -18,6 +18,7 @@
 
 import { PartscanError } from '../errors.js';
 import { betaQuantile, chiSquareQuantile, clopperPearson } from '../metrics/intervals.js';
+import { upperBound } from '../guards/robust-stats.js';
 
 /** Share of the good scores whose excesses the tail is fitted to. */
 export const TAIL_SHARE = 0.2;
@@ -86,14 +87,7 @@ export function tailQuantile(fit: TailFit, rate: number): number {
 
 /** Number of sorted values strictly above t. */
 function countAbove(sorted: Float64Array, t: number): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (sorted[mid]! <= t) lo = mid + 1;
-    else hi = mid;
-  }
-  return sorted.length - lo;
+  return sorted.length - upperBound(sorted, 0, sorted.length, t);
 }
 
 /** The estimated share of good parts scoring above `threshold` (the false-reject rate there). */
@@ -111,8 +105,8 @@ export function tailExceedance(fit: TailFit, threshold: number): number {
 export function tailExceedanceUpper95(fit: TailFit, threshold: number): number {
   const { n, exceedances: k } = fit;
   if (threshold > fit.u) {
-    const zetaUpper = betaQuantile(0.975, k + 1, n - k);
     if (!(fit.beta > 0)) return 0;
+    const zetaUpper = betaQuantile(0.975, k + 1, n - k);
     const betaUpper = (2 * k * fit.beta) / chiSquareQuantile(0.025, 2 * k);
     return Math.min(1, zetaUpper * Math.exp(-(threshold - fit.u) / betaUpper));
   }

@@ -35,7 +35,8 @@ export const DEFAULT_GOOD_RULE: GoodOnlyRule = { kind: 'sigma', k: 3, floorAtMax
 /** The threshold that maximises F1, with the precision and recall at that cut (scores strictly above it are predicted anomalous). */
 export type F1Threshold = F1Cut;
 
-function checkFinite(values: ArrayLike<number>, what: string): void {
+/** Throws 'THRESHOLD' naming the first non-finite value of `values` (`what`: e.g. 'good image scores'). */
+export function checkFinite(values: ArrayLike<number>, what: string): void {
   for (let i = 0; i < values.length; i++) {
     if (!Number.isFinite(values[i]!)) {
       throw new PartscanError('THRESHOLD', `The ${what} contain a non-finite value (${values[i]}) at index ${i}.`, {

@@ -7,7 +7,6 @@
 
 import { promises as fs } from 'node:fs';
 import path from 'node:path';
-import { PartscanError } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
 import { reportOptionsSchema } from '../options/schemas.js';
 import { readRunManifest, type ImageResult, type RunManifest } from '../export/results.js';
