@@ -23,7 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fit } from '../src/model/fit.js';
-import { DEFAULT_CHANNELS, Model } from '../src/model/model.js';
+import { DEFAULT_CHANNELS } from '../src/model/model.js';
 import { backboneDefaults } from '../src/backbone/registry.js';
 import { BatchingScorer } from '../src/model/batching-scorer.js';
 import { evaluateModel } from '../src/model/evaluate.js';

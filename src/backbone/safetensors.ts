@@ -13,6 +13,7 @@ import { promises as fs } from 'node:fs';
 import { PartscanError } from '../errors.js';
 import { openRegular, readRegularFile } from '../util/regular-file.js';
 import { writeFileAtomic } from '../util/atomic-write.js';
+import { float16ToFloat32 } from '../util/float16.js';
 
 /** Bytes per element of every dtype the safetensors format defines. */
 export const SAFETENSORS_DTYPE_SIZES: Readonly<Record<string, number>> = Object.freeze({
@@ -76,15 +77,7 @@ function isNonNegativeInteger(v: unknown): v is number {
 
 const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-/** Decodes one IEEE half-precision value (bits in the low 16 bits of `h`). */
-export function float16ToFloat32(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const frac = h & 0x3ff;
-  if (exp === 0) return sign * frac * 2 ** -24;
-  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
-  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
-}
+export { float16ToFloat32 };
 
 /** A validated safetensors header. */
 export interface SafetensorsHeader {

@@ -202,6 +202,8 @@ export class GaussianStatisticsBuilder {
     if (this.lowRank && buf) {
       const samples = compactEmbeddings(buf);
       fitted = { ...(await fitGaussiansLowRank(samples, buf.count, buf.P, this.d, this.kernels, epsilon)), samples };
+      // The low-rank fit's samples are the training embeddings when they are all of them (not a resumed model's too).
+      if (buf.count === training) kept = { data: samples, capacity: buf.count, count: buf.count, P: buf.P, d: this.d };
     } else {
       if (buf && buf.count > 0 && this.acc) {
         const count = buf.count;

@@ -35,7 +35,7 @@ import { checkFitInputs } from './fit-checks.js';
 import { throwIfAborted } from '../util/abort.js';
 import { KeptEmbeddings } from './kept-embeddings.js';
 import { embedTrainingImages, GaussianStatisticsBuilder, type FittedGaussians, type PreparedFitBatch, type PriorStatistics } from './fit-statistics.js';
-import { applyStored, encodePacked, STORAGE } from './model-sections.js';
+import { applyStored, STORAGE } from './model-sections.js';
 import { buildMonitorReference } from './monitor-reference.js';
 import {
   BLUR_SIGMA,
@@ -336,13 +336,11 @@ export async function fit(source: ImageSource, opts: FitOptions = {}): Promise<M
   const model = assembleModel(setup, plan, gaussians.fitted, grid, gaussians.epsilon, pass.descriptors, opts);
   await applyRoi(model, plan, setup, opts, training.files[0]!);
   throwIfAborted(opts.signal, 'The fit');
-  // The training embeddings for the leave-one-out check: kept by the pass, or the low-rank fit's samples;
-  // without them the check runs the backbone a second time.
-  const { fitted } = gaussians;
-  const embeddings = gaussians.embeddings ?? (fitted.samples && !setup.tiling && fitted.count === training.files.length ? fitted.samples : undefined);
+  // Without the training embeddings (too large to keep) the leave-one-out check runs the backbone a second time.
+  const { embeddings } = gaussians;
   const secondPass = embeddings ? undefined : looKeep?.secondPassWarning();
   if (secondPass) warnings.push(secondPass);
-  await calibrateFitted(model, { plan, training, loopGuards, invCov: fitted.invCov, ...(embeddings ? { embeddings } : {}), descriptors: pass.descriptors, opts, warnings });
+  await calibrateFitted(model, { plan, training, loopGuards, ...(embeddings ? { embeddings } : {}), descriptors: pass.descriptors, opts, warnings });
   return model;
 }
 
@@ -396,12 +394,10 @@ function assembleModel(setup: FitSetup, plan: FitPlan, fitted: FittedGaussians, 
  */
 async function calibrateFitted(
   model: Model,
-  f: { plan: FitPlan; training: TrainingSet; loopGuards: LoopGuards | undefined; invCov: Float32Array; embeddings?: Float32Array; descriptors: number[][]; opts: FitOptions; warnings: PartscanWarning[] },
+  f: { plan: FitPlan; training: TrainingSet; loopGuards: LoopGuards | undefined; embeddings?: Float32Array; descriptors: number[][]; opts: FitOptions; warnings: PartscanWarning[] },
 ): Promise<void> {
   const { plan, training, opts, warnings } = f;
   const fitFiles = training.files;
-  // The file's float16 form of the inverse, encoded while the packed triangles are at hand.
-  const storedInverse = encodePacked(f.invCov, model.positions, model.dim);
   const { looScores, heldOutScores } = await calibrateFit(
     model,
     {
@@ -426,7 +422,7 @@ async function calibrateFitted(
   throwIfAborted(opts.signal, 'The fit');
   header.fit.calibrationImages = header.calibration?.good ?? 0;
   header.fit.calibrationWarnings = warnings.map((w) => w.message);
-  applyStored(model.inverse, storedInverse);
+  applyStored(model.inverse);
   model.fitWarnings = warnings;
   if (plan.reviewed) training.report.review = plan.reviewed.summary;
   model.fitReport = training.report;

@@ -234,7 +234,7 @@ export function encodeGaussianSections(inverse: StripedInverse, resume: { m2?: F
   const P = inverse.positions;
   const d = inverse.dim;
   const T = packedSize(d);
-  const { half, scale } = inverse.encoded?.revision === inverse.revision ? inverse.encoded : encodeStripes(inverse);
+  const { half, scale } = encodeStripes(inverse);
   const out: SectionSpec[] = [
     { name: 'invCov.scale', data: scale, shape: [P] },
     { name: 'invCov', data: half, shape: [P, T] },
@@ -257,26 +257,23 @@ function encodeStripes(inverse: StripedInverse): { half: Uint16Array; scale: Flo
   return { half, scale };
 }
 
-/** Packed float32 triangles [P, d(d+1)/2] as the file stores them: float16 rows with their scales. */
-export function encodePacked(packed: Float32Array, positions: number, dim: number): { half: Uint16Array; scale: Float32Array } {
-  const T = packedSize(dim);
-  const half = new Uint16Array(positions * T);
-  const scale = new Float32Array(positions);
-  for (let p = 0; p < positions; p++) scale[p] = toScaledHalfRow(packed, p * T, T, half, p * T);
-  return { half, scale };
-}
-
 /**
- * Sets a fit's inverse covariances to their stored values (from {@link encodePacked} of the same
- * triangles), so that the fitted model scores exactly as the same model saved and loaded again; the
- * encoding is kept for the save. Fit does this last: its leave-one-out check needs the float32 inverse
- * (the Sherman–Morrison downdate divides by 1 − n·d²/(n−1)², which in a low-rank fit is small enough to
- * turn float16's 2^-12 into noise).
+ * Sets a fit's inverse covariances to their stored values (float16 rows with a power-of-two scale, as
+ * {@link encodeGaussianSections} writes them), so that the fitted model scores exactly as the same model
+ * saved and loaded again (the encoding is idempotent: saving encodes the stored values to the same
+ * bits). Fit does this last: its leave-one-out check needs the float32 inverse (the Sherman–Morrison
+ * downdate divides by 1 − n·d²/(n−1)², which in a low-rank fit is small enough to turn float16's 2^-12
+ * into noise).
  */
-export function applyStored(inverse: StripedInverse, stored: { half: Uint16Array; scale: Float32Array }): void {
+export function applyStored(inverse: StripedInverse): void {
   const T = packedSize(inverse.dim);
-  for (let p = 0; p < inverse.positions; p++) inverse.setPositionFromHalf(p, stored.half, p * T, stored.scale[p]!, fromHalfBits);
-  inverse.encoded = { ...stored, revision: inverse.revision };
+  const row = new Float32Array(T);
+  const half = new Uint16Array(T);
+  for (let p = 0; p < inverse.positions; p++) {
+    inverse.packPosition(p, row, 0);
+    const scale = toScaledHalfRow(row, 0, T, half, 0);
+    inverse.setPositionFromHalf(p, half, 0, scale, fromHalfBits);
+  }
 }
 
 /** What a model holds that {@link modelFileContents} writes. */

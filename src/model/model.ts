@@ -251,7 +251,7 @@ export class Model {
    * with it; `npm run bench` reports it beside the measured RSS per model.
    */
   get residentBytes(): number {
-    const own = this.inverse.byteLength + (this.inverse.encoded?.half.byteLength ?? 0) + this.mean.byteLength * 1.5 + this.channelIndices.byteLength + (this.roi?.byteLength ?? 0);
+    const own = this.inverse.byteLength + this.mean.byteLength * 1.5 + this.channelIndices.byteLength + (this.roi?.byteLength ?? 0);
     const resume = (this.resume.m2?.byteLength ?? 0) + (this.resume.samples?.byteLength ?? 0);
     return own + resume + 3 * (this.backbone?.onnx.byteLength ?? 0);
   }
@@ -292,8 +292,6 @@ export class Model {
       ...(backbone ? { backboneOnnx: backbone.onnx } : {}),
     });
     await writeModelFile(file, header as unknown as Record<string, unknown>, sections);
-    // A fit keeps the float16 form of its inverse for this write; the file has it now.
-    this.inverse.encoded = undefined;
   }
 
   /** The backbone, created on first use. */

@@ -62,21 +62,27 @@ export function looTransform(n: number): (m: number) => number {
   return (m: number): number => (k * m) / Math.max(1e-6, 1 - c * m);
 }
 
-/** Collects per-row results of map batches into {@link OutOfSampleGrids}. */
+/**
+ * Collects per-row results of map batches into {@link OutOfSampleGrids}, batch by batch: each map is
+ * reduced (distances, maximum, minimum) as it comes and dropped unless `keepMaps`. The rows grow as
+ * needed (a tiled model's tile count is known only once its images are cut).
+ */
 class GridCollector {
-  private readonly dist: Float32Array;
-  private readonly mapMax: Float32Array;
-  private readonly mapMin: Float32Array;
-  private readonly owner: Int32Array;
+  private dist: Float32Array;
+  private mapMax: Float32Array;
+  private mapMin: Float32Array;
+  private owner: Int32Array;
   private readonly maps: Float32Array[] | undefined;
   private row = 0;
 
   constructor(
-    private readonly rows: number,
     private readonly P: number,
     private readonly images: number,
     keepMaps: boolean,
+    /** Rows expected (the capacity to start with; {@link result} checks it when given). */
+    private readonly expectedRows?: number,
   ) {
+    const rows = expectedRows ?? images;
     this.dist = new Float32Array(rows * P);
     this.mapMax = new Float32Array(rows);
     this.mapMin = new Float32Array(rows);
@@ -84,8 +90,24 @@ class GridCollector {
     this.maps = keepMaps ? [] : undefined;
   }
 
+  /** Makes room for `rows` rows (at least doubling, so appends stay linear). */
+  private reserve(rows: number): void {
+    if (rows <= this.owner.length) return;
+    const cap = Math.max(rows, 2 * this.owner.length);
+    const grown = <T extends Float32Array | Int32Array>(a: T, per: number, make: (n: number) => T): T => {
+      const out = make(cap * per);
+      out.set(a);
+      return out;
+    };
+    this.dist = grown(this.dist, this.P, (n) => new Float32Array(n));
+    this.mapMax = grown(this.mapMax, 1, (n) => new Float32Array(n));
+    this.mapMin = grown(this.mapMin, 1, (n) => new Float32Array(n));
+    this.owner = grown(this.owner, 1, (n) => new Int32Array(n));
+  }
+
   add(b: MapBatch, owners: ArrayLike<number>): void {
     const d2 = b.d2!;
+    this.reserve(this.row + b.maps.length);
     for (let k = 0; k < b.maps.length; k++) {
       const r = this.row++;
       for (let p = 0; p < this.P; p++) this.dist[r * this.P + p] = Math.sqrt(Math.max(0, d2[k * this.P + p]!));
@@ -104,9 +126,11 @@ class GridCollector {
   }
 
   result(): OutOfSampleGrids {
-    if (this.row !== this.rows) throw new PartscanError('INVALID_TENSOR', `Out-of-sample pass produced ${this.row} rows, expected ${this.rows}.`);
-    const { rows, P, dist, mapMax, mapMin, owner, images, maps } = this;
-    return { rows, P, dist, mapMax, mapMin, owner, images, ...(maps ? { maps } : {}) };
+    const rows = this.row;
+    if (this.expectedRows !== undefined && rows !== this.expectedRows) throw new PartscanError('INVALID_TENSOR', `Out-of-sample pass produced ${rows} rows, expected ${this.expectedRows}.`);
+    const { P, images, maps } = this;
+    const exact = <T extends Float32Array | Int32Array>(a: T, n: number): T => (a.length === n ? a : (a.subarray(0, n) as T));
+    return { rows, P, dist: exact(this.dist, rows * P), mapMax: exact(this.mapMax, rows), mapMin: exact(this.mapMin, rows), owner: exact(this.owner, rows), images, ...(maps ? { maps } : {}) };
   }
 }
 
@@ -124,7 +148,7 @@ export async function outOfSampleFromEmbeddings(model: OutOfSampleModel, embeddi
     });
   }
   const loo = looTransform(model.header.gaussian.images);
-  const out = new GridCollector(n, P, n, opts.keepMaps ?? false);
+  const out = new GridCollector(P, n, opts.keepMaps ?? false, n);
   // Chunks of images: ORT's intermediates stay the size of one chunk's embeddings.
   const chunk = 16;
   for (let i0 = 0; i0 < n; i0 += chunk) {
@@ -146,13 +170,12 @@ export async function outOfSampleByBackbone(model: OutOfSampleModel, files: read
   const loo = looTransform(model.header.gaussian.images);
   const S = model.size;
   const tiling = model.header.tiling;
-  let rows = 0;
-  // Tiled: each image's tiles; untiled: 16 images a batch. Batches are scored as they are prepared.
-  const collect: { b: MapBatch; owners: number[] }[] = [];
+  // Tiled: each image's tiles (rows known once cut); untiled: 16 images a batch, one row each. Each
+  // batch is reduced as it is scored: only the maps asked for are kept.
+  const out = new GridCollector(model.positions, files.length, opts.keepMaps ?? false, tiling ? undefined : files.length);
   const run = async (batch: Tensor4D, owners: number[]): Promise<void> => {
     throwIfAborted(opts.signal, 'The fit');
-    collect.push({ b: await model.scoreMaps(batch, loo), owners });
-    rows += owners.length;
+    out.add(await model.scoreMaps(batch, loo), owners);
   };
   if (tiling) {
     for (let i = 0; i < files.length; i++) {
@@ -166,8 +189,6 @@ export async function outOfSampleByBackbone(model: OutOfSampleModel, files: read
       await run({ data: b.tensor, dims: [part.length, 3, S, S] }, part.map((_, k) => i + k));
     }
   }
-  const out = new GridCollector(rows, model.positions, files.length, opts.keepMaps ?? false);
-  for (const c of collect) out.add(c.b, c.owners);
   return out.result();
 }
 

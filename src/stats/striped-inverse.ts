@@ -58,11 +58,6 @@ export class StripedInverse {
   private readonly bits: readonly Uint32Array[];
   /** Bumped by every write, so that copies derived from the stripes (packed triangles) know they are stale. */
   revision = 0;
-  /**
-   * The float16 rows these stripes were last decoded from, when the writer keeps them (a fit does, so
-   * that saving does not encode again); valid while {@link revision} is the one recorded.
-   */
-  encoded: { half: Uint16Array; scale: Float32Array; revision: number } | undefined;
 
   /** Empty (zero) stripes for `positions` matrices of size `dim`; fill them with {@link setPosition}. */
   constructor(

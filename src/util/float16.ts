@@ -38,18 +38,23 @@ function halfFromFloatBits(x: number): number {
   return sign | h;
 }
 
+/** Decodes one IEEE half-precision value (bits in the low 16 bits of `h`). */
+export function float16ToFloat32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1;
+  const exp = (h >> 10) & 0x1f;
+  const frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+
 /** Every half value as float32, indexed by its bits (256 KiB, built on first use). */
 let table: Float32Array | undefined;
 
 function halfTable(): Float32Array {
   if (table) return table;
   const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const e = (h >>> 10) & 0x1f;
-    const m = h & 0x3ff;
-    t[h] = e === 0 ? sign * m * 2 ** -24 : e === 0x1f ? (m ? NaN : sign * Infinity) : sign * (1 + m / 1024) * 2 ** (e - 15);
-  }
+  for (let h = 0; h < 65536; h++) t[h] = float16ToFloat32(h);
   table = t;
   return t;
 }
