@@ -166,7 +166,7 @@ function tensorPhoto(t: Tensor4D, preprocess: PreprocessOptions | undefined, max
 }
 
 /** Min–max normalisation of one map (uncalibrated results): its own range to 0..1. */
-export function minMaxNormalize(map: Float32Array): Float32Array {
+function minMaxNormalize(map: Float32Array): Float32Array {
   let lo = Infinity;
   let hi = -Infinity;
   for (const v of map) {

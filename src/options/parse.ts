@@ -31,7 +31,7 @@ function mostSpecific(issue: Issue): { issue: Issue; path: PropertyKey[] } {
 }
 
 /** The known key an unknown one was probably meant to be: same letters in another case, or 1–2 edits away. */
-export function closestKey(key: string, known: readonly string[]): string | undefined {
+function closestKey(key: string, known: readonly string[]): string | undefined {
   const lower = key.toLowerCase();
   const sameCase = known.find((k) => k.toLowerCase() === lower);
   if (sameCase) return sameCase;
