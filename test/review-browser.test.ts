@@ -18,6 +18,7 @@ import { readReviewFile } from '../src/review/review-file.js';
 import { runIdOf } from '../src/report/review-controls.js';
 import { CHROMIUM, HAS_CHROMIUM, externalRequests, launchChromium, openReport } from './helpers/browser.js';
 import { cli } from './helpers/cli.js';
+import { expectContract } from './helpers/json-contract.js';
 import { BOTTLE, REF_WEIGHTS } from './helpers/shared.js';
 
 let tmp: string;
@@ -137,10 +138,12 @@ describe.skipIf(!HAS_CHROMIUM)(`review in the report, headless Chromium (skipped
     const c = await cli(['calibrate', modelFile, '--review', exported, ...roots, '--false-reject', '0.05', '--out', calOut, '--json']);
     expect(c.code, c.stderr).toBe(0);
     expect(JSON.parse(c.stdout).review).toEqual({ good: 2, defect: 3, inPool: 0, recorded: 5, scored: 0, fitted: 0 });
+    expectContract('calibrate', JSON.parse(c.stdout));
     const fitOut = path.join(tmp, 'line3-resumed.partscan');
     const f = await cli(['fit', '--resume', modelFile, '--review', exported, ...roots, '--out', fitOut, '--json']);
     expect(f.code, f.stderr).toBe(0);
     expect(JSON.parse(f.stdout)).toMatchObject({ images: 32, review: { good: 2, defect: 3, fitted: 2, scored: 3 } });
+    expectContract('fit', JSON.parse(f.stdout));
 
     const review = buildReview(run.model, { id: runIdOf(run) }, run.results, LABELS);
     const imageRoots = [BOTTLE];

@@ -171,7 +171,7 @@ export function isOnnxPath(backbone: string): boolean {
  * checked (unknown keys, `name` and `backbone` naming two different backbones) and returned.
  * @throws PartscanError 'OPTIONS'.
  */
-export function backboneSpec(spec: BackboneSpec | string = {}): BackboneSpec {
+function backboneSpec(spec: BackboneSpec | string = {}): BackboneSpec {
   if (typeof spec === 'string') return { name: spec };
   parseOptions(backboneSpecSchema, spec, 'backbone');
   if (spec.name !== undefined && spec.backbone !== undefined && spec.name !== spec.backbone) {
@@ -183,7 +183,7 @@ export function backboneSpec(spec: BackboneSpec | string = {}): BackboneSpec {
 }
 
 /** The backbone a spec names: `name` (or `backbone`), else {@link DEFAULT_BACKBONE}. */
-export function backboneName(spec: BackboneSpec | string = {}): string {
+function backboneName(spec: BackboneSpec | string = {}): string {
   return typeof spec === 'string' ? spec : (spec.name ?? spec.backbone ?? DEFAULT_BACKBONE);
 }
 

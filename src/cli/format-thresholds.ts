@@ -8,14 +8,20 @@ import type { ReviewJoinSummary } from '../model/types.js';
 import { fmtNum, fmtPct as pct } from './format.js';
 
 
-/** Lines: thresholds, then what they promise (when the model records an operating point). */
-export function formatOperatingPoint(t: Thresholds, indent = '           '): string {
-  const lines = [`thresholds image ${fmtNum(t.image)} (${t.method.image}), pixel ${fmtNum(t.pixel)} (${t.method.pixel})${t.band ? `, band ${t.band.low.toFixed(3)}..${t.band.high}` : ''}`];
+/**
+ * Lines: thresholds, then what they promise (when the model records an operating point). Labels are
+ * padded to `labelWidth` characters (11 as `fit` and `calibrate` align; `info` aligns on 12) and the
+ * continuation lines indented as far.
+ */
+export function formatOperatingPoint(t: Thresholds, labelWidth = 11): string {
+  const indent = ' '.repeat(labelWidth);
+  const label = (name: string): string => name.padEnd(labelWidth);
+  const lines = [`${label('thresholds')}image ${fmtNum(t.image)} (${t.method.image}), pixel ${fmtNum(t.pixel)} (${t.method.pixel})${t.band ? `, band ${t.band.low.toFixed(3)}..${t.band.high}` : ''}`];
   const op = t.operatingPoint;
   if (!op) return lines.join('\n');
   const excluded = op.goodScores.excluded ? ` (${op.goodScores.excluded} left out as likely defects)` : '';
   lines.push(
-    `operating  false rejects: target ${pct(op.falseRejectTarget)}, estimated ${pct(op.image.rate)} (95% bound ${pct(op.image.upper95)}) from ${op.goodScores.used} out-of-sample good scores${excluded}`,
+    `${label('operating')}false rejects: target ${pct(op.falseRejectTarget)}, estimated ${pct(op.image.rate)} (95% bound ${pct(op.image.upper95)}) from ${op.goodScores.used} out-of-sample good scores${excluded}`,
     `${indent}good parts showing a region: estimated ${pct(op.pixel.rate)} (95% bound ${pct(op.pixel.upper95)})`,
   );
   if (op.escape) {

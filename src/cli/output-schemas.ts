@@ -83,6 +83,18 @@ const calibrationSummary = z.looseObject({
 
 const warningSchema = z.strictObject({ code: z.string(), message: z.string(), file: z.string().optional() });
 
+/** What a QA review brought (`calibrate --review`, `fit --resume --review`): ReviewJoinSummary. */
+const reviewJoinSummary = z
+  .strictObject({
+    good: count.describe('parts labelled good'),
+    defect: count.describe('parts labelled defective'),
+    inPool: count.describe('parts the calibration pool held already (their rows kept, relabelled where the review said so)'),
+    recorded: count.describe('parts that joined with the scores the run recorded'),
+    scored: count.describe('parts scored now'),
+    fitted: count.describe('fit --resume: reviewed-good parts added to the Gaussians'),
+  })
+  .describe('what the QA review brought, with --review');
+
 /** `partscan fit --json`. */
 export const fitOutputSchema = z.strictObject({
   model: z.string().describe('absolute path of the model file written'),
@@ -96,6 +108,7 @@ export const fitOutputSchema = z.strictObject({
   thresholds: thresholdsSchema.nullable(),
   warnings: z.array(warningSchema),
   suspects: z.array(z.strictObject({ file: z.string(), score: z.number(), z: z.number() })).describe('likely defects among the training images'),
+  review: reviewJoinSummary.optional(),
   embeddedBackbone: z.boolean(),
   resumable: z.boolean(),
   fileBytes: count,
@@ -152,6 +165,7 @@ export const calibrateOutputSchema = z.strictObject({
   thresholds: thresholdsSchema,
   previous: thresholdsSchema.nullable(),
   added: z.strictObject({ good: count, defect: count }).describe('images scored and added to the calibration pool'),
+  review: reviewJoinSummary.optional(),
   calibration: calibrationSummary.nullable(),
   warnings: z.array(warningSchema),
   fileBytes: count,

@@ -12,6 +12,7 @@ import { innerBoundary } from '../postprocess/morphology.js';
 import { assertMapShape } from '../postprocess/shape.js';
 import { ensureOutputDir, writeFileAtomic } from '../util/atomic-write.js';
 import { applyColormap, checkColormap, type ColormapName } from './colormap.js';
+import { maskBytes, rawImage } from './raw-image.js';
 
 /** An 8-bit image in memory, interleaved, row-major. */
 export interface RgbImage {
@@ -130,18 +131,13 @@ export async function writeOverlayPng(
   opts: OverlayOptions = {},
 ): Promise<void> {
   const rgb = renderOverlay(img, normMap, mask, opts);
-  await writeEncoded(file, () =>
-    sharp(rgb, { raw: { width: img.width, height: img.height, channels: 3 } }).png().toBuffer(),
-  );
+  await writeEncoded(file, () => rawImage(rgb, img.width, img.height, 3).png().toBuffer());
 }
 
 /** Writes an in-memory image as an 8-bit PNG (grey, RGB or RGBA as given), atomically. */
 export async function writeImagePng(file: string, img: RgbImage): Promise<void> {
   const channels = checkImage(img);
-  await writeEncoded(file, () => {
-    const s = sharp(img.data, { raw: { width: img.width, height: img.height, channels } });
-    return (channels === 1 ? s.toColourspace('b-w') : s).png().toBuffer();
-  });
+  await writeEncoded(file, () => rawImage(img.data, img.width, img.height, channels).png().toBuffer());
 }
 
 /**
@@ -163,9 +159,8 @@ export async function writeHeatmap16Png(file: string, map01: ArrayLike<number>, 
 /** Writes a binary mask (non-zero = defect) as an 8-bit greyscale PNG of 0/255. */
 export async function writeMaskPng(file: string, mask: ArrayLike<number>, w: number, h: number): Promise<void> {
   assertMapShape(mask, w, h, 'mask');
-  const bytes = new Uint8Array(w * h);
-  for (let i = 0; i < bytes.length; i++) bytes[i] = mask[i] ? 255 : 0;
-  await writeEncoded(file, () => sharp(bytes, { raw: { width: w, height: h, channels: 1 } }).toColourspace('b-w').png().toBuffer());
+  const bytes = maskBytes(mask, w * h);
+  await writeEncoded(file, () => rawImage(bytes, w, h, 1).png().toBuffer());
 }
 
 /** Name of the tensor inside a heatmap safetensors file. */

@@ -6,7 +6,6 @@
  * the network saw it (its own size, the preprocessing undone).
  */
 
-import sharp from 'sharp';
 import { PartscanError } from '../errors.js';
 import { parseOptions } from '../options/parse.js';
 import { renderOptionsSchema } from '../options/schemas.js';
@@ -19,6 +18,7 @@ import { mapOntoImage, resizeBilinear, type MapWindow } from '../postprocess/res
 import type { PreprocessOptions, Tensor4D } from '../types.js';
 import { applyColormap } from './colormap.js';
 import { renderOverlay, type RgbImage } from './images.js';
+import { maskBytes, rawImage } from './raw-image.js';
 
 /** What {@link renderResult} draws. */
 export type RenderKind = 'overlay' | 'heatmap' | 'mask';
@@ -120,12 +120,10 @@ export async function renderResult(result: ScoreResult, kind: RenderKind, opts: 
     pixels = applyColormap(layers.normMap, 'turbo');
     channels = 3;
   } else {
-    pixels = new Uint8Array(width * height);
-    for (let i = 0; i < pixels.length; i++) pixels[i] = layers.mask[i] ? 255 : 0;
+    pixels = maskBytes(layers.mask, width * height);
     channels = 1;
   }
-  let img = sharp(pixels, { raw: { width, height, channels } });
-  if (channels === 1) img = img.toColourspace('b-w');
+  const img = rawImage(pixels, width, height, channels);
   return opts.format === 'jpeg' ? img.jpeg({ quality: opts.quality ?? 90 }).toBuffer() : img.png().toBuffer();
 }
 
@@ -166,7 +164,7 @@ function tensorPhoto(t: Tensor4D, preprocess: PreprocessOptions | undefined, max
 }
 
 /** Min–max normalisation of one map (uncalibrated results): its own range to 0..1. */
-export function minMaxNormalize(map: Float32Array): Float32Array {
+function minMaxNormalize(map: Float32Array): Float32Array {
   let lo = Infinity;
   let hi = -Infinity;
   for (const v of map) {

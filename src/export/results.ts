@@ -102,7 +102,7 @@ const box = z.strictObject({ x: finite, y: finite, width: finite, height: finite
 const point = z.strictObject({ x: finite, y: finite });
 
 /** A defect region as results.json and `--json` outputs write it (see Region). */
-export const regionSchema = z.strictObject({
+const regionSchema = z.strictObject({
   id: z.number().int().positive(),
   areaPx: z.number().int().nonnegative().describe('source-image pixels the region covers'),
   areaPercent: finite.describe('share of the image, 0..100'),

@@ -5,6 +5,7 @@
  */
 import type { z } from 'zod';
 import { PartscanError } from '../errors.js';
+import { editDistance } from '../util/edit-distance.js';
 
 type Issue = z.core.$ZodIssue;
 
@@ -29,23 +30,8 @@ function mostSpecific(issue: Issue): { issue: Issue; path: PropertyKey[] } {
     : { issue: best.issue, path: [...issue.path, ...best.path] };
 }
 
-/** Levenshtein distance, for "did you mean" on unknown keys (option names are short). */
-function editDistance(a: string, b: string): number {
-  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    let diag = row[0]!;
-    row[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const up = row[j]!;
-      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, diag + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diag = up;
-    }
-  }
-  return row[b.length]!;
-}
-
 /** The known key an unknown one was probably meant to be: same letters in another case, or 1–2 edits away. */
-export function closestKey(key: string, known: readonly string[]): string | undefined {
+function closestKey(key: string, known: readonly string[]): string | undefined {
   const lower = key.toLowerCase();
   const sameCase = known.find((k) => k.toLowerCase() === lower);
   if (sameCase) return sameCase;

@@ -60,7 +60,7 @@ const review = z.union([z.string().min(1), objectLike]);
 /** Folders reviewed images must lie in. */
 const imageRoots = z.array(z.string().min(1)).min(1);
 /** How thresholds are chosen (postprocess/operating-point.ts). */
-export const thresholdRuleSchema = z.union([z.enum(['false-reject', 'f1']), goodOnlyRule]);
+const thresholdRuleSchema = z.union([z.enum(['false-reject', 'f1']), goodOnlyRule]);
 
 const band = z.strictObject({ low: z.number().min(0).max(0.5), high: z.number().min(0.5).max(1) });
 

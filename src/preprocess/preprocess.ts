@@ -10,7 +10,7 @@ import type { ImageInfo, PreprocessOptions, PreprocessedImage } from '../types.j
 import { BUFFER_SOURCE, DECODE_FAIL_ON, decodeError, probeImage, readImageBytes, type ImageBytes } from './decode.js';
 import { centreCropOffset } from './crop.js';
 import { DEFAULT_MAX_PIXELS, validatePreprocessOptions } from './options.js';
-import { FRAME_SOURCE, checkRawFrame, isRawFrame, rawFrameInfo, rawFramePipeline, type RawFrame } from './raw-frame.js';
+import { FRAME_SOURCE, isRawFrame, rawFrameInfo, rawFramePipeline, type RawFrame } from './raw-frame.js';
 
 /** What preprocessing takes: a file path, encoded bytes (PNG, JPEG, … in any Uint8Array) or a raw frame. */
 export type ImageInput = string | Uint8Array | RawFrame;
@@ -80,26 +80,37 @@ function normaliseInto(
   }
 }
 
+/**
+ * Opens an image input once: a raw frame is checked against `maxPixels` (once) and read in place; a
+ * file or encoded bytes are read and probed against `maxPixels`. Gives the bytes for decode-error
+ * messages, the source's facts and the start of the shared decode pipeline.
+ * @throws the errors of checkRawFrame, {@link readImageBytes} and {@link probeImage}.
+ */
+async function openImage(
+  source: ImageInput,
+  maxPixels: number,
+  background: readonly [number, number, number],
+): Promise<{ bytes: ImageBytes; info: ImageInfo; pipeline: Sharp }> {
+  if (isRawFrame(source)) {
+    const pipeline = rawFramePipeline(source, background, maxPixels);
+    return { bytes: FRAME_BYTES, info: rawFrameInfo(source), pipeline };
+  }
+  const bytes = await readImageBytes(source);
+  const info = await probeImage(bytes, maxPixels);
+  return { bytes, info, pipeline: srgbPipeline(bytes, maxPixels, background) };
+}
+
 /** Decodes (or, for a raw frame, reads) and preprocesses one image into `out` (length 3·side²), returning its facts. */
 export async function preprocessImageInto(
   source: ImageInput,
   opts: PreprocessOptions,
   out: Float32Array,
 ): Promise<PreprocessedImage> {
+  const { bytes, info, pipeline } = await openImage(source, opts.maxPixels, opts.background);
+  // Full decode before resizing (fastShrinkOnLoad off): JPEG shrink-on-load (DCT scaling) would make
+  // JPEG and PNG copies of the same part preprocess differently.
   const resize = { fit: 'fill', kernel: opts.kernel, fastShrinkOnLoad: false } as const;
-  let raw: { data: Buffer };
-  let info: ImageInfo;
-  if (isRawFrame(source)) {
-    checkRawFrame(source, opts.maxPixels);
-    info = rawFrameInfo(source);
-    raw = await toRawRgb(rawFramePipeline(source, opts.background).resize(opts.imageSize, opts.imageSize, resize), FRAME_BYTES, opts.maxPixels);
-  } else {
-    const bytes = await readImageBytes(source);
-    info = await probeImage(bytes, opts.maxPixels);
-    // Full decode before resizing (fastShrinkOnLoad off): JPEG shrink-on-load (DCT scaling) would make
-    // JPEG and PNG copies of the same part preprocess differently.
-    raw = await toRawRgb(srgbPipeline(bytes, opts.maxPixels, opts.background).resize(opts.imageSize, opts.imageSize, resize), bytes, opts.maxPixels);
-  }
+  const raw = await toRawRgb(pipeline.resize(opts.imageSize, opts.imageSize, resize), bytes, opts.maxPixels);
   const size = opts.cropSize ?? opts.imageSize;
   normaliseInto(raw.data, opts.imageSize, size, opts, out);
   return { tensor: out, size, info };
@@ -228,12 +239,9 @@ async function decodeRgb(
       remedy: 'pass a positive integer or leave maxSide out',
     });
   }
-  const background = opts.background ?? [255, 255, 255];
-  const frame = isRawFrame(source) ? source : undefined;
-  if (frame) checkRawFrame(frame, maxPixels);
-  const bytes = frame ? FRAME_BYTES : await readImageBytes(source as string | Uint8Array);
-  const info = frame ? rawFrameInfo(frame) : await probeImage(bytes, maxPixels);
-  let pipeline = frame ? rawFramePipeline(frame, background) : srgbPipeline(bytes, maxPixels, background);
+  const opened = await openImage(source, maxPixels, opts.background ?? [255, 255, 255]);
+  const { bytes, info } = opened;
+  let pipeline = opened.pipeline;
   if (opts.maxSide !== undefined && Math.max(info.width, info.height) > opts.maxSide) {
     const size = fitInside(info.width, info.height, opts.maxSide);
     pipeline = pipeline.resize(size.width, size.height, { fit: 'fill' });

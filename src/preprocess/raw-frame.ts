@@ -94,9 +94,10 @@ export function checkRawFrame(
 /**
  * The frame's pixels as libvips reads them: contiguous rows, RGB(A) order. The caller's buffer itself
  * when it already is so; otherwise one repack (padded rows dropped, BGR swapped to RGB).
+ * `stride` is the one {@link checkRawFrame} returned when the caller has checked the frame already (with
+ * its own pixel cap); without it the frame is checked here, against the default cap.
  */
-export function contiguousRgb(f: RawFrame): Uint8Array {
-  const { stride } = checkRawFrame(f);
+export function contiguousRgb(f: RawFrame, stride = checkRawFrame(f).stride): Uint8Array {
   const c = f.channels;
   const row = f.width * c;
   const swap = c > 1 && f.order === 'bgr';
@@ -136,10 +137,11 @@ export function rawFrameInfo(f: RawFrame): ImageInfo {
 
 /**
  * A sharp pipeline on the frame that matches the start of the file pipeline: grey replicated to sRGB,
- * alpha flattened on `background`, 8-bit sRGB out.
+ * alpha flattened on `background`, 8-bit sRGB out. The frame is checked here, once, against `maxPixels`.
+ * @throws the errors of {@link checkRawFrame}.
  */
-export function rawFramePipeline(f: RawFrame, background: readonly [number, number, number]): Sharp {
-  const pixels = contiguousRgb(f);
+export function rawFramePipeline(f: RawFrame, background: readonly [number, number, number], maxPixels: number): Sharp {
+  const pixels = contiguousRgb(f, checkRawFrame(f, maxPixels).stride);
   let p = sharp(pixels, { raw: { width: f.width, height: f.height, channels: f.channels } }).pipelineColourspace('srgb');
   if (f.channels === 4) p = p.flatten({ background: { r: background[0], g: background[1], b: background[2] } });
   return p.toColourspace('srgb');

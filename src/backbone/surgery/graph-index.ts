@@ -10,6 +10,7 @@ import type { onnx as OnnxTypes } from 'onnx-proto';
 import { PartscanError } from '../../errors.js';
 import { ONNX_TYPE_NAMES, OnnxDataType as ELEM } from '../../onnx/graph.js';
 import { inspectOnnxGraph } from '../../onnx/graph-inspect.js';
+import { editDistance } from '../../util/edit-distance.js';
 import type { IntermediateTensorInfo, OnnxSurgeryOptions } from './types.js';
 
 const { onnx } = onnxProto;
@@ -367,22 +368,6 @@ export function topologicalOrder(nodes: NodeProto[], source: string): NodeProto[
     }
   }
   return order;
-}
-
-/** Levenshtein distance, for "did you mean" suggestions. */
-function editDistance(a: string, b: string): number {
-  const prev = new Array<number>(b.length + 1);
-  for (let j = 0; j <= b.length; j++) prev[j] = j;
-  for (let i = 1; i <= a.length; i++) {
-    let diagonal = prev[0]!;
-    prev[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const above = prev[j]!;
-      prev[j] = Math.min(above + 1, prev[j - 1]! + 1, diagonal + (a[i - 1] === b[j - 1] ? 0 : 1));
-      diagonal = above;
-    }
-  }
-  return prev[b.length]!;
 }
 
 /** Up to five names close to `wanted`: substring matches first, then small edit distances. */

@@ -37,7 +37,7 @@ export async function infoCommand(modelFile: string, f: { json?: boolean }, io: 
       `embedding   d ${h.embedding.channels} of ${h.embedding.totalChannels}, seed ${h.embedding.seed}, grid ${h.embedding.gridW}×${h.embedding.gridH}`,
       `statistics  ${h.gaussian.images} images, ε ${h.gaussian.epsilon}, ${h.gaussian.resumable ? `resumable (${h.gaussian.resumeState === 'samples' ? 'keeps the samples' : 'keeps scatter matrices'})` : 'compact'}`,
       `image score ${h.imageScore?.kind === 'standardized' ? 'standardised per position (maximum of the blurred standardised distance map)' : h.imageScore ? 'anomaly-map maximum' : 'anomaly-map maximum (format < 1.3: re-fit for the per-position standardised score)'}`,
-      t ? formatOperatingPoint(t, '            ').replace(/^thresholds /, 'thresholds  ').replace(/^operating  /m, 'operating   ') : 'thresholds  none',
+      t ? formatOperatingPoint(t, 12) : 'thresholds  none',
       ...(h.calibration
         ? [
             `calibration ${h.calibration.good} good scores (${h.calibration.sources.leaveOneOut} leave-one-out, ${h.calibration.sources.heldOut} held out, ${h.calibration.sources.added} added), ${h.calibration.defect} labelled defects${h.calibration.reviewed ? `, ${h.calibration.reviewed.good + h.calibration.reviewed.defect} reviewed labels (${h.calibration.reviewed.good} good, ${h.calibration.reviewed.defect} defect)` : ''}`,
