@@ -3,7 +3,7 @@
  * never writes outside that mask, and the change inside is large enough to survive quantisation.
  */
 
-import { cover, geometry, METAL_RGB, type PartScene, type Rng } from './synthetic-part.js';
+import { geometry, METAL_RGB, type PartScene, type Rng } from './synthetic-part.js';
 
 /** A point on the face, at least `margin` px from the face's inner and outer borders. */
 function facePoint(rng: Rng, scene: PartScene, margin: number): [number, number] {

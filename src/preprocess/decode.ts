@@ -3,7 +3,6 @@
  * All decoding goes through sharp (libvips); this module only reads files, sniffs signatures to tell
  * "valid but unsupported format" from "corrupt bytes", and reads header facts.
  */
-import { promises as fs } from 'node:fs';
 import sharp, { type Metadata } from 'sharp';
 import { PartscanError } from '../errors.js';
 import { readRegularFile } from '../util/regular-file.js';

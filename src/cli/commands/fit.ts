@@ -10,7 +10,7 @@ import type { Model } from '../../model/model.js';
 import type { FitOptions } from '../../model/fit-options.js';
 import { ensureOutputDir } from '../../util/atomic-write.js';
 import { EXIT_OK } from '../exit-codes.js';
-import { fmtNum, formatBytes, toJson, type CliIo } from '../format.js';
+import { formatBytes, toJson, type CliIo } from '../format.js';
 import { expandImageArgs } from '../inputs.js';
 import { createProgress } from '../progress.js';
 import { fitQueueCommand } from './worker.js';
