@@ -9,7 +9,7 @@
 
 import path from 'node:path';
 import { PartscanError } from '../errors.js';
-import { isInside, realPathOf } from '../util/real-path.js';
+import { isInside, leadsTo, realPathOf } from '../util/real-path.js';
 
 /** {@link realPathOf} with the queue's typed error. */
 function realJobPath(p: string): Promise<string> {
@@ -36,8 +36,7 @@ export async function resolveJobPaths<K extends string>(
     if (p === undefined) continue;
     const real = await realJobPath(p);
     if (roots && !roots.some((r) => isInside(real, r))) {
-      const via = real === path.resolve(p) ? '' : ` (it leads to ${real})`;
-      throw new PartscanError('QUEUE', `Job ${jobId} names ${p}${via}, outside the folders this worker serves.`, {
+      throw new PartscanError('QUEUE', `Job ${jobId} names ${p}${leadsTo(p, real)}, outside the folders this worker serves.`, {
         remedy: 'put models, images and runs under a folder given to the worker with --allow-root (symlinks out of it are not followed)',
       });
     }

@@ -5,10 +5,9 @@
  * together go through the backbone together.
  */
 
-import { createHash } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { PartscanError } from '../errors.js';
-import { openRegular } from '../util/regular-file.js';
+import { regularFileSha256 } from '../util/regular-file.js';
 import { BatchingScorer } from '../model/batching-scorer.js';
 import type { Model } from '../model/model.js';
 import { ModelPool } from '../model/model-pool.js';
@@ -35,14 +34,7 @@ export interface ModelCacheOptions {
 
 /** sha256 of a whole regular file, streamed; a special file (FIFO, /dev/zero) is refused with a 'QUEUE' error before it is read. */
 export async function fileSha256(file: string): Promise<string> {
-  const { handle } = await openRegular(file, (kind) => new PartscanError('QUEUE', `${file} is ${kind}, not a model file.`, { file, remedy: 'name a .partscan file' }));
-  const h = createHash('sha256');
-  try {
-    for await (const chunk of handle.createReadStream({ autoClose: false })) h.update(chunk as Buffer);
-  } finally {
-    await handle.close();
-  }
-  return h.digest('hex');
+  return regularFileSha256(file, (kind) => new PartscanError('QUEUE', `${file} is ${kind}, not a model file.`, { file, remedy: 'name a .partscan file' }));
 }
 
 /** Hashes already computed in this process, by path, valid while size, mtime and inode are unchanged. */

@@ -8,11 +8,10 @@
  * labels must agree: one file, or two files with the same bytes, cannot be both good and defective.
  */
 
-import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { PartscanError } from '../errors.js';
-import { isInside, realPathOf } from '../util/real-path.js';
-import { openRegular } from '../util/regular-file.js';
+import { isInside, leadsTo, realPathOf } from '../util/real-path.js';
+import { regularFileSha256 } from '../util/regular-file.js';
 import { throwIfAborted } from '../util/abort.js';
 import type { ReviewFile, ReviewItem } from './review-file.js';
 
@@ -36,31 +35,15 @@ function resolveError(p: string, code: string): PartscanError {
   return new PartscanError('REVIEW', `Cannot resolve ${p} (${code}).`, { remedy: 'name files without symlink loops or unreadable folders' });
 }
 
-/** sha256 of a regular file's bytes, or why it cannot be read ('missing', 'a FIFO (named pipe)', …). */
+/** sha256 of a regular file's bytes, or why it cannot be read ('missing', 'a FIFO (named pipe)', 'a directory', …). */
 async function hashRegularFile(file: string): Promise<{ key: string } | { why: string }> {
-  let opened;
   try {
-    opened = await openRegular(file, (kind) => Object.assign(new Error(kind), { code: 'SPECIAL', kind }));
+    return { key: await regularFileSha256(file, (kind) => Object.assign(new Error(kind), { code: 'SPECIAL', kind })) };
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { kind?: string };
-    return { why: err.kind ?? (err.code === 'ENOENT' || err.code === 'ENOTDIR' ? 'missing' : `unreadable: ${err.code ?? String(e)}`) };
-  }
-  const { handle, stat } = opened;
-  try {
-    if (stat.isDirectory()) return { why: 'a directory' };
-    const hash = createHash('sha256');
-    const buf = Buffer.alloc(1 << 20);
-    for (let pos = 0; ; ) {
-      const { bytesRead } = await handle.read(buf, 0, buf.length, pos);
-      if (bytesRead <= 0) break;
-      hash.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
-    }
-    return { key: hash.digest('hex') };
-  } catch (e) {
-    return { why: `unreadable: ${(e as NodeJS.ErrnoException).code ?? String(e)}` };
-  } finally {
-    await handle.close().catch(() => undefined);
+    if (err.kind) return { why: err.kind };
+    if (err.code === 'EISDIR') return { why: 'a directory' };
+    return { why: err.code === 'ENOENT' || err.code === 'ENOTDIR' ? 'missing' : `unreadable: ${err.code ?? String(e)}` };
   }
 }
 
@@ -93,7 +76,7 @@ export async function resolveReviewImages(review: ReviewFile, opts: { roots?: re
   const real: string[] = [];
   for (const item of review.items) {
     const p = await realPathOf(item.file, (code) => resolveError(item.file, code));
-    if (!roots.some((r) => isInside(p, r))) outside.push(p === path.resolve(item.file) ? item.file : `${item.file} (it leads to ${p})`);
+    if (!roots.some((r) => isInside(p, r))) outside.push(`${item.file}${leadsTo(item.file, p)}`);
     real.push(p);
   }
   if (outside.length) {

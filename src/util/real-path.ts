@@ -34,6 +34,14 @@ export async function realPathOf(p: string, refuse: (code: string) => Error): Pr
   }
 }
 
+/**
+ * Why a path is refused when it lies outside every root: '' when the path already says where it is,
+ * else ' (it leads to <real path>)' — a symlink or `..` took it somewhere else.
+ */
+export function leadsTo(p: string, real: string): string {
+  return real === path.resolve(p) ? '' : ` (it leads to ${real})`;
+}
+
 /** Whether the real path `p` is `root` or lies below it (both real paths). */
 export function isInside(p: string, root: string): boolean {
   return p === root || p.startsWith(root.endsWith(path.sep) ? root : root + path.sep);

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { constants, promises as fs, type Stats } from 'node:fs';
 
 /**
@@ -38,12 +39,29 @@ export async function openRegular(file: string, refuse: (kind: string) => Error)
   }
 }
 
+function isDirectoryError(file: string): Error {
+  return Object.assign(new Error(`EISDIR: illegal operation on a directory, read '${file}'`), { code: 'EISDIR' });
+}
+
 /** Reads a whole regular file (see {@link openRegular}); a directory gives EISDIR as fs.readFile does. */
 export async function readRegularFile(file: string, refuse: (kind: string) => Error): Promise<Buffer> {
   const { handle, stat } = await openRegular(file, refuse);
   try {
-    if (stat.isDirectory()) throw Object.assign(new Error(`EISDIR: illegal operation on a directory, read '${file}'`), { code: 'EISDIR' });
+    if (stat.isDirectory()) throw isDirectoryError(file);
     return await handle.readFile();
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
+/** sha256 (hex) of a whole regular file's bytes, streamed (see {@link openRegular}); a directory gives EISDIR. */
+export async function regularFileSha256(file: string, refuse: (kind: string) => Error): Promise<string> {
+  const { handle, stat } = await openRegular(file, refuse);
+  try {
+    if (stat.isDirectory()) throw isDirectoryError(file);
+    const hash = createHash('sha256');
+    for await (const chunk of handle.createReadStream({ autoClose: false })) hash.update(chunk as Buffer);
+    return hash.digest('hex');
   } finally {
     await handle.close().catch(() => undefined);
   }
