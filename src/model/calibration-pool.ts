@@ -25,6 +25,21 @@ export const CALIBRATION_SECTIONS = {
   defectFlags: 'calibration.defectFlags',
 } as const;
 
+/**
+ * The smallest value of a raw anomaly map: a pool row's third column, and what results.json records as
+ * `mapMin` (a review brings it back, so both must come from here).
+ */
+export function mapMinimum(map: ArrayLike<number>): number {
+  let lo = Infinity;
+  for (let i = 0; i < map.length; i++) if (map[i]! < lo) lo = map[i]!;
+  return lo;
+}
+
+/** A scored image's pool row: [image score, raw map maximum, raw map minimum]. */
+export function poolRow(r: { imageScore: number; mapMax: number; anomalyMap: ArrayLike<number> }): number[] {
+  return [r.imageScore, r.mapMax, mapMinimum(r.anomalyMap)];
+}
+
 /** Bytes of a row key (a sha256). */
 export const KEY_BYTES = 32;
 

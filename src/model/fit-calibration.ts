@@ -15,7 +15,7 @@ import { BlurredMaxSession } from '../postprocess/upsample-blur-graph.js';
 import { defaultThreads } from '../onnx/session.js';
 import type { Thresholds } from '../postprocess/thresholds.js';
 import type { Sample } from '../types.js';
-import { CalibrationPool, type CalibrationSource, type CalibrationSources, type KeyedRow } from './calibration-pool.js';
+import { CalibrationPool, poolRow, type CalibrationSource, type KeyedRow } from './calibration-pool.js';
 import { sha256File } from '../backbone/weights-cache.js';
 import { contaminationSuspects, outOfSampleByBackbone, outOfSampleFromEmbeddings, perImageMax, perImageMin, type OutOfSampleGrids } from './out-of-sample.js';
 import type { FitReport, Model, ProgressEvent } from './model.js';
@@ -239,9 +239,7 @@ async function scoreRows(model: Model, files: string[], options: FitCalibrationI
   const maps: Float32Array[] = [];
   for (let i = 0; i < files.length; i += 8) {
     for (const r of await model.score(files.slice(i, i + 8), signal ? { signal } : {})) {
-      let lo = Infinity;
-      for (let k = 0; k < r.anomalyMap.length; k++) if (r.anomalyMap[k]! < lo) lo = r.anomalyMap[k]!;
-      rows.push([r.imageScore, r.mapMax, lo]);
+      rows.push(poolRow(r));
       if (keepMaps) maps.push(r.anomalyMap);
     }
     onProgress?.({ stage: 'calibrate', done: Math.min(files.length, i + 8), total: files.length });
@@ -335,5 +333,3 @@ function chooseThresholds(
   warnings.push(...sel.warnings);
   return sel.thresholds;
 }
-
-export type { CalibrationSources };

@@ -14,7 +14,7 @@ import { checkThresholdOptions, selectThresholds, type ThresholdRule } from '../
 import type { Thresholds } from '../postprocess/thresholds.js';
 import type { Sample } from '../types.js';
 import { throwIfAborted } from '../util/abort.js';
-import { CalibrationPool, type KeyedRow } from './calibration-pool.js';
+import { CalibrationPool, poolRow, type KeyedRow } from './calibration-pool.js';
 import { reviewRows } from './review-join.js';
 import { trainingImages } from './fit.js';
 import type { ReviewJoinSummary } from './types.js';
@@ -83,11 +83,7 @@ async function scoreRows(model: Model, files: string[], opts: CalibrateOptions, 
   const bs = opts.batchSize ?? model.defaultScoreBatchSize;
   for (let i = 0; i < files.length; i += bs) {
     throwIfAborted(opts.signal, 'The calibration');
-    for (const r of await model.score(files.slice(i, i + bs), { batchSize: bs, ...(opts.signal ? { signal: opts.signal } : {}) })) {
-      let lo = Infinity;
-      for (let j = 0; j < r.anomalyMap.length; j++) if (r.anomalyMap[j]! < lo) lo = r.anomalyMap[j]!;
-      out.push([r.imageScore, r.mapMax, lo]);
-    }
+    for (const r of await model.score(files.slice(i, i + bs), { batchSize: bs, ...(opts.signal ? { signal: opts.signal } : {}) })) out.push(poolRow(r));
     done.n += Math.min(bs, files.length - i);
     opts.onProgress?.({ stage: 'calibrate', done: done.n, total: done.total });
   }
