@@ -13,6 +13,9 @@ import { scoreRunOptionsSchema, writeScoredRunOptionsSchema } from '../options/s
 import type { Model, ProgressEvent, ScoreInput, ScoreOptions, ScoreResult } from '../model/model.js';
 import { PARTSCAN_VERSION } from '../model/model.js';
 import { modelScoringSha256 } from '../model/model-identity.js';
+import { mapMinimum } from '../model/calibration-pool.js';
+import { BUFFER_SOURCE } from '../preprocess/decode.js';
+import { FRAME_SOURCE } from '../preprocess/raw-frame.js';
 import type { Thresholds } from '../postprocess/thresholds.js';
 import { ensureOutputDir } from '../util/atomic-write.js';
 import { writeHeatmap16Png, writeImagePng, writeMaskPng, writeOverlayPng } from './images.js';
@@ -182,7 +185,9 @@ async function cancellableRun<T>(outDir: string, signal: AbortSignal | undefined
 /** The name an input goes by in a run: its path, or '<buffer>', '<frame>', '<tensor>'. */
 function inputName(input: ScoreInput): string {
   if (typeof input === 'string') return input;
-  return input instanceof Uint8Array ? '<buffer>' : 'dims' in input ? '<tensor>' : '<frame>';
+  // Encoded bytes in any byte array (a Uint8ClampedArray too) are a buffer, as the result names them.
+  if (input instanceof Uint8Array || (input as unknown) instanceof Uint8ClampedArray) return BUFFER_SOURCE;
+  return 'dims' in input ? '<tensor>' : FRAME_SOURCE;
 }
 
 /**
@@ -277,8 +282,7 @@ export async function exportScoredImage(
       outputs.original = file('original');
     }
   }
-  let mapMin = Infinity;
-  for (let i = 0; i < r.anomalyMap.length; i++) if (r.anomalyMap[i]! < mapMin) mapMin = r.anomalyMap[i]!;
+  const mapMin = mapMinimum(r.anomalyMap);
   const result: ImageResult = {
     file: r.source,
     imageScore: r.imageScore,
