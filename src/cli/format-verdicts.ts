@@ -4,7 +4,7 @@
  */
 
 import type { VerdictCounts, VerdictQuality } from '../metrics/verdicts.js';
-import type { OperatingCurvePoint } from '../metrics/operating-curve.js';
+import { shippedRowIndex, type OperatingCurvePoint } from '../metrics/operating-curve.js';
 import type { ShippedOperatingPoint } from '../model/evaluate.js';
 import { fmtNum, fmtPct as pct, formatTable } from './format.js';
 
@@ -44,9 +44,7 @@ export function formatOperatingCurve(points: readonly OperatingCurvePoint[], shi
   if (shipped) {
     const target = shipped.targetFalseRejectRate !== null ? ` (target ${pct(shipped.targetFalseRejectRate)})` : '';
     const row = [`shipped${target}`, pct(shipped.falseRejectRate), pct(shipped.escapeRate), fmtNum(shipped.threshold)];
-    // Thresholds fall as the false-reject rate rises: the shipped row goes where its threshold belongs.
-    const at = points.findIndex((p) => !(p.threshold > shipped.threshold));
-    rows.splice(at < 0 ? rows.length : at, 0, row);
+    rows.splice(shippedRowIndex(points, shipped.threshold), 0, row);
   }
   return formatTable(['operating point', 'false reject', 'escape', 'threshold'], rows);
 }

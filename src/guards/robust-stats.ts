@@ -89,6 +89,15 @@ export function sortedQuantile(sorted: ArrayLike<number>, offset: number, m: num
   return a + (pos - lo) * (at(hi) - a);
 }
 
+/**
+ * The lowest of the n ascending values with at most ⌊rate·n⌋ of them strictly above it (ties aside): the
+ * empirical score a share `rate` of the sample exceeds (n ≥ 1).
+ */
+export function empiricalUpperQuantile(sorted: ArrayLike<number>, rate: number): number {
+  const n = sorted.length;
+  return sorted[n - 1 - Math.min(n - 1, Math.floor(rate * n + 1e-9))]!;
+}
+
 /** Index of the first of `m` ascending values at `offset` that is ≥ x (binary search). */
 export function lowerBound(sorted: ArrayLike<number>, offset: number, m: number, x: number): number {
   let lo = 0;

@@ -5,7 +5,7 @@
  * `partscan calibrate --false-reject r` can move to).
  */
 
-import { upperBound } from '../guards/robust-stats.js';
+import { empiricalUpperQuantile, upperBound } from '../guards/robust-stats.js';
 
 /** False-reject rates of the curve `eval` reports. */
 export const OPERATING_CURVE_RATES: readonly number[] = [0, 0.005, 0.01, 0.02, 0.05, 0.1];
@@ -20,6 +20,15 @@ export interface OperatingCurvePoint {
   escapeRate: number;
   /** Raw image-score threshold (scores strictly above it are NG). */
   threshold: number;
+}
+
+/**
+ * Where a row for `threshold` goes among the curve's points: thresholds fall as the false-reject rate
+ * rises, so before the first point whose threshold is not above it (after the last when none is).
+ */
+export function shippedRowIndex(points: readonly { threshold: number }[], threshold: number): number {
+  const at = points.findIndex((p) => !(p.threshold > threshold));
+  return at < 0 ? points.length : at;
 }
 
 /** The false-reject and escape rates at `threshold` (scores strictly above it are NG); NaN for an empty class. */
@@ -40,8 +49,7 @@ export function operatingCurve(goodScores: ArrayLike<number>, defectScores: Arra
   const n = good.length;
   return rates.map((rate) => {
     if (n === 0) return { falseRejectRate: rate, measuredFalseRejectRate: NaN, escapeRate: NaN, threshold: NaN };
-    const allowed = Math.min(n - 1, Math.floor(rate * n + 1e-9));
-    const threshold = good[n - 1 - allowed]!;
+    const threshold = empiricalUpperQuantile(good, rate);
     const above = n - upperBound(good, 0, n, threshold);
     const escapes = upperBound(defect, 0, defect.length, threshold);
     return {

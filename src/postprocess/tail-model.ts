@@ -18,7 +18,7 @@
 
 import { PartscanError } from '../errors.js';
 import { betaQuantile, chiSquareQuantile, clopperPearson } from '../metrics/intervals.js';
-import { upperBound } from '../guards/robust-stats.js';
+import { empiricalUpperQuantile, upperBound } from '../guards/robust-stats.js';
 
 /** Share of the good scores whose excesses the tail is fitted to. */
 export const TAIL_SHARE = 0.2;
@@ -81,8 +81,7 @@ export function tailQuantile(fit: TailFit, rate: number): number {
   if (rate < zeta(fit)) return fit.u + fit.beta * Math.log(zeta(fit) / rate);
   // Inside the body: the lowest score with at most ⌊rate·n⌋ good scores above it (never above u, where
   // the tail takes over), so the empirical rate there never exceeds the one asked for.
-  const s = fit.sorted;
-  return Math.min(fit.u, s[s.length - 1 - Math.min(s.length - 1, Math.floor(rate * s.length + 1e-9))]!);
+  return Math.min(fit.u, empiricalUpperQuantile(fit.sorted, rate));
 }
 
 /** Number of sorted values strictly above t. */

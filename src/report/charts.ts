@@ -8,7 +8,7 @@ import type { ImageResult, RunManifest } from '../export/results.js';
 import { auroc } from '../metrics/auroc.js';
 import { rocCurve } from '../metrics/roc.js';
 import { verdictQuality, type VerdictCounts, type VerdictSetQuality } from '../metrics/verdicts.js';
-import { operatingCurve, ratesAt } from '../metrics/operating-curve.js';
+import { operatingCurve, ratesAt, shippedRowIndex } from '../metrics/operating-curve.js';
 import { escapeHtml } from './escape.js';
 import { axes, bar, legend, linearScale, niceStep, niceTicks, plotBox, polyline, svgRoot, vline, type Frame } from './svg.js';
 
@@ -184,12 +184,11 @@ export function operatingCurveTable(results: readonly ImageResult[], threshold: 
   const bad = results.filter((r) => r.label !== GOOD).map((r) => r.imageScore);
   const row = (name: string, fr: number, esc: number, t: number, cls = ''): string =>
     `<tr${cls ? ` class="${cls}"` : ''} data-threshold="${t}"><th>${name}</th><td>${pct(fr)}</td><td>${pct(esc)}</td><td>${t.toPrecision(4)}</td></tr>`;
-  const rows = operatingCurve(good, bad).map((p) => ({ t: p.threshold, html: row(`at ${pct(p.falseRejectRate)}`, p.measuredFalseRejectRate, p.escapeRate, p.threshold) }));
+  const points = operatingCurve(good, bad);
+  const html = points.map((p) => row(`at ${pct(p.falseRejectRate)}`, p.measuredFalseRejectRate, p.escapeRate, p.threshold));
   const rates = ratesAt(good, bad, threshold);
   const shipped = row('shipped', rates.falseRejectRate, rates.escapeRate, threshold, 'shipped');
-  const at = rows.findIndex((r) => !(r.t > threshold));
-  const html = rows.map((r) => r.html);
-  html.splice(at < 0 ? html.length : at, 0, shipped);
+  html.splice(shippedRowIndex(points, threshold), 0, shipped);
   return `<table class="verdict-table operating-curve">
 <thead><tr><th>operating point</th><th>false reject</th><th>escape</th><th>threshold</th></tr></thead>
 <tbody>
