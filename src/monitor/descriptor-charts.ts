@@ -20,7 +20,7 @@ import { median } from '../guards/robust-stats.js';
 import type { MonitorReference } from '../model/monitor-reference.js';
 import { DescriptorEnvelope, ENVELOPE_TAIL, type EnvelopeObservation } from './envelope.js';
 import { EwmaChart, slide, type EwmaSettings } from './ewma-chart.js';
-import { envelopeReason, medianReason } from './reasons.js';
+import { descriptorFamily, envelopeReason, medianReason } from './reasons.js';
 
 /** Which descriptor charts a monitor runs. */
 export type DescriptorChartKind = 'envelope' | 'median' | 'none';
@@ -30,13 +30,6 @@ export interface DescriptorChartSettings extends EwmaSettings {
   window: number;
   /** Practical-significance floor per descriptor (fraction: 0.03 = 3 %). */
   minShift: Readonly<Record<string, number>>;
-}
-
-/** The quantity a descriptor reads: the channel means read brightness, the channel spreads contrast. */
-function descriptorFamily(feature: string): string {
-  if (feature.startsWith('mean_')) return 'brightness';
-  if (feature.startsWith('std_')) return 'contrast';
-  return feature;
 }
 
 /** Floor of descriptors without their own (custom drift models). */
@@ -92,8 +85,9 @@ export class DescriptorCharts {
   push(z: readonly number[], limit: number): string[] {
     const fresh: string[] = [];
     const obs = this.envelope?.observe(z);
-    slide(this.windowZ, [...z], this.s.window);
+    // The envelope charts read their observations; the median charts the z rows.
     if (obs) slide(this.windowObs, obs, this.s.window);
+    else slide(this.windowZ, [...z], this.s.window);
     this.charts.forEach((chart, c) => {
       const j = this.indices[c]!;
       const raised = obs ? this.updateEnvelope(chart, j, obs, limit) : chart.update(z[j]! / this.zScale[j]!, limit, this.s, () => this.medianMatters(j));
@@ -153,7 +147,7 @@ export class DescriptorCharts {
 
   private reason(chart: EwmaChart, j: number, limit: number): string {
     const d = this.drift!;
-    const base = { feature: d.features[j]!, transform: d.transform[j]!, images: this.windowZ.length };
+    const base = { feature: d.features[j]!, transform: d.transform[j]!, images: (this.kind === 'envelope' ? this.windowObs : this.windowZ).length };
     if (this.kind === 'envelope') {
       const beyond = this.windowObs.filter((o) => o.beyond[j]).length;
       const how = `EWMA of the share beyond ${chart.ewma.toFixed(2)} > ${limit.toFixed(2)}`;

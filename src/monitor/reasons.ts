@@ -11,11 +11,16 @@ const HINTS: Record<string, string> = {
   sharpness: 'check the focus, the lens and vibration or motion blur',
 };
 
+/** The quantity a descriptor reads: the channel means read brightness, the channel spreads contrast. */
+export function descriptorFamily(feature: string): string {
+  if (feature.startsWith('mean_')) return 'brightness';
+  if (feature.startsWith('std_')) return 'contrast';
+  return feature;
+}
+
 /** What to check for a descriptor (per-channel means read like brightness, spreads like contrast). */
 export function descriptorHint(feature: string): string {
-  if (feature.startsWith('mean_')) return HINTS.brightness!;
-  if (feature.startsWith('std_')) return HINTS.contrast!;
-  return HINTS[feature] ?? 'check the imaging set-up';
+  return HINTS[descriptorFamily(feature)] ?? 'check the imaging set-up';
 }
 
 const REFIT = 'or re-fit with images of the new condition if it is intended';
